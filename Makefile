@@ -1,0 +1,27 @@
+# Each target creates .venv on first use and installs the package with its test extras.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test bench clean
+
+$(STAMP): pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[test,bench,plots]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/jaxlmm demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_whiten.py
+	$(BIN)/python benchmarks/bench_lasso_path.py
+	$(BIN)/python benchmarks/bench_best_subset.py
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info

@@ -1,0 +1,192 @@
+"""Grouped data for linear mixed models, validated once and laid out for jit/vmap."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+
+import equinox as eqx
+import jax.numpy as jnp
+import numpy as np
+from jax import Array
+
+
+def _float_dtype(*arrays: np.ndarray) -> np.dtype:
+    dtype = np.result_type(*arrays)
+    return dtype if np.issubdtype(dtype, np.floating) else np.dtype(np.float64)
+
+
+def _as_2d(name: str, value, n_rows: int) -> np.ndarray:
+    arr = np.asarray(value)
+    if arr.ndim != 2:
+        raise ValueError(f"`{name}` must be a 2-D array (rows × columns); got shape {arr.shape}.")
+    if arr.shape[0] != n_rows:
+        raise ValueError(
+            f"`{name}` has {arr.shape[0]} rows but `y` has {n_rows}: every row of `{name}` "
+            "must be one observation."
+        )
+    if not np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.complexfloating):
+        raise ValueError(f"`{name}` must hold real numbers; got dtype {arr.dtype}.")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"`{name}` contains NaN or inf; remove or impute those rows first.")
+    return arr
+
+
+def _encode_groups(groups, n_rows: int) -> tuple[np.ndarray, tuple[Hashable, ...]]:
+    """Cluster index per row (0..n-1) and the labels in that index order.
+
+    Labels are sorted when they can be (as R's factor levels are); otherwise kept in order of
+    first appearance.
+    """
+    # NumPy scalars become Python objects: labels live in a static (hashed, compared) field.
+    labels = [g.item() if isinstance(g, np.generic) else g for g in groups]
+    if len(labels) != n_rows:
+        raise ValueError(f"`groups` has {len(labels)} labels but `y` has {n_rows} rows.")
+    for label in labels:
+        if isinstance(label, float) and not np.isfinite(label):
+            raise ValueError("`groups` contains NaN or inf; every row needs a cluster label.")
+        if label is None:
+            raise ValueError("`groups` contains None; every row needs a cluster label.")
+    try:
+        unique = sorted(set(labels))
+    except TypeError:
+        unique = list(dict.fromkeys(labels))
+    index = {label: i for i, label in enumerate(unique)}
+    return np.fromiter((index[label] for label in labels), np.int64, n_rows), tuple(unique)
+
+
+def _cluster_svd(Z: np.ndarray, cluster: np.ndarray, n_clusters: int):
+    """Thin SVD of each cluster's Z_i, batched over clusters of equal size.
+
+    Returns the left singular vectors laid out row by row (N × q, a column of zeros past the
+    rank of Z_i) and the singular values (n × q, zero past the rank). Directions whose singular
+    value is below numpy's matrix-rank tolerance are dropped, so rank-deficient Z_i and
+    clusters with fewer rows than q are exact.
+    """
+    n_rows, q = Z.shape
+    basis = np.zeros((n_rows, q), Z.dtype)
+    singular = np.zeros((n_clusters, q), Z.dtype)
+    sizes = np.bincount(cluster, minlength=n_clusters)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    for size in np.unique(sizes):
+        members = np.flatnonzero(sizes == size)
+        rows = starts[members][:, None] + np.arange(size)[None, :]
+        u, s, _ = np.linalg.svd(Z[rows], full_matrices=False)
+        r = s.shape[1]
+        tol = s[:, :1] * max(size, q) * np.finfo(Z.dtype).eps
+        keep = s > tol
+        basis[rows.ravel(), :r] = (u * keep[:, None, :]).reshape(-1, r)
+        singular[members, :r] = s * keep
+    return basis, singular
+
+
+class LMMData(eqx.Module):
+    """Grouped data y_i = X_i β + Z_i b_i + ε_i, rows sorted by cluster.
+
+    Build it with `LMMData.from_arrays`. Every array field is a JAX array, so an `LMMData` can
+    be passed through `jit` and stacked for `vmap` across datasets that share a cluster layout.
+    Per-cluster algebra uses `cluster` as segment ids, so no N×N matrix (and no padding) is ever
+    formed.
+
+    **Fields:**
+
+    - `X` (N × p), `y` (N,), `Z` (N × q): the data, rows sorted by cluster.
+    - `cluster` (N,): the cluster index 0..n-1 of each sorted row.
+    - `order` (N,): the caller's row number of each sorted row (`X = X_caller[order]`).
+    - `z_basis` (N × q), `z_singular` (n × q): the thin SVD Z_i = U_i S_i W_iᵀ of each cluster,
+      U_i stored row by row and zero past rank(Z_i).
+    - `labels`: the group label of each cluster index (static).
+    """
+
+    X: Array
+    y: Array
+    Z: Array
+    cluster: Array
+    order: Array
+    z_basis: Array
+    z_singular: Array
+    labels: tuple = eqx.field(static=True)
+
+    @classmethod
+    def from_arrays(cls, X, y, groups: Sequence[Hashable], Z=None) -> LMMData:
+        """Validate flat arrays and lay them out by cluster.
+
+        **Arguments:**
+
+        - `X`: fixed-effects design, N × p (p may exceed N). Include a column of ones yourself
+          only if you want it penalised like the others; the estimators add an unpenalised
+          intercept by default.
+        - `y`: response, length N; must not be constant.
+        - `groups`: N cluster labels of any hashable type, in any order; clusters may be
+          unbalanced. At least two clusters are required.
+        - `Z`: random-effects design, N × q; `None` means a random intercept (a column of ones).
+          Z must have full column rank overall; individual clusters may be rank-deficient
+          (for example clusters with fewer rows than q).
+
+        Raises `ValueError`, naming the argument, for mismatched lengths, non-2-D `X` or `Z`,
+        NaN/inf, p = 0, fewer than two clusters, a constant `y` or a rank-deficient `Z`.
+        """
+        y_arr = np.asarray(y)
+        if y_arr.ndim == 2 and y_arr.shape[1] == 1:
+            y_arr = y_arr[:, 0]
+        if y_arr.ndim != 1:
+            raise ValueError(f"`y` must be a 1-D array of length N; got shape {y_arr.shape}.")
+        n_rows = y_arr.shape[0]
+        if n_rows == 0:
+            raise ValueError("`y` is empty.")
+        if not np.issubdtype(y_arr.dtype, np.number) or not np.all(np.isfinite(y_arr)):
+            raise ValueError("`y` must be real and finite; it contains NaN, inf or non-numbers.")
+        X_arr = _as_2d("X", X, n_rows)
+        if X_arr.shape[1] == 0:
+            raise ValueError("`X` has no columns (p = 0): there are no fixed effects to fit.")
+        if np.ptp(y_arr) == 0:
+            raise ValueError("`y` is constant: there is nothing to explain.")
+        Z_arr = np.ones((n_rows, 1)) if Z is None else _as_2d("Z", Z, n_rows)
+        if Z_arr.shape[1] == 0:
+            raise ValueError("`Z` has no columns; pass Z=None for a random intercept.")
+        cluster, labels = _encode_groups(groups, n_rows)
+        if len(labels) < 2:
+            raise ValueError(
+                f"`groups` has {len(labels)} distinct label(s); a mixed model needs at least 2 "
+                "clusters."
+            )
+        dtype = _float_dtype(X_arr, y_arr, Z_arr)
+        X_arr, y_arr, Z_arr = (a.astype(dtype) for a in (X_arr, y_arr, Z_arr))
+        if np.linalg.matrix_rank(Z_arr) < Z_arr.shape[1]:
+            raise ValueError(
+                f"`Z` is singular: its {Z_arr.shape[1]} columns have rank "
+                f"{np.linalg.matrix_rank(Z_arr)}. Drop duplicated or collinear random-effect "
+                "columns."
+            )
+        order = np.argsort(cluster, kind="stable")
+        cluster = cluster[order]
+        basis, singular = _cluster_svd(Z_arr[order], cluster, len(labels))
+        return cls(
+            X=jnp.asarray(X_arr[order]),
+            y=jnp.asarray(y_arr[order]),
+            Z=jnp.asarray(Z_arr[order]),
+            cluster=jnp.asarray(cluster, dtype=jnp.int32),
+            order=jnp.asarray(order, dtype=jnp.int32),
+            z_basis=jnp.asarray(basis),
+            z_singular=jnp.asarray(singular),
+            labels=labels,
+        )
+
+    @property
+    def n_obs(self) -> int:
+        return self.y.shape[-1]
+
+    @property
+    def n_features(self) -> int:
+        return self.X.shape[-1]
+
+    @property
+    def n_clusters(self) -> int:
+        return len(self.labels)
+
+    @property
+    def cluster_sizes(self) -> Array:
+        return jnp.bincount(self.cluster, length=self.n_clusters)
+
+    def to_caller_order(self, rows: Array) -> Array:
+        """Put per-row values (leading axis N, sorted by cluster) back in the caller's order."""
+        return jnp.zeros_like(rows).at[self.order].set(rows)

@@ -1,0 +1,49 @@
+"""Result codes and the `Solution` returned by every solver."""
+
+from __future__ import annotations
+
+import equinox as eqx
+import equinox.internal as eqxi
+from jax import Array
+
+
+class RESULTS(eqxi.Enumeration):
+    """Why a solve stopped. Messages say which knob to turn."""
+
+    successful = ""
+    max_steps_reached = (
+        "The solver reached `max_steps` before the KKT residual met the tolerance. Increase "
+        "`max_steps`, loosen `rtol`/`atol`, or warm-start from a nearby solution (a λ path)."
+    )
+    nonfinite = (
+        "Non-finite values (NaN or inf) appeared during the solve. Check the data and the "
+        "loss for overflow; a badly scaled design can cause this."
+    )
+    line_search_failed = (
+        "Backtracking could not find a step that decreases the objective. The loss may not be "
+        "smooth or its gradient may be wrong."
+    )
+
+
+class Solution(eqx.Module):
+    """Outcome of `jaxlmm.solve`.
+
+    **Fields:**
+
+    - `value`: the minimiser found.
+    - `result`: a `RESULTS` code; `RESULTS.successful` when the tolerance was met.
+    - `objective`: f(value) + penalty(value).
+    - `kkt_residual`: max_k dist(−∇f(value)_k, ∂penalty_k(value)), zero at an exact solution.
+    - `stats`: `{"num_steps": ...}` (iterations for proximal gradient, coordinate epochs for
+      coordinate descent).
+    """
+
+    value: Array
+    result: RESULTS
+    objective: Array
+    kkt_residual: Array
+    stats: dict
+
+    @property
+    def converged(self) -> Array:
+        return self.result == RESULTS.successful

@@ -1,0 +1,6 @@
+"""Solvers for smooth loss + separable penalty, shared by every objective in the package."""
+
+from ._base import AbstractSolver as AbstractSolver
+from .best_subset import BestSubset as BestSubset
+from .coordinate_descent import CoordinateDescent as CoordinateDescent
+from .proximal_gradient import ProximalGradient as ProximalGradient

@@ -1,0 +1,33 @@
+"""The interface every in-JIT solver implements."""
+
+from __future__ import annotations
+
+import abc
+
+import equinox as eqx
+import jax.numpy as jnp
+from jax import Array
+
+
+class AbstractSolver(eqx.Module):
+    """A solver for min_β f(β, args) + penalty(β), run entirely inside `jit`.
+
+    `run` returns `(value, result, num_steps)`; `jaxlmm.solve` adds the objective, the KKT
+    residual and error handling. Configuration (tolerances, step limits) lives in fields, so
+    it is static under `jit`; data go through `args` and are traced.
+    """
+
+    rtol: eqx.AbstractVar[float]
+    atol: eqx.AbstractVar[float]
+    max_steps: eqx.AbstractVar[int]
+
+    @abc.abstractmethod
+    def run(self, fn, penalty, y0: Array, args) -> tuple[Array, Array, Array]: ...
+
+    def tolerance(self, grad0: Array, penalty) -> Array:
+        """atol + rtol · (scale of the problem): the larger of |∇f(y0)|∞ and the largest finite
+        penalty threshold, so the stopping rule does not depend on how y is scaled."""
+        t = jnp.broadcast_to(penalty.thresholds(), grad0.shape)
+        t_max = jnp.max(jnp.where(jnp.isfinite(t), t, 0.0), initial=0.0)
+        scale = jnp.maximum(jnp.max(jnp.abs(grad0)), t_max)
+        return self.atol + self.rtol * jnp.maximum(scale, jnp.finfo(grad0.dtype).tiny)
