@@ -5,6 +5,7 @@ from __future__ import annotations
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import Array
 
 from ._data import LMMData
@@ -59,7 +60,6 @@ class Whitened(eqx.Module):
     effective_sample_size: Array
 
 
-@eqx.filter_jit
 def whiten(data: LMMData, a) -> Whitened:
     """Whiten by the proxy covariance Σ_a = blockdiag(a Z_i Z_iᵀ + I_{m_i}).
 
@@ -74,6 +74,16 @@ def whiten(data: LMMData, a) -> Whitened:
     - `a`: the proxy variance ratio, a ≥ 0 (a = 0 ignores the clustering; a → ∞ projects out
       the random-effect directions of each cluster).
     """
+    if not isinstance(a, jax.core.Tracer):
+        a_value = np.asarray(a)
+        if a_value.ndim != 0 or not np.isfinite(a_value) or a_value < 0:
+            raise ValueError(f"`a` must be a finite scalar ≥ 0; got {a!r}.")
+    # An array (not a Python float) so that a new a reuses the compiled program.
+    return _whiten(data, jnp.asarray(a, data.X.dtype))
+
+
+@eqx.filter_jit
+def _whiten(data: LMMData, a) -> Whitened:
     X_a = inverse_sqrt_apply(data, a, data.X)
     y_a = inverse_sqrt_apply(data, a, data.y)
     return Whitened(

@@ -23,7 +23,10 @@ class CoordinateDescent(AbstractSolver):
     converges, one full gradient (a single matrix–vector product) checks the KKT conditions
     everywhere; violators join the working set and it repeats. So the solution satisfies the
     KKT conditions on all p coordinates to atol + rtol·scale, but a sweep over all p
-    coordinates is never needed. `max_steps` counts coordinate epochs.
+    coordinates is never needed. Every `anderson_memory` epochs the iterates are
+    extrapolated (Anderson acceleration, kept only if it lowers the objective), which
+    rescues the slow linear rate of cyclic CD on correlated designs; 0 turns it off.
+    `max_steps` counts coordinate epochs.
 
     Raises `ValueError` for a loss that is not `jaxlmm.losses.LeastSquares`; use
     `ProximalGradient` for a general loss.
@@ -34,6 +37,7 @@ class CoordinateDescent(AbstractSolver):
     max_steps: int = 100_000
     working_set_margin: float = 0.1
     max_rounds: int = 1_000
+    anderson_memory: int = 5
 
     def run(self, fn, penalty, y0, args):
         if not isinstance(fn, LeastSquares):
@@ -71,20 +75,54 @@ class CoordinateDescent(AbstractSolver):
 
             return lax.fori_loop(0, count, update, (beta, wr, jnp.zeros((), beta.dtype)))
 
+        positive_rows = row_scale > 0
+        safe_row_scale = jnp.where(positive_rows, row_scale, 1.0)
+
+        def objective(beta, wr):
+            # ½ Σ w r² / s from the weighted residual wr = (w/s)·r (rows of weight 0 add 0).
+            return 0.5 * jnp.sum(jnp.where(positive_rows, wr * wr / safe_row_scale, 0.0)) + penalty(beta)
+
+        def extrapolate(beta, wr, betas, wrs):
+            # Anderson extrapolation of the last K+1 epochs (Bertrand & Massias 2021): the
+            # weights c solve min ‖Σ c_i Δβ_i‖ with Σ c_i = 1. Residuals are affine in β, so the
+            # extrapolated residual is the same combination of stored ones (no matvec).
+            diffs = jnp.diff(betas, axis=0)
+            gram = diffs @ diffs.T
+            gram = gram + 1e-10 * jnp.trace(gram) * jnp.eye(gram.shape[0], dtype=gram.dtype)
+            z = jnp.linalg.solve(gram, jnp.ones(gram.shape[0], gram.dtype))
+            c = z / jnp.sum(z)
+            beta_x = c @ betas[1:]
+            wr_x = c @ wrs[1:]
+            better = jnp.all(jnp.isfinite(c)) & (objective(beta_x, wr_x) < objective(beta, wr))
+            return jnp.where(better, beta_x, beta), jnp.where(better, wr_x, wr)
+
+        K = self.anderson_memory
+
         def converge_working_set(beta, wr, working, epochs):
             order = jnp.argsort(~working, stable=True)
             count = jnp.sum(working)
 
             def cond(c):
-                _, _, change, n = c
+                _, _, change, n, *_ = c
                 return (change > inner_tol) & (n < self.max_steps)
 
             def body(c):
-                beta, wr, _, n = c
+                beta, wr, _, n, betas, wrs, i = c
                 beta, wr, change = epoch(beta, wr, order, count)
-                return beta, wr, change, n + 1
+                betas = betas.at[i].set(beta)
+                wrs = wrs.at[i].set(wr)
+                full = i == K
+                beta, wr = lax.cond(
+                    full & (K > 0),
+                    lambda: extrapolate(beta, wr, betas, wrs),
+                    lambda: (beta, wr),
+                )
+                return beta, wr, change, n + 1, betas, wrs, jnp.where(full, 0, i + 1)
 
-            beta, wr, _, epochs = lax.while_loop(cond, body, (beta, wr, jnp.inf, epochs))
+            betas = jnp.zeros((K + 1, p), beta.dtype)
+            wrs = jnp.zeros((K + 1, wr.shape[0]), wr.dtype)
+            init = (beta, wr, jnp.asarray(jnp.inf, beta.dtype), epochs, betas, wrs, 0)
+            beta, wr, _, epochs, *_ = lax.while_loop(cond, body, init)
             return beta, wr, epochs
 
         def round_cond(s):

@@ -1,0 +1,488 @@
+"""`fit_quasi`: the whitened quasi-likelihood Lasso and best subset, with tuning of a, λ and k."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from ._data import LMMData
+from ._solve import _solve_jit, solve
+from ._whiten import effective_sample_size
+from .losses import LeastSquaresData, quasi_likelihood
+from .path import LassoPath, lambda_max, solve_path
+from .penalties import L0, L1
+from .select import (
+    INFORMATION_CRITERIA,
+    cluster_folds,
+    marginal_sse,
+    scaled_lasso,
+    training_weights,
+)
+from .solvers import BestSubset, CoordinateDescent
+
+DEFAULT_A_GRID = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class CVCurve:
+    """Cluster-level K-fold cross-validation results.
+
+    - `a_grid` (n_a): the values of a tried.
+    - `grid` (n_a × n_g): the λ values (they scale with λ_max(a)) or k values tried at each a.
+    - `error` (n_a × n_g): marginal prediction error Σ_test ‖y_i − X_i β̂‖² / N, summed over
+      folds (each cluster is held out exactly once).
+    - `fold_error` (n_folds × n_a × n_g): the same per fold, before dividing by N.
+    - `parameter`: "lam" or "k"; `best`: the (a index, grid index) of the minimum.
+    """
+
+    a_grid: np.ndarray
+    grid: np.ndarray
+    error: np.ndarray
+    fold_error: np.ndarray
+    parameter: str
+    best: tuple[int, int]
+
+
+@dataclasses.dataclass(frozen=True)
+class QuasiFit:
+    """A fitted quasi-likelihood model (Lasso or best subset).
+
+    - `coef`: β̂ (length p, the caller's column order); for an explicit λ path, n_λ × p.
+    - `intercept`: the unpenalised intercept (0 when `intercept=False`).
+    - `support`: sorted indices of the nonzero β̂ (a tuple of them for a λ path).
+    - `a`, `lam` (Lasso) or `k` (best subset): the values used, chosen or given.
+    - `converged`, `n_iter`: solver status (coordinate epochs; None for best subset, whose
+      iteration count skscope does not report).
+    - `effective_sample_size`: tr(Σ_a^{-1}).
+    - `cv`: the `CVCurve` when a, λ or k was chosen by cross-validation; `ic`: the
+      information-criterion curve {k: value} when k was chosen by GIC/EBIC.
+    - `path`: the `LassoPath` at the chosen a when a path was computed.
+    """
+
+    coef: np.ndarray
+    intercept: float
+    support: np.ndarray | tuple
+    a: float
+    lam: float | np.ndarray | None
+    k: int | None
+    converged: bool | np.ndarray
+    n_iter: int | np.ndarray | None
+    effective_sample_size: float
+    method: str
+    cv: CVCurve | None = None
+    ic: dict | None = None
+    path: LassoPath | None = None
+
+    def predict(self, X) -> np.ndarray:
+        """Marginal prediction X β̂ + intercept (no random effects)."""
+        return np.asarray(X) @ self.coef.T + self.intercept
+
+
+# ---- validation (before anything is traced) ---------------------------------------------------
+
+
+def _check_scalar(name, value, allow_none=True):
+    if value is None and allow_none:
+        return None
+    try:
+        v = float(np.asarray(value))
+    except (TypeError, ValueError):
+        raise ValueError(f"`{name}` must be a non-negative number; got {value!r}.") from None
+    if not np.isfinite(v) or v < 0:
+        raise ValueError(f"`{name}` must be a finite number ≥ 0; got {value!r}.")
+    return v
+
+
+def _check_grid(name, values, integer=False, upper=None):
+    arr = np.atleast_1d(np.asarray(values, dtype=float))
+    if arr.ndim != 1 or arr.size == 0:
+        raise ValueError(f"`{name}` must be a non-empty 1-D sequence; got shape {arr.shape}.")
+    if not np.all(np.isfinite(arr)) or np.any(arr < 0):
+        raise ValueError(f"`{name}` must hold finite values ≥ 0; got {values!r}.")
+    if integer:
+        if np.any(arr != np.round(arr)):
+            raise ValueError(f"`{name}` must hold integers; got {values!r}.")
+        if upper is not None and np.any(arr > upper):
+            raise ValueError(f"`{name}` values must be ≤ p = {upper}; got {values!r}.")
+        return arr.astype(int)
+    return arr
+
+
+def _check_unpenalized(unpenalized, p) -> np.ndarray:
+    mask = np.zeros(p, bool)
+    if unpenalized is None:
+        return mask
+    arr = np.asarray(unpenalized)
+    if arr.dtype == bool:
+        if arr.shape != (p,):
+            raise ValueError(f"`unpenalized` as a mask must have length p = {p}; got {arr.shape}.")
+        return arr.copy()
+    arr = arr.astype(int).ravel()
+    if np.any((arr < 0) | (arr >= p)):
+        raise ValueError(f"`unpenalized` indices must lie in [0, {p}); got {unpenalized!r}.")
+    mask[arr] = True
+    return mask
+
+
+def _check_weights(weights, p) -> np.ndarray | None:
+    if weights is None:
+        return None
+    arr = np.asarray(weights, dtype=float)
+    if arr.shape != (p,):
+        raise ValueError(f"`weights` must have length p = {p}; got shape {arr.shape}.")
+    if np.any(np.isnan(arr)) or np.any(arr < 0):
+        raise ValueError("`weights` must be ≥ 0 (inf drops a coefficient); got NaN or < 0.")
+    return arr
+
+
+# ---- jitted programs: a is traced, folds are vmapped, so nothing recompiles across a ----------
+
+
+def _fold_args(data: LMMData, args: LeastSquaresData, a, cluster_weights) -> LeastSquaresData:
+    """The same whitened data restricted to the training clusters (weight 1)."""
+    return LeastSquaresData(
+        X=args.X,
+        y=args.y,
+        weights=cluster_weights[data.cluster].astype(args.X.dtype),
+        scale=effective_sample_size(data, a, cluster_weights),
+    )
+
+
+def _design(data: LMMData, intercept: bool):
+    if not intercept:
+        return data.X
+    return jnp.concatenate([jnp.ones((data.n_obs, 1), data.X.dtype), data.X], axis=1)
+
+
+@eqx.filter_jit
+def _lasso_cv_at_a(data, a, train, lambdas, relative, weights, unpenalized, intercept, solver):
+    """CV errors along a λ path at one a, all folds at once. With `relative`, `lambdas` are
+    fractions of the full-data λ_max(a) (so the grid follows a)."""
+    fn, args = quasi_likelihood(data, a, intercept=intercept)
+    y0 = jnp.zeros(args.X.shape[1], args.X.dtype)
+    lam_max, start = lambda_max(fn, args, solver, y0, weights, unpenalized)
+    lams = lam_max * lambdas if relative else lambdas
+    design = _design(data, intercept)
+
+    def fold(cluster_weights):
+        path = solve_path(
+            fn, _fold_args(data, args, a, cluster_weights), lams, solver, start, weights, unpenalized
+        )
+        return marginal_sse(data, design, path.coef, 1.0 - cluster_weights), path.converged
+
+    sse, converged = jax.vmap(fold)(train)
+    return lams, sse, converged
+
+
+@eqx.filter_jit
+def _universal_cv_at_a(data, a, train, n_penalized, weights, unpenalized, intercept, solver):
+    fn, args = quasi_likelihood(data, a, intercept=intercept)
+    y0 = jnp.zeros(args.X.shape[1], args.X.dtype)
+    design = _design(data, intercept)
+
+    def fold(cluster_weights):
+        fargs = _fold_args(data, args, a, cluster_weights)
+        fit = scaled_lasso(fn, fargs, solver, y0, fargs.scale, n_penalized, weights, unpenalized)
+        return marginal_sse(data, design, fit.coef[None], 1.0 - cluster_weights), fit.lam[None]
+
+    return jax.vmap(fold)(train)
+
+
+@eqx.filter_jit
+def _lasso_full(data, a, lambdas, relative, weights, unpenalized, intercept, solver):
+    fn, args = quasi_likelihood(data, a, intercept=intercept)
+    y0 = jnp.zeros(args.X.shape[1], args.X.dtype)
+    lam_max, start = lambda_max(fn, args, solver, y0, weights, unpenalized)
+    lams = lam_max * lambdas if relative else lambdas
+    return solve_path(fn, args, lams, solver, start, weights, unpenalized), args.scale
+
+
+@eqx.filter_jit
+def _universal_full(data, a, n_penalized, weights, unpenalized, intercept, solver):
+    fn, args = quasi_likelihood(data, a, intercept=intercept)
+    y0 = jnp.zeros(args.X.shape[1], args.X.dtype)
+    fit = scaled_lasso(fn, args, solver, y0, args.scale, n_penalized, weights, unpenalized)
+    sol = _solve_jit(fn, L1(fit.lam, weights, unpenalized), solver, fit.coef, args, False)
+    return fit, sol.stats["num_steps"], args.scale
+
+
+@eqx.filter_jit
+def _whitened(data, a, intercept, cluster_weights):
+    return quasi_likelihood(data, a, cluster_weights, intercept)[1]
+
+
+# ---- best subset (host side: skscope) ---------------------------------------------------------
+
+
+def _best_subset_path(args, ks, unpenalized, solver) -> np.ndarray:
+    """β̂ for each k in `ks` (increasing), each warm-started from the previous support."""
+    from .losses import LeastSquares
+
+    p = args.X.shape[1]
+    beta = jnp.zeros(p, args.X.dtype)
+    mask = jnp.asarray(unpenalized)
+    coefs = []
+    for k in ks:
+        sol = solve(LeastSquares(), L0(int(k), mask), solver, beta, args)
+        beta = sol.value
+        coefs.append(np.asarray(beta))
+    return np.stack(coefs)
+
+
+def _rss(args: LeastSquaresData, coefs: np.ndarray) -> np.ndarray:
+    X, y, w = (np.asarray(v) for v in (args.X, args.y, args.weights))
+    r = y[:, None] - X @ coefs.T
+    return np.sum(w[:, None] * r * r, axis=0)
+
+
+def _choose_k_by_ic(args, coefs, ks, criterion, n_penalized) -> tuple[int, np.ndarray]:
+    ic = INFORMATION_CRITERIA[criterion](_rss(args, coefs), float(args.scale), ks, n_penalized)
+    return int(np.argmin(ic)), ic
+
+
+# ---- the estimator ----------------------------------------------------------------------------
+
+
+def fit_quasi(
+    data: LMMData,
+    a=None,
+    lam=None,
+    k=None,
+    *,
+    a_grid=DEFAULT_A_GRID,
+    n_lambda: int = 100,
+    lambda_min_ratio: float | None = None,
+    k_grid=None,
+    k_criterion: str = "cv",
+    n_folds: int = 5,
+    weights=None,
+    unpenalized=None,
+    intercept: bool = True,
+    seed: int = 0,
+    progress: bool = True,
+    solver=None,
+    best_subset: BestSubset | None = None,
+) -> QuasiFit:
+    """Fit the Σ_a-whitened quasi-likelihood of Li, Cai & Li (2022) with a Lasso or an l0 penalty.
+
+    Lasso:        β̂ = argmin ‖y_a − X_a β‖² / (2 tr(Σ_a^{-1})) + λ Σ_{k ∉ U} w_k |β_k|
+    Best subset:  β̂ = argmin ‖y_a − X_a β‖² / (2 tr(Σ_a^{-1}))  s.t. ‖β_{∉U}‖₀ ≤ k
+
+    with X_a = Σ_a^{-1/2} X, y_a = Σ_a^{-1/2} y and Σ_a = blockdiag(a Z_i Z_iᵀ + I). An
+    intercept (unpenalised, whitened with the data) is included unless `intercept=False`.
+
+    What is `None` is tuned:
+
+    - `a=None`: cluster-level `n_folds`-fold CV of the marginal prediction error
+      Σ_test ‖y_i − X_i β̂‖² over `a_grid`, jointly with λ (on a path of `n_lambda` values
+      from λ_max(a) down to `lambda_min_ratio`·λ_max(a)) or with k when those are tuned too.
+    - `lam=None` (and `k=None`): λ by the same CV. `lam="universal"`: the scaled-Lasso choice
+      λ = σ̂ sqrt(2 log p / tr(Σ_a^{-1})). `lam` a 1-D array: the whole path (warm-started
+      from λ_max), returned as an n_λ × p `coef`.
+    - `k` given: best subset by splicing (skscope `ScopeSolver`). `k=None` with
+      `k_criterion="gic"`/`"ebic"`: k over `k_grid` by that criterion with
+      n = tr(Σ_a^{-1}); `k_criterion="cv"` with `k_grid` given: k by CV.
+
+    **Arguments:**
+
+    - `data`: an `LMMData`.
+    - `a`, `lam`, `k`: see above; give `lam` or `k`, not both (neither means a CV-tuned Lasso).
+    - `a_grid`: values of a ≥ 0 for CV. `n_lambda`, `lambda_min_ratio`: the relative λ grid
+      (ratio default 0.01 when p > N, else 1e-4, as glmnet). `k_grid`: sparsity levels.
+    - `n_folds`, `seed`: the cluster folds. `progress`: tqdm bar over the a grid.
+    - `weights` (length p, ≥ 0; inf drops a column), `unpenalized` (indices or a mask of
+      columns of X that are never penalised and always in the model).
+    - `solver`: the in-JIT solver for the Lasso (default `CoordinateDescent(rtol=1e-7)`);
+      `best_subset`: a `BestSubset` with skscope options.
+
+    Returns a `QuasiFit`.
+    """
+    if not isinstance(data, LMMData):
+        raise ValueError(f"`data` must be an LMMData (use LMMData.from_arrays); got {type(data)}.")
+    p = data.n_features
+    a = _check_scalar("a", a)
+    a_values = np.array([a]) if a is not None else _check_grid("a_grid", a_grid)
+    if k is not None and lam is not None:
+        raise ValueError("Give `lam` (Lasso) or `k` (best subset), not both.")
+    if k is not None:
+        if isinstance(k, bool) or not isinstance(k, int | np.integer):
+            raise ValueError(f"`k` must be an integer number of nonzero coefficients; got {k!r}.")
+        if not 0 <= k <= p:
+            raise ValueError(f"`k` must be between 0 and p = {p}; got k = {k}.")
+    if k_criterion not in ("cv", *INFORMATION_CRITERIA):
+        raise ValueError(f"`k_criterion` must be 'cv', 'gic' or 'ebic'; got {k_criterion!r}.")
+    user_mask = _check_unpenalized(unpenalized, p)
+    user_weights = _check_weights(weights, p)
+    if lambda_min_ratio is None:
+        lambda_min_ratio = 1e-2 if p > data.n_obs else 1e-4
+    if not 0 < lambda_min_ratio < 1:
+        raise ValueError(f"`lambda_min_ratio` must lie in (0, 1); got {lambda_min_ratio}.")
+    if not isinstance(n_lambda, int | np.integer) or n_lambda < 1:
+        raise ValueError(f"`n_lambda` must be a positive integer; got {n_lambda!r}.")
+    needs_cv = a is None or (lam is None and k is None and k_criterion == "cv")
+    folds = cluster_folds(data.n_clusters, n_folds, seed) if needs_cv else None
+
+    dtype = data.X.dtype
+    mask = np.concatenate([[True], user_mask]) if intercept else user_mask
+    w = None
+    if user_weights is not None:
+        w = jnp.asarray(np.concatenate([[1.0], user_weights]) if intercept else user_weights, dtype)
+    mask_j = jnp.asarray(mask)
+    n_penalized = int(np.sum(~mask))
+    if n_penalized == 0:
+        raise ValueError("Every column is unpenalised: there is nothing to select.")
+    common = dict(data=data, a_values=a_values, folds=folds, n_folds=n_folds, intercept=intercept,
+                  mask=mask, progress=progress)
+
+    if k is not None or (lam is None and k_grid is not None) or (
+        lam is None and k_criterion != "cv"
+    ):
+        if k is None:
+            k_grid = _check_grid(
+                "k_grid", k_grid if k_grid is not None else range(1, min(n_penalized, 20) + 1),
+                integer=True, upper=n_penalized,
+            )
+        return _fit_best_subset(
+            k=k, k_grid=k_grid, k_criterion=k_criterion, n_penalized=n_penalized,
+            solver=best_subset or BestSubset(), **common,
+        )
+
+    solver = solver or CoordinateDescent(rtol=1e-7)
+    if isinstance(lam, str):
+        if lam != "universal":
+            raise ValueError(f"`lam` must be a number, an array, None or 'universal'; got {lam!r}.")
+        return _fit_universal(solver=solver, weights=w, mask_j=mask_j, n_penalized=n_penalized,
+                              **common)
+    if lam is None:
+        grid = np.geomspace(1.0, lambda_min_ratio, n_lambda)
+        relative = True
+    else:
+        grid = _check_grid("lam", lam)
+        relative = False
+    # An array of λ with a given is a path; with a=None it is the λ grid of the CV over a × λ.
+    path_requested = lam is not None and np.ndim(lam) > 0 and a is not None
+    return _fit_lasso(grid=grid, relative=relative, path_requested=path_requested,
+                      solver=solver, weights=w, mask_j=mask_j, **common)
+
+
+def _split_intercept(beta: np.ndarray, intercept: bool):
+    if intercept:
+        return beta[..., 1:], beta[..., 0]
+    return beta, np.zeros(beta.shape[:-1])
+
+
+def _cv_best(error: np.ndarray) -> tuple[int, int]:
+    i, j = np.unravel_index(np.nanargmin(error), error.shape)
+    return int(i), int(j)
+
+
+def _fit_lasso(*, data, a_values, folds, n_folds, intercept, mask, progress, grid, relative,
+               path_requested, solver, weights, mask_j) -> QuasiFit:
+    dtype = data.X.dtype
+    grid_j = jnp.asarray(grid, dtype)
+    cv = None
+    a_best = float(a_values[0])
+    index = len(grid) - 1
+    if folds is not None and not path_requested:
+        train = training_weights(folds, n_folds, dtype)
+        fold_sse, lam_table = [], []
+        for a in tqdm(a_values, desc="CV over a", disable=not progress or len(a_values) == 1):
+            lams, sse, _ = _lasso_cv_at_a(data, jnp.asarray(a, dtype), train, grid_j, relative,
+                                          weights, mask_j, intercept, solver)
+            fold_sse.append(np.asarray(sse))
+            lam_table.append(np.asarray(lams))
+        fold_sse = np.stack(fold_sse, axis=1)
+        error = fold_sse.sum(axis=0) / data.n_obs
+        best = _cv_best(error)
+        cv = CVCurve(a_values, np.stack(lam_table), error, fold_sse, "lam", best)
+        a_best, index = float(a_values[best[0]]), best[1]
+    path, n_eff = _lasso_full(data, jnp.asarray(a_best, dtype), grid_j, relative, weights, mask_j,
+                              intercept, solver)
+    coef_all = np.asarray(path.coef)
+    beta, b0 = _split_intercept(coef_all, intercept)
+    converged = np.asarray(path.converged)
+    steps = np.asarray(path.num_steps)
+    if path_requested:
+        support = tuple(np.flatnonzero(row) for row in beta)
+        return QuasiFit(beta, b0, support, a_best, np.asarray(path.lambdas), None, converged, steps,
+                        float(n_eff), "lasso", cv, None, path)
+    return QuasiFit(beta[index], float(b0[index]), np.flatnonzero(beta[index]), a_best,
+                    float(path.lambdas[index]), None, bool(converged[index]), int(steps[index]),
+                    float(n_eff), "lasso", cv, None, path if relative else None)
+
+
+def _fit_universal(*, data, a_values, folds, n_folds, intercept, mask, progress, solver, weights,
+                   mask_j, n_penalized) -> QuasiFit:
+    dtype = data.X.dtype
+    cv = None
+    a_best = float(a_values[0])
+    if folds is not None and len(a_values) > 1:
+        train = training_weights(folds, n_folds, dtype)
+        fold_sse, lam_table = [], []
+        for a in tqdm(a_values, desc="CV over a", disable=not progress):
+            sse, lams = _universal_cv_at_a(data, jnp.asarray(a, dtype), train, n_penalized,
+                                           weights, mask_j, intercept, solver)
+            fold_sse.append(np.asarray(sse))
+            lam_table.append(np.asarray(lams).mean(axis=0))
+        fold_sse = np.stack(fold_sse, axis=1)
+        error = fold_sse.sum(axis=0) / data.n_obs
+        best = _cv_best(error)
+        cv = CVCurve(a_values, np.stack(lam_table), error, fold_sse, "lam", best)
+        a_best = float(a_values[best[0]])
+    fit, steps, n_eff = _universal_full(data, jnp.asarray(a_best, dtype), n_penalized, weights,
+                                        mask_j, intercept, solver)
+    beta, b0 = _split_intercept(np.asarray(fit.coef), intercept)
+    return QuasiFit(beta, float(b0), np.flatnonzero(beta), a_best, float(fit.lam), None,
+                    bool(fit.converged), int(steps), float(n_eff), "lasso", cv)
+
+
+def _fit_best_subset(*, data, a_values, folds, n_folds, intercept, mask, progress, k, k_grid,
+                     k_criterion, n_penalized, solver) -> QuasiFit:
+    dtype = data.X.dtype
+    ks = np.array([k]) if k is not None else np.asarray(k_grid)
+    design = _design(data, intercept)
+    cv = None
+    a_best = float(a_values[0])
+    by_ic = k is None and k_criterion != "cv"
+    if folds is not None and (len(a_values) > 1 or (k is None and not by_ic)):
+        fold_sse = np.zeros((n_folds, len(a_values), 1 if by_ic else len(ks)))
+        ic_ks = np.zeros((n_folds, len(a_values)), int)
+        total = len(a_values) * n_folds
+        with tqdm(total=total, desc="CV over a (best subset)", disable=not progress) as bar:
+            for i, a in enumerate(a_values):
+                a_j = jnp.asarray(a, dtype)
+                for f in range(n_folds):
+                    cw = jnp.asarray(folds != f, dtype)
+                    args = _whitened(data, a_j, intercept, cw)
+                    coefs = _best_subset_path(args, ks, mask, solver)
+                    if by_ic:
+                        j, _ = _choose_k_by_ic(args, coefs, ks, k_criterion, n_penalized)
+                        coefs, ic_ks[f, i] = coefs[j : j + 1], ks[j]
+                    fold_sse[f, i] = np.asarray(
+                        marginal_sse(data, design, jnp.asarray(coefs), 1.0 - cw)
+                    )
+                    bar.update()
+        error = fold_sse.sum(axis=0) / data.n_obs
+        best = _cv_best(error)
+        # With k chosen by the criterion inside each fold, record the median k per a.
+        grid = np.median(ic_ks, axis=0)[:, None] if by_ic else np.broadcast_to(ks, error.shape)
+        cv = CVCurve(a_values, np.array(grid), error, fold_sse, "k", best)
+        a_best = float(a_values[best[0]])
+    args = _whitened(data, jnp.asarray(a_best, dtype), intercept, jnp.ones(data.n_clusters, dtype))
+    coefs = _best_subset_path(args, ks, mask, solver)
+    ic = None
+    if k is not None:
+        j = 0
+    elif by_ic:
+        j, values = _choose_k_by_ic(args, coefs, ks, k_criterion, n_penalized)
+        ic = dict(zip(ks.tolist(), values.tolist()))
+    else:
+        j = cv.best[1]
+    beta, b0 = _split_intercept(coefs[j], intercept)
+    return QuasiFit(beta, float(b0), np.flatnonzero(beta), a_best, None, int(ks[j]), True, None,
+                    float(args.scale), "best_subset", cv, ic)

@@ -1,0 +1,60 @@
+"""Simulated designs from the seeds and papers, for tests, demos and sweeps."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class Simulated:
+    """A simulated data set: flat arrays (`X`, `y`, `groups`, `Z`) and the truth (`beta`,
+    `ranef`: one row of random effects per cluster, `Psi`, `sigma`)."""
+
+    X: np.ndarray
+    y: np.ndarray
+    groups: np.ndarray
+    Z: np.ndarray
+    beta: np.ndarray
+    ranef: np.ndarray
+    Psi: np.ndarray
+    sigma: float
+
+
+def scope_example_design(
+    seed: int = 0,
+    n_clusters: int = 15,
+    cluster_size: int | np.ndarray = 8,
+    p: int = 50,
+    q: int = 4,
+    sigma: float = 0.25,
+    rho: float = 0.2,
+    support=(1, 5, 10),
+    values=(1.0, 0.5, 0.3),
+    psi_rho: float = 0.56,
+) -> Simulated:
+    """The linear mixed model of the skscope example (seed 001), with unbalanced clusters allowed.
+
+    Rows of [X, Z] are N(0, [[I_p, Σ_xz], [Σ_xzᵀ, I_q]]) with Σ_xz[j, l] = rho^{|j−l|} when
+    max(j, l) ≤ q − 1 (Z is correlated with the first q columns of X) and 0 otherwise;
+    b_i ~ N(0, Ψ) with Ψ_jl = psi_rho^{|j−l|}; y = Xβ + Z_i b_i + σ ε with β nonzero on
+    `support`. `cluster_size` is one size for all clusters or one per cluster.
+    """
+    rng = np.random.default_rng(seed)
+    sizes = np.broadcast_to(np.asarray(cluster_size, int), (n_clusters,))
+    n_obs = int(sizes.sum())
+    j, l = np.meshgrid(np.arange(p), np.arange(q), indexing="ij")
+    cross = np.where(np.maximum(j, l) <= q - 1, rho ** np.abs(j - l), 0.0)
+    cov = np.block([[np.eye(p), cross], [cross.T, np.eye(q)]])
+    # As in the seed, x_j and z_j (j < q) have correlation 1, so `cov` is singular (and, by
+    # rounding, slightly indefinite); the SVD sampler handles that, the check would only warn.
+    XZ = rng.multivariate_normal(np.zeros(p + q), cov, size=n_obs, check_valid="ignore")
+    X, Z = XZ[:, :p], XZ[:, p:]
+    beta = np.zeros(p)
+    beta[list(support)] = values
+    Psi = psi_rho ** np.abs(np.subtract.outer(np.arange(q), np.arange(q)))
+    ranef = rng.multivariate_normal(np.zeros(q), Psi, size=n_clusters)
+    groups = np.repeat(np.arange(n_clusters), sizes)
+    y = X @ beta + np.einsum("tk,tk->t", Z, ranef[groups]) + sigma * rng.normal(size=n_obs)
+    return Simulated(X, y, groups, Z, beta, ranef, Psi, sigma)

@@ -1,0 +1,44 @@
+"""Independent dense references and data generators for the tests."""
+
+import numpy as np
+
+import jaxlmm
+
+
+def random_grouped(seed, sizes, p=6, q=2, label_type=int, shuffle=True):
+    """Unbalanced clustered data with labels of `label_type`, rows in random order."""
+    rng = np.random.default_rng(seed)
+    n_obs = int(np.sum(sizes))
+    labels = np.repeat(np.arange(len(sizes)), sizes)
+    if label_type is str:
+        labels = np.array([f"g{lab:03d}" for lab in labels], dtype=object)
+    elif label_type is tuple:
+        labels = [("site", int(lab)) for lab in labels]
+    order = rng.permutation(n_obs) if shuffle else np.arange(n_obs)
+    groups = [labels[i] for i in order]
+    X = rng.normal(size=(n_obs, p))
+    Z = rng.normal(size=(n_obs, q))
+    y = X[:, 0] - 0.5 * X[:, 1] + rng.normal(size=n_obs)
+    return X, y, groups, Z
+
+
+def dense_sigma(groups, Z, a):
+    """Σ_a = blockdiag(a Z_i Z_iᵀ + I) as a dense N × N matrix, rows in the caller's order."""
+    groups = list(groups)
+    n_obs = len(groups)
+    S = np.eye(n_obs)
+    for label in set(groups):
+        idx = np.array([t for t in range(n_obs) if groups[t] == label])
+        S[np.ix_(idx, idx)] += a * Z[idx] @ Z[idx].T
+    return S
+
+
+def dense_inverse_sqrt(S):
+    """Symmetric S^{-1/2} by eigh (the correct version of the seed's `eig` computation)."""
+    w, V = np.linalg.eigh(S)
+    return V @ np.diag(w**-0.5) @ V.T
+
+
+def make_data(seed, sizes, p=6, q=2, **kw):
+    X, y, groups, Z = random_grouped(seed, sizes, p, q, **kw)
+    return jaxlmm.LMMData.from_arrays(X, y, groups, Z), (X, y, groups, Z)
