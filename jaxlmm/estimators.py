@@ -263,6 +263,7 @@ def fit_quasi(
     weights=None,
     unpenalized=None,
     intercept: bool = True,
+    cv_rule: str = "min",
     seed: int = 0,
     progress: bool = True,
     solver=None,
@@ -295,6 +296,8 @@ def fit_quasi(
     - `a_grid`: values of a ≥ 0 for CV. `n_lambda`, `lambda_min_ratio`: the relative λ grid
       (ratio default 0.01 when p > N, else 1e-4, as glmnet). `k_grid`: sparsity levels.
     - `n_folds`, `seed`: the cluster folds. `progress`: tqdm bar over the a grid.
+    - `cv_rule`: "min" (the CV minimiser) or "1se" (the sparsest λ or k within one standard
+      error of the minimum, at the minimising a; glmnet's `lambda.1se`).
     - `weights` (length p, ≥ 0; inf drops a column), `unpenalized` (indices or a mask of
       columns of X that are never penalised and always in the model).
     - `solver`: the in-JIT solver for the Lasso (default `CoordinateDescent(rtol=1e-7)`);
@@ -314,6 +317,8 @@ def fit_quasi(
             raise ValueError(f"`k` must be an integer number of nonzero coefficients; got {k!r}.")
         if not 0 <= k <= p:
             raise ValueError(f"`k` must be between 0 and p = {p}; got k = {k}.")
+    if cv_rule not in ("min", "1se"):
+        raise ValueError(f"`cv_rule` must be 'min' or '1se'; got {cv_rule!r}.")
     if k_criterion not in ("cv", *INFORMATION_CRITERIA):
         raise ValueError(f"`k_criterion` must be 'cv', 'gic' or 'ebic'; got {k_criterion!r}.")
     user_mask = _check_unpenalized(unpenalized, p)
@@ -337,7 +342,7 @@ def fit_quasi(
     if n_penalized == 0:
         raise ValueError("Every column is unpenalised: there is nothing to select.")
     common = dict(data=data, a_values=a_values, folds=folds, n_folds=n_folds, intercept=intercept,
-                  mask=mask, progress=progress)
+                  mask=mask, progress=progress, cv_rule=cv_rule)
 
     if k is not None or (lam is None and k_grid is not None) or (
         lam is None and k_criterion != "cv"
@@ -376,12 +381,22 @@ def _split_intercept(beta: np.ndarray, intercept: bool):
     return beta, np.zeros(beta.shape[:-1])
 
 
-def _cv_best(error: np.ndarray) -> tuple[int, int]:
+def _cv_best(error, fold_sse, folds, data, rule) -> tuple[int, int]:
+    """The CV minimiser, or with rule "1se" the sparsest candidate (largest λ / smallest k:
+    the lowest grid index) at the minimising a whose error is within one standard error of
+    the minimum (the standard error over folds of the per-observation fold error)."""
     i, j = np.unravel_index(np.nanargmin(error), error.shape)
-    return int(i), int(j)
+    if rule == "min":
+        return int(i), int(j)
+    sizes = np.asarray(data.cluster_sizes)
+    fold_rows = np.array([sizes[folds == f].sum() for f in range(fold_sse.shape[0])])
+    fold_mse = fold_sse[:, i, :] / fold_rows[:, None]
+    se = fold_mse.std(axis=0, ddof=1) / np.sqrt(fold_sse.shape[0])
+    within = np.flatnonzero(error[i] <= error[i, j] + se[j])
+    return int(i), int(within.min())
 
 
-def _fit_lasso(*, data, a_values, folds, n_folds, intercept, mask, progress, grid, relative,
+def _fit_lasso(*, data, a_values, folds, n_folds, intercept, mask, progress, cv_rule, grid, relative,
                path_requested, solver, weights, mask_j) -> QuasiFit:
     dtype = data.X.dtype
     grid_j = jnp.asarray(grid, dtype)
@@ -398,7 +413,7 @@ def _fit_lasso(*, data, a_values, folds, n_folds, intercept, mask, progress, gri
             lam_table.append(np.asarray(lams))
         fold_sse = np.stack(fold_sse, axis=1)
         error = fold_sse.sum(axis=0) / data.n_obs
-        best = _cv_best(error)
+        best = _cv_best(error, fold_sse, folds, data, cv_rule)
         cv = CVCurve(a_values, np.stack(lam_table), error, fold_sse, "lam", best)
         a_best, index = float(a_values[best[0]]), best[1]
     path, n_eff = _lasso_full(data, jnp.asarray(a_best, dtype), grid_j, relative, weights, mask_j,
@@ -416,7 +431,7 @@ def _fit_lasso(*, data, a_values, folds, n_folds, intercept, mask, progress, gri
                     float(n_eff), "lasso", cv, None, path if relative else None)
 
 
-def _fit_universal(*, data, a_values, folds, n_folds, intercept, mask, progress, solver, weights,
+def _fit_universal(*, data, a_values, folds, n_folds, intercept, mask, progress, cv_rule, solver, weights,
                    mask_j, n_penalized) -> QuasiFit:
     dtype = data.X.dtype
     cv = None
@@ -431,7 +446,7 @@ def _fit_universal(*, data, a_values, folds, n_folds, intercept, mask, progress,
             lam_table.append(np.asarray(lams).mean(axis=0))
         fold_sse = np.stack(fold_sse, axis=1)
         error = fold_sse.sum(axis=0) / data.n_obs
-        best = _cv_best(error)
+        best = _cv_best(error, fold_sse, folds, data, cv_rule)
         cv = CVCurve(a_values, np.stack(lam_table), error, fold_sse, "lam", best)
         a_best = float(a_values[best[0]])
     fit, steps, n_eff = _universal_full(data, jnp.asarray(a_best, dtype), n_penalized, weights,
@@ -441,7 +456,7 @@ def _fit_universal(*, data, a_values, folds, n_folds, intercept, mask, progress,
                     bool(fit.converged), int(steps), float(n_eff), "lasso", cv)
 
 
-def _fit_best_subset(*, data, a_values, folds, n_folds, intercept, mask, progress, k, k_grid,
+def _fit_best_subset(*, data, a_values, folds, n_folds, intercept, mask, progress, cv_rule, k, k_grid,
                      k_criterion, n_penalized, solver) -> QuasiFit:
     dtype = data.X.dtype
     ks = np.array([k]) if k is not None else np.asarray(k_grid)
@@ -468,7 +483,7 @@ def _fit_best_subset(*, data, a_values, folds, n_folds, intercept, mask, progres
                     )
                     bar.update()
         error = fold_sse.sum(axis=0) / data.n_obs
-        best = _cv_best(error)
+        best = _cv_best(error, fold_sse, folds, data, cv_rule)
         # With k chosen by the criterion inside each fold, record the median k per a.
         grid = np.median(ic_ks, axis=0)[:, None] if by_ic else np.broadcast_to(ks, error.shape)
         cv = CVCurve(a_values, np.array(grid), error, fold_sse, "k", best)

@@ -60,8 +60,10 @@ def solve_path(fn, args, lambdas, solver, y0, weights=None, unpenalized=None) ->
     the solution there) for warm starts to pay off.
     """
 
+    prepared = solver.prepare(fn, args)
+
     def step(beta, lam):
-        sol = _solve_jit(fn, L1(lam, weights, unpenalized), solver, beta, args, False)
+        sol = _solve_jit(fn, L1(lam, weights, unpenalized), solver, beta, args, False, prepared)
         out = (sol.value, sol.result, sol.objective, sol.kkt_residual, sol.stats["num_steps"])
         return sol.value, out
 

@@ -74,6 +74,7 @@ def scaled_lasso(
     lam0 = jnp.sqrt(2.0 * jnp.log(n_penalized) / n_eff)
     _, start = lambda_max(fn, args, solver, y0, weights, unpenalized)
     sigma0 = jnp.sqrt(2.0 * fn(start, args))
+    prepared = solver.prepare(fn, args)
 
     def cond(s):
         _, _, change, it = s
@@ -81,12 +82,12 @@ def scaled_lasso(
 
     def body(s):
         beta, sigma, _, it = s
-        sol = _solve_jit(fn, L1(sigma * lam0, weights, unpenalized), solver, beta, args, False)
+        sol = _solve_jit(fn, L1(sigma * lam0, weights, unpenalized), solver, beta, args, False, prepared)
         new_sigma = jnp.sqrt(2.0 * fn(sol.value, args))
         return sol.value, new_sigma, jnp.abs(new_sigma - sigma) / sigma, it + 1
 
     beta, sigma, change, _ = lax.while_loop(cond, body, (start, sigma0, jnp.inf, 0))
-    sol = _solve_jit(fn, L1(sigma * lam0, weights, unpenalized), solver, beta, args, False)
+    sol = _solve_jit(fn, L1(sigma * lam0, weights, unpenalized), solver, beta, args, False, prepared)
     converged = (change <= rtol) & sol.converged
     return ScaledLasso(sigma * lam0, sol.value, sigma, converged)
 

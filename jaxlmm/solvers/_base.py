@@ -12,17 +12,23 @@ from jax import Array
 class AbstractSolver(eqx.Module):
     """A solver for min_β f(β, args) + penalty(β), run entirely inside `jit`.
 
-    `run` returns `(value, result, num_steps)`; `jaxlmm.solve` adds the objective, the KKT
-    residual and error handling. Configuration (tolerances, step limits) lives in fields, so
-    it is static under `jit`; data go through `args` and are traced.
+    `prepare(fn, args)` computes what depends on the data only (for example a transposed
+    design); paths and fixed-point loops call it once and reuse it for every λ, since XLA
+    does not hoist such work out of a loop. `run` returns `(value, result, num_steps, f, grad)`
+    with f and ∇f at `value`; `jaxlmm.solve` adds the objective, the KKT residual and error
+    handling. Configuration (tolerances, step limits) lives in fields, so it is static under
+    `jit`; data go through `args` and are traced.
     """
 
     rtol: eqx.AbstractVar[float]
     atol: eqx.AbstractVar[float]
     max_steps: eqx.AbstractVar[int]
 
+    def prepare(self, fn, args):
+        return None
+
     @abc.abstractmethod
-    def run(self, fn, penalty, y0: Array, args) -> tuple[Array, Array, Array]: ...
+    def run(self, fn, penalty, y0: Array, args, prepared) -> tuple: ...
 
     def tolerance(self, grad0: Array, penalty) -> Array:
         """atol + rtol · (scale of the problem): the larger of |∇f(y0)|∞ and the largest finite

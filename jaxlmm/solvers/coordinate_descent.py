@@ -39,7 +39,7 @@ class CoordinateDescent(AbstractSolver):
     max_rounds: int = 1_000
     anderson_memory: int = 5
 
-    def run(self, fn, penalty, y0, args):
+    def prepare(self, fn, args):
         if not isinstance(fn, LeastSquares):
             raise ValueError(
                 "CoordinateDescent solves the least-squares datafit only (`fn` must be a "
@@ -47,7 +47,10 @@ class CoordinateDescent(AbstractSolver):
             )
         XT = args.X.T  # contiguous columns: each coordinate step reads one row of XT
         row_scale = args.weights / args.scale
-        hess = (XT * XT) @ row_scale
+        return XT, row_scale, (XT * XT) @ row_scale
+
+    def run(self, fn, penalty, y0, args, prepared=None):
+        XT, row_scale, hess = self.prepare(fn, args) if prepared is None else prepared
         movable = hess > 0
         safe_hess = jnp.where(movable, hess, 1.0)
         p = XT.shape[0]
@@ -126,21 +129,22 @@ class CoordinateDescent(AbstractSolver):
             return beta, wr, epochs
 
         def round_cond(s):
-            _, _, _, done, epochs, rounds = s
+            _, _, _, done, epochs, rounds, _ = s
             return (~done) & (epochs < self.max_steps) & (rounds < self.max_rounds)
 
         def round_body(s):
-            beta, wr, working, _, epochs, rounds = s
+            beta, wr, working, _, epochs, rounds, _ = s
             beta, wr, epochs = converge_working_set(beta, wr, working, epochs)
-            violators = (penalty.kkt_residual(beta, gradient(wr)) > tol) & movable
-            return beta, wr, working | violators, ~jnp.any(violators), epochs, rounds + 1
+            grad = gradient(wr)
+            violators = (penalty.kkt_residual(beta, grad) > tol) & movable
+            return beta, wr, working | violators, ~jnp.any(violators), epochs, rounds + 1, grad
 
         near = jnp.abs(g0) >= (1.0 - self.working_set_margin) * thresholds
         working = ((y0 != 0) | near) & movable
         done0 = ~jnp.any((penalty.kkt_residual(y0, g0) > tol) & movable)
-        beta, _, _, done, epochs, _ = lax.while_loop(
-            round_cond, round_body, (y0, wr0, working, done0, 0, 0)
+        beta, wr, _, done, epochs, _, grad = lax.while_loop(
+            round_cond, round_body, (y0, wr0, working, done0, 0, 0, g0)
         )
         result = RESULTS.where(done, RESULTS.successful, RESULTS.max_steps_reached)
         result = RESULTS.where(jnp.all(jnp.isfinite(beta)), result, RESULTS.nonfinite)
-        return beta, result, epochs
+        return beta, result, epochs, objective(beta, wr) - penalty(beta), grad

@@ -33,7 +33,7 @@ class ProximalGradient(AbstractSolver):
     restart: bool = True
     max_backtracks: int = 60
 
-    def run(self, fn, penalty, y0, args):
+    def run(self, fn, penalty, y0, args, prepared=None):
         value_and_grad = jax.value_and_grad(fn)
         f0, g0 = value_and_grad(y0, args)
         tol = self.tolerance(g0, penalty)
@@ -73,13 +73,13 @@ class ProximalGradient(AbstractSolver):
             return lax.while_loop(cond, body, (x, fx, ok, L, 0))
 
         def cond(s):
-            _, _, _, _, k, kkt, result = s
+            _, _, _, _, k, kkt, result, _, _ = s
             return (kkt > tol) & (k < self.max_steps) & (result == RESULTS.successful)
 
         def body(s):
-            x, z, t, L, k, _, _ = s
+            x, z, t, L, k, *_ = s
             fz, gz = value_and_grad(z, args)
-            x_new, _, ok, L, _ = backtrack(z, fz, gz, L)
+            x_new, f_new, ok, L, _ = backtrack(z, fz, gz, L)
             g_new = jax.grad(fn)(x_new, args)
             kkt = jnp.max(penalty.kkt_residual(x_new, g_new))
             t_new = 0.5 * (1.0 + jnp.sqrt(1.0 + 4.0 * t * t))
@@ -92,11 +92,11 @@ class ProximalGradient(AbstractSolver):
             result = RESULTS.where(ok, RESULTS.successful, RESULTS.line_search_failed)
             result = RESULTS.where(finite, result, RESULTS.nonfinite)
             # Let L shrink a little each step so one steep region does not slow every later step.
-            return x_new, z_new, t_new, L / 1.2, k + 1, kkt, result
+            return x_new, z_new, t_new, L / 1.2, k + 1, kkt, result, f_new, g_new
 
-        init = (y0, y0, jnp.ones((), dtype), L0, 0, kkt0, RESULTS.successful)
-        x, _, _, _, k, kkt, result = lax.while_loop(cond, body, init)
+        init = (y0, y0, jnp.ones((), dtype), L0, 0, kkt0, RESULTS.successful, f0, g0)
+        x, _, _, _, k, kkt, result, f, g = lax.while_loop(cond, body, init)
         result = RESULTS.where(
             (result == RESULTS.successful) & (kkt > tol), RESULTS.max_steps_reached, result
         )
-        return x, result, k
+        return x, result, k, f, g
