@@ -12,8 +12,12 @@ import numpy as np
 def demo(seed: int = 0, k: int = 3) -> None:
     import jax
 
-    # The demo is a script, not library code: it may choose float64 for its own process.
-    jax.config.update("jax_enable_x64", True)
+    # float64 for the demo only, scoped: the library never changes global JAX config.
+    with jax.enable_x64(True):
+        _demo(seed, k)
+
+
+def _demo(seed: int, k: int) -> None:
     import jaxlmm
 
     sim = jaxlmm.simulate.scope_example_design(seed=seed)

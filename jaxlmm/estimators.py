@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 from ._data import LMMData
 from ._solve import _solve_jit, solve
 from ._whiten import effective_sample_size
-from .losses import LeastSquaresData, quasi_likelihood
+from .losses import LeastSquares, LeastSquaresData, quasi_likelihood
 from .path import LassoPath, lambda_max, solve_path
 from .penalties import L0, L1
 from .select import (
@@ -221,8 +221,6 @@ def _whitened(data, a, intercept, cluster_weights):
 
 def _best_subset_path(args, ks, unpenalized, solver) -> np.ndarray:
     """β̂ for each k in `ks` (increasing), each warm-started from the previous support."""
-    from .losses import LeastSquares
-
     p = args.X.shape[1]
     beta = jnp.zeros(p, args.X.dtype)
     mask = jnp.asarray(unpenalized)

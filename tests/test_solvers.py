@@ -6,7 +6,7 @@ from hypothesis import given, settings, strategies as st
 from sklearn.linear_model import Lasso
 
 import jaxlmm
-from jaxlmm.losses import LeastSquares, quasi_likelihood
+from jaxlmm.losses import quasi_likelihood
 from helpers import make_data
 
 SOLVERS = [jaxlmm.ProximalGradient(rtol=1e-12), jaxlmm.CoordinateDescent(rtol=1e-12)]
