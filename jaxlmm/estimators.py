@@ -469,9 +469,10 @@ def _fit_best_subset(*, data, a_values, folds, n_folds, intercept, mask, progres
         with tqdm(total=total, desc="CV over a (best subset)", disable=not progress) as bar:
             for i, a in enumerate(a_values):
                 a_j = jnp.asarray(a, dtype)
+                whitened = _whitened(data, a_j, intercept, jnp.ones(data.n_clusters, dtype))
                 for f in range(n_folds):
                     cw = jnp.asarray(folds != f, dtype)
-                    args = _whitened(data, a_j, intercept, cw)
+                    args = _fold_args(data, whitened, a_j, cw)  # whitening depends on a only
                     coefs = _best_subset_path(args, ks, mask, solver)
                     if by_ic:
                         j, _ = _choose_k_by_ic(args, coefs, ks, k_criterion, n_penalized)
