@@ -22,6 +22,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_whiten.py
 	$(BIN)/python benchmarks/bench_lasso_path.py
 	$(BIN)/python benchmarks/bench_best_subset.py
+	$(BIN)/python benchmarks/bench_debias.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

@@ -7,17 +7,16 @@ since skscope wraps the objective anew each time; that cost is part of using it 
 Claim: adapter overhead over a direct skscope call under 1.5×.
 """
 
-import numpy as np
-
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 jax.config.update("jax_enable_x64", True)
 
+from _timing import best_of  # noqa: E402
 from skscope import ScopeSolver  # noqa: E402
 
 import jaxlmm  # noqa: E402
-from _timing import best_of  # noqa: E402
 
 
 def direct_objective(params, data):

@@ -8,17 +8,16 @@ largest coefficient difference from the tight sklearn path.
 Claim: the path is no slower than 2× scikit-learn's coordinate descent on CPU.
 """
 
-import numpy as np
-
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 jax.config.update("jax_enable_x64", True)
 
+from _timing import best_of, first_call  # noqa: E402
 from sklearn.linear_model import lasso_path  # noqa: E402
 
 import jaxlmm  # noqa: E402
-from _timing import best_of, first_call  # noqa: E402
 
 N, P, Q, M, A = 2000, 5000, 2, 8, 1.0
 

@@ -6,14 +6,14 @@ it runs, with its error ‖L Σ_a Lᵀ − I‖_max). Dense is skipped where N×
 Claim: whitening at N = 48,000, p = 500, q = 4 in under 2 s after compilation.
 """
 
-import numpy as np
-
 import jax
+import numpy as np
 
 jax.config.update("jax_enable_x64", True)
 
-import jaxlmm  # noqa: E402
 from _timing import best_of, first_call  # noqa: E402
+
+import jaxlmm  # noqa: E402
 
 P, Q, M, A = 500, 4, 8, 2.0
 

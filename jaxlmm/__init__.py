@@ -1,13 +1,29 @@
 """jaxlmm: high-dimensional linear mixed models in JAX."""
 
-from . import losses as losses, solvers as solvers
+from . import losses as losses, simulate as simulate, solvers as solvers
+from ._covariance import blup as blup
 from ._data import LMMData as LMMData
 from ._solution import RESULTS as RESULTS, Solution as Solution
 from ._solve import solve as solve
 from ._whiten import Whitened as Whitened, effective_sample_size as effective_sample_size, whiten as whiten
-from .penalties import L0 as L0, L1 as L1
-from .solvers import BestSubset as BestSubset, CoordinateDescent as CoordinateDescent, ProximalGradient as ProximalGradient
 from .estimators import CVCurve as CVCurve, QuasiFit as QuasiFit, fit_quasi as fit_quasi
+from .inference import (
+    DebiasedLasso as DebiasedLasso,
+    InferenceTable as InferenceTable,
+    debias as debias,
+    debiased_lasso as debiased_lasso,
+)
 from .path import LassoPath as LassoPath, lambda_grid as lambda_grid, lambda_max as lambda_max, solve_path as solve_path
+from .penalties import L0 as L0, L1 as L1
 from .select import cluster_folds as cluster_folds, scaled_lasso as scaled_lasso
-from . import simulate as simulate
+from .solvers import (
+    BestSubset as BestSubset,
+    CoordinateDescent as CoordinateDescent,
+    ProximalGradient as ProximalGradient,
+)
+from .variance_components import (
+    VarianceComponents as VarianceComponents,
+    VarianceEstimate as VarianceEstimate,
+    estimate_variance_components as estimate_variance_components,
+    variance_components as variance_components,
+)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Hashable, Sequence
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import Array
@@ -170,6 +171,24 @@ class LMMData(eqx.Module):
             z_singular=jnp.asarray(singular),
             labels=labels,
         )
+
+    @classmethod
+    def stack(cls, datasets: Sequence[LMMData]) -> LMMData:
+        """Stack data sets with the same cluster layout (labels and cluster sizes) along a new
+        leading axis, for `jax.vmap` over replicates: `jax.vmap(f)(LMMData.stack(ds))`."""
+        datasets = list(datasets)
+        if not datasets or not all(isinstance(d, LMMData) for d in datasets):
+            raise ValueError("`datasets` must be a non-empty sequence of LMMData.")
+        first = datasets[0]
+        for i, d in enumerate(datasets[1:], start=1):
+            if d.labels != first.labels or d.X.shape != first.X.shape or d.Z.shape != first.Z.shape:
+                raise ValueError(
+                    f"`datasets[{i}]` has other labels or shapes than `datasets[0]`; only data sets "
+                    "with one cluster layout can be stacked."
+                )
+            if not np.array_equal(np.asarray(d.cluster), np.asarray(first.cluster)):
+                raise ValueError(f"`datasets[{i}]` has other cluster sizes than `datasets[0]`.")
+        return jax.tree.map(lambda *xs: jnp.stack(xs), *datasets)
 
     @property
     def n_obs(self) -> int:

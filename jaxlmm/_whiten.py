@@ -11,20 +11,16 @@ from jax import Array
 from ._data import LMMData
 
 
-def _shrinkage(data: LMMData, a) -> Array:
-    """(1 + a s_ik²)^{-1/2} − 1 per cluster and singular direction (0 where s_ik = 0)."""
-    return jax.lax.rsqrt(1.0 + a * data.z_singular**2) - 1.0
+def _inverse_power_apply(data: LMMData, a, M: Array, power: float) -> Array:
+    """Σ_a^{-power} M for rows sorted by cluster (M is N × k or N).
 
-
-def inverse_sqrt_apply(data: LMMData, a, M: Array) -> Array:
-    """Σ_a^{-1/2} M for rows sorted by cluster (M is N × k or N).
-
-    Σ_a^{i,-1/2} = I + U_i [(I + a S_i²)^{-1/2} − I] U_iᵀ, so the cost is O(N q k) and no
+    Σ_a^{i,-power} = I + U_i [(I + a S_i²)^{-power} − I] U_iᵀ, so the cost is O(N q k) and no
     m_i × m_i matrix exists. Looping over the q singular directions keeps memory at O(N k).
+    Directions with s_ik = 0 (past the rank of Z_i) get a factor 1, i.e. are left alone.
     """
     vector = M.ndim == 1
     M2 = M[:, None] if vector else M
-    shrink = _shrinkage(data, a)
+    shrink = (1.0 + a * data.z_singular**2) ** (-power) - 1.0
     out = M2
     for k in range(data.z_basis.shape[1]):
         u = data.z_basis[:, k]
@@ -33,6 +29,16 @@ def inverse_sqrt_apply(data: LMMData, a, M: Array) -> Array:
         )
         out = out + (u * shrink[data.cluster, k])[:, None] * projected[data.cluster]
     return out[:, 0] if vector else out
+
+
+def inverse_sqrt_apply(data: LMMData, a, M: Array) -> Array:
+    """Σ_a^{-1/2} M (the whitening), rows sorted by cluster."""
+    return _inverse_power_apply(data, a, M, 0.5)
+
+
+def inverse_apply(data: LMMData, a, M: Array) -> Array:
+    """Σ_a^{-1} M (the weights of the variance-component moment fit), rows sorted by cluster."""
+    return _inverse_power_apply(data, a, M, 1.0)
 
 
 def cluster_effective_sizes(data: LMMData, a) -> Array:

@@ -83,6 +83,23 @@ class QuasiFit:
         return np.asarray(X) @ self.coef.T + self.intercept
 
 
+def single_fit(fit, data: LMMData) -> tuple[np.ndarray, float, float]:
+    """(β̂, β̂_0, a) of a `QuasiFit` at one λ or k, checked against `data`, or a ValueError."""
+    if not isinstance(data, LMMData):
+        raise ValueError(f"`data` must be an LMMData (use LMMData.from_arrays); got {type(data)}.")
+    if not isinstance(fit, QuasiFit):
+        raise ValueError(f"`fit` must be a QuasiFit from jaxlmm.fit_quasi; got {type(fit).__name__}.")
+    coef = np.asarray(fit.coef)
+    if coef.ndim != 1:
+        raise ValueError("`fit` holds a λ path (coef is 2-D); refit at one λ first.")
+    if coef.shape[0] != data.n_features:
+        raise ValueError(
+            f"`fit` has {coef.shape[0]} coefficients but `data` has p = {data.n_features} columns: "
+            "pass the data the model was fitted on."
+        )
+    return coef, float(fit.intercept), float(fit.a)
+
+
 # ---- validation (before anything is traced) ---------------------------------------------------
 
 

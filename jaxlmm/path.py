@@ -12,15 +12,16 @@ from ._solve import _solve_jit
 from .penalties import L1
 
 
-def lambda_max(fn, args, solver, y0, weights=None, unpenalized=None) -> tuple[Array, Array]:
+def lambda_max(fn, args, solver, y0, weights=None, unpenalized=None, prepared=None) -> tuple[Array, Array]:
     """The smallest λ at which every penalised coefficient is 0, and the solution there.
 
     Solves the problem with λ = ∞ (penalised coefficients pinned at 0, unpenalised ones
     fitted), then λ_max = max_{k ∉ U} |∂_k f| / w_k by the KKT conditions. Works for any
-    smooth loss the solver accepts.
+    smooth loss the solver accepts. `prepared`: `solver.prepare(fn, args)`, when the caller
+    already has it.
     """
     pinned = L1(jnp.asarray(jnp.inf, y0.dtype), weights, unpenalized)
-    start = _solve_jit(fn, pinned, solver, y0, args, False).value
+    start = _solve_jit(fn, pinned, solver, y0, args, False, prepared).value
     grad = jax.grad(fn)(start, args)
     ratio = jnp.abs(grad) / (1.0 if weights is None else weights)
     if unpenalized is not None:

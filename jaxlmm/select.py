@@ -66,15 +66,18 @@ class ScaledLasso(eqx.Module):
 @eqx.filter_jit
 def scaled_lasso(
     fn, args, solver, y0, n_eff, n_penalized: int, weights=None, unpenalized=None,
-    max_iter: int = 100, rtol: float = 1e-6,
+    max_iter: int = 100, rtol: float = 1e-6, prepared=None,
 ) -> ScaledLasso:
     """Universal λ = σ̂ sqrt(2 log p / n_eff) with σ̂ from the scaled-Lasso fixed point
     (Sun & Zhang 2012): σ̂² = 2 f(β̂(λ)), i.e. RSS / tr(Σ_a^{-1}) for the quasi-likelihood,
-    iterated with warm starts until σ̂ changes by less than `rtol`."""
+    iterated with warm starts until σ̂ changes by less than `rtol`. `prepared`:
+    `solver.prepare(fn, args)` when the caller shares it across many responses (it depends on
+    the design only, as in the node-wise Lassos of `debiased_lasso`)."""
     lam0 = jnp.sqrt(2.0 * jnp.log(n_penalized) / n_eff)
-    _, start = lambda_max(fn, args, solver, y0, weights, unpenalized)
+    if prepared is None:
+        prepared = solver.prepare(fn, args)
+    _, start = lambda_max(fn, args, solver, y0, weights, unpenalized, prepared)
     sigma0 = jnp.sqrt(2.0 * fn(start, args))
-    prepared = solver.prepare(fn, args)
 
     def cond(s):
         _, _, change, it = s

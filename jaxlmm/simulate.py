@@ -58,3 +58,40 @@ def scope_example_design(
     groups = np.repeat(np.arange(n_clusters), sizes)
     y = X @ beta + np.einsum("tk,tk->t", Z, ranef[groups]) + sigma * rng.normal(size=n_obs)
     return Simulated(X, y, groups, Z, beta, ranef, Psi, sigma)
+
+
+def li_cai_li_design(
+    seed: int = 0,
+    n_clusters: int = 40,
+    size_range: tuple[int, int] = (4, 12),
+    cluster_size: np.ndarray | None = None,
+    p: int = 300,
+    q: int = 2,
+    psi_diag=(1.0, 0.5),
+    sigma: float = 1.0,
+    support=(0, 1, 2, 3, 4),
+    values=(1.0, 0.5, 0.2, 0.1, 0.05),
+) -> Simulated:
+    """Sparse high-dimensional LMM in the style of Li, Cai & Li (2022)'s simulations.
+
+    Unbalanced clusters (sizes uniform on `size_range`, or `cluster_size` given), rows of X iid
+    N(0, I_p), Z = [1, x_0, …, x_{q−2}] (a random intercept and random slopes on the first
+    q − 1 covariates, which also have fixed effects), b_i ~ N(0, diag(`psi_diag`)),
+    ε ~ N(0, σ²), β = `values` on `support`. Give `cluster_size` to keep one cluster layout
+    across seeds (as `LMMData.stack` needs for a vmapped sweep).
+    """
+    rng = np.random.default_rng(seed)
+    if cluster_size is None:
+        sizes = rng.integers(size_range[0], size_range[1] + 1, size=n_clusters)
+    else:
+        sizes = np.broadcast_to(np.asarray(cluster_size, int), (n_clusters,))
+    n_obs = int(sizes.sum())
+    X = rng.normal(size=(n_obs, p))
+    Z = np.concatenate([np.ones((n_obs, 1)), X[:, : q - 1]], axis=1)
+    beta = np.zeros(p)
+    beta[list(support)] = values
+    Psi = np.diag(np.broadcast_to(np.asarray(psi_diag, float), (q,)))
+    ranef = rng.normal(size=(n_clusters, q)) * np.sqrt(np.diag(Psi))
+    groups = np.repeat(np.arange(n_clusters), sizes)
+    y = X @ beta + np.einsum("tk,tk->t", Z, ranef[groups]) + sigma * rng.normal(size=n_obs)
+    return Simulated(X, y, groups, Z, beta, ranef, Psi, sigma)

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
+from helpers import random_grouped
 
 import jaxlmm
-from helpers import random_grouped
 
 
 def test_rows_sorted_by_cluster_and_restorable():

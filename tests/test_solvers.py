@@ -2,12 +2,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import make_data
 from hypothesis import given, settings, strategies as st
 from sklearn.linear_model import Lasso
 
 import jaxlmm
 from jaxlmm.losses import quasi_likelihood
-from helpers import make_data
 
 SOLVERS = [jaxlmm.ProximalGradient(rtol=1e-12), jaxlmm.CoordinateDescent(rtol=1e-12)]
 

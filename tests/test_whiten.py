@@ -2,10 +2,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import dense_inverse_sqrt, dense_sigma, make_data
 from hypothesis import given, settings, strategies as st
 
 import jaxlmm
-from helpers import dense_inverse_sqrt, dense_sigma, make_data
 
 
 @pytest.mark.parametrize("a", [0.0, 0.3, 2.5, 50.0])

@@ -1,0 +1,219 @@
+"""Inference for fixed effects: the debiased quasi-likelihood Lasso with cluster-robust standard
+errors, normal-theory intervals and p-values, and the table every inference method returns."""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import Array
+from jax.scipy.special import ndtr, ndtri
+
+from ._covariance import cluster_sum
+from ._data import LMMData
+from .estimators import single_fit
+from .losses import LeastSquaresData, quasi_likelihood
+from .select import scaled_lasso
+from .solvers import CoordinateDescent
+
+
+@dataclasses.dataclass(frozen=True)
+class InferenceTable:
+    """One row per coefficient: `estimate, std_error, ci_low, ci_high, p_value`.
+
+    - `coords`: the column indices of X the rows refer to.
+    - `level`: the confidence level of [ci_low, ci_high]; `p_value` is two-sided for H0: β_j = 0.
+    - `method`: how the table was made (e.g. "debiased lasso, cluster-robust").
+    - `valid`: per row, False where the computation failed (a node-wise Lasso that did not
+      converge, or a column with no variation left after whitening); those rows hold NaN.
+    - `extra`: method-specific per-row arrays (e.g. the node-wise λ_j).
+    """
+
+    coords: np.ndarray
+    estimate: np.ndarray
+    std_error: np.ndarray
+    ci_low: np.ndarray
+    ci_high: np.ndarray
+    p_value: np.ndarray
+    level: float
+    method: str
+    valid: np.ndarray
+    extra: dict = dataclasses.field(default_factory=dict)
+
+    COLUMNS = ("estimate", "std_error", "ci_low", "ci_high", "p_value")
+
+    def to_pandas(self):
+        """The table as a pandas DataFrame indexed by `coords`."""
+        import pandas as pd
+
+        frame = pd.DataFrame({c: getattr(self, c) for c in self.COLUMNS}, index=pd.Index(self.coords, name="coef"))
+        frame["valid"] = self.valid
+        return frame
+
+    def __len__(self) -> int:
+        return len(self.coords)
+
+    def __str__(self) -> str:
+        head = f"{'coef':>6} " + " ".join(f"{c:>10}" for c in self.COLUMNS)
+        lines = [f"{self.method}, {100 * self.level:g}% intervals", head]
+        for i, j in enumerate(self.coords):
+            cells = " ".join(f"{getattr(self, c)[i]:>10.4g}" for c in self.COLUMNS)
+            lines.append(f"{j:>6} {cells}" + ("" if self.valid[i] else "  (invalid)"))
+        return "\n".join(lines)
+
+
+def normal_intervals(estimate: Array, std_error: Array, level) -> tuple[Array, Array, Array]:
+    """Normal-theory interval estimate ± z_{(1+level)/2}·se and the two-sided p-value
+    2Φ(−|estimate/se|) for H0: β = 0."""
+    half_width = ndtri(0.5 + 0.5 * level) * std_error
+    p_value = 2.0 * ndtr(-jnp.abs(estimate / std_error))
+    return estimate - half_width, estimate + half_width, p_value
+
+
+def cluster_robust_std_error(data: LMMData, scores: Array, denominator: Array) -> Array:
+    """sqrt(Σ_i (Σ_{t ∈ cluster i} s_t)²) / |denominator|: the sandwich that sums the scores
+    within each cluster before squaring, so within-cluster correlation of any form is allowed
+    (rows sorted by cluster)."""
+    per_cluster = cluster_sum(data, scores)
+    return jnp.sqrt(jnp.sum(per_cluster**2, axis=0)) / jnp.abs(denominator)
+
+
+class DebiasedLasso(eqx.Module):
+    """In-JIT result of `debiased_lasso`: per requested coordinate the debiased `estimate`,
+    `std_error`, `ci_low`, `ci_high`, `p_value`, the node-wise `node_lam` λ_j and `valid`."""
+
+    estimate: Array
+    std_error: Array
+    ci_low: Array
+    ci_high: Array
+    p_value: Array
+    node_lam: Array
+    valid: Array
+
+
+@eqx.filter_jit
+def debiased_lasso(
+    data: LMMData, a, coef: Array, intercept, coords: Array, level=0.95, solver=None, batch_size: int = 64
+) -> DebiasedLasso:
+    """Debiased quasi-likelihood Lasso (Li, Cai & Li 2022) for the columns `coords` of X.
+
+    On the whitened design X_a (with its whitened intercept column, unpenalised) and residual
+    r̂_a = y_a − X_a β̂, for each j:
+
+        κ̂_j = node-wise Lasso of X_{a,j} on X_{a,−j}, λ_j by the scaled-Lasso rule
+               λ_j = σ̂_j sqrt(2 log p / tr(Σ_a^{-1}));
+        ŵ_j = X_{a,j} − X_{a,−j} κ̂_j;
+        β̂_j^db = β̂_j + ŵ_jᵀ r̂_a / ŵ_jᵀ X_{a,j};
+        se_j = sqrt(Σ_i (Σ_{t ∈ i} ŵ_{j,t} r̂_{a,t})²) / ŵ_jᵀ X_{a,j}   (cluster-robust).
+
+    The node-wise Lassos share the design, so they run `vmap`ped in chunks of `batch_size`
+    (`lax.map`). Pure and jit/vmap-able (a sweep over stacked data sets can call it); `debias`
+    is the validated entry point for a `QuasiFit`.
+
+    **Arguments:** `data`; `a` ≥ 0; `coef` β̂ (length p) and `intercept` β̂_0 of the fit;
+    `coords` the column indices (int array); `level` of the intervals; `solver` for the
+    node-wise Lassos (default `CoordinateDescent(rtol=1e-7)`); `batch_size` Lassos per chunk.
+    """
+    solver = CoordinateDescent(rtol=1e-7) if solver is None else solver
+    fn, args = quasi_likelihood(data, a, intercept=True)
+    X_a = args.X
+    p = data.n_features
+    dtype = X_a.dtype
+    residual = args.y - X_a[:, 0] * intercept - X_a[:, 1:] @ coef
+    unpenalized = jnp.zeros(p + 1, bool).at[0].set(True)
+    # The solver's data-only work (for CD: Xᵀ and the coordinate Hessians) is shared by all j.
+    prepared = solver.prepare(fn, args)
+
+    def node(j):
+        column = j + 1  # column 0 is the intercept
+        x_j = X_a[:, column]
+        drop_j = jnp.ones(p + 1, dtype).at[column].set(jnp.inf)  # w = inf keeps κ_j at 0
+        node_args = LeastSquaresData(X_a, x_j, args.weights, args.scale)
+        fit = scaled_lasso(
+            fn, node_args, solver, jnp.zeros(p + 1, dtype), args.scale, p, drop_j, unpenalized, prepared=prepared
+        )
+        w = x_j - X_a @ fit.coef
+        denominator = w @ x_j
+        estimate = coef[j] + w @ residual / denominator
+        std_error = cluster_robust_std_error(data, w * residual, denominator)
+        usable = fit.converged & (denominator > 1e3 * jnp.finfo(dtype).eps * (x_j @ x_j))
+        return estimate, std_error, fit.lam, usable & jnp.isfinite(estimate) & jnp.isfinite(std_error)
+
+    estimate, std_error, node_lam, valid = jax.lax.map(node, coords, batch_size=batch_size)
+    estimate = jnp.where(valid, estimate, jnp.nan)
+    std_error = jnp.where(valid, std_error, jnp.nan)
+    ci_low, ci_high, p_value = normal_intervals(estimate, std_error, level)
+    return DebiasedLasso(estimate, std_error, ci_low, ci_high, p_value, node_lam, valid)
+
+
+def debias(
+    fit, data: LMMData, coords=None, level: float = 0.95, solver=None, batch_size: int | None = None
+) -> InferenceTable:
+    """Debiased estimates, cluster-robust standard errors, intervals and p-values for a
+    quasi-likelihood fit (Li, Cai & Li 2022; the formulas are in `debiased_lasso`).
+
+    The initial β̂ may come from the Lasso or from best subset; the one-step correction and the
+    cluster-robust sandwich (sum within cluster, then square) are the same. Valid for
+    unbalanced clusters in any row order, and robust to a Σ_a that is not the true covariance.
+
+    **Arguments:**
+
+    - `fit`: a `QuasiFit` (one β̂, not a λ path); its a is used for the whitening.
+    - `data`: the `LMMData` it was fitted on.
+    - `coords`: column indices of X to infer on (default: all p).
+    - `level`: confidence level of the intervals, in (0, 1).
+    - `solver`: solver of the node-wise Lassos; `batch_size`: node-wise Lassos vmapped at once
+      (memory grows as batch_size × N). Default: 1 on CPU, where a sequential loop was
+      fastest (p = 1000, N = 400: 0.65 s at 1, 1.05 s at 64, 2.3 s at 1000), 128 on a GPU.
+
+    Returns an `InferenceTable` (`extra["node_lam"]`: the λ_j used; `extra["initial"]`: β̂_j).
+    """
+    coef, intercept, a = single_fit(fit, data)
+    p = data.n_features
+    if coords is None:
+        coords_arr = np.arange(p)
+    else:
+        coords_arr = np.atleast_1d(np.asarray(coords))
+        if coords_arr.ndim != 1 or coords_arr.size == 0 or not np.issubdtype(coords_arr.dtype, np.integer):
+            raise ValueError(f"`coords` must be a non-empty 1-D sequence of column indices; got {coords!r}.")
+        if np.any((coords_arr < 0) | (coords_arr >= p)):
+            raise ValueError(f"`coords` must lie in [0, {p}); got {coords!r}.")
+        if len(np.unique(coords_arr)) != len(coords_arr):
+            raise ValueError(f"`coords` contains repeated indices: {coords!r}.")
+    if not (isinstance(level, float | int) and 0 < level < 1):
+        raise ValueError(f"`level` must be a number in (0, 1); got {level!r}.")
+    if batch_size is None:
+        batch_size = 1 if jax.default_backend() == "cpu" else 128
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"`batch_size` must be a positive integer; got {batch_size!r}.")
+    dtype = data.X.dtype
+    out = debiased_lasso(
+        data, jnp.asarray(a, dtype), jnp.asarray(coef, dtype), jnp.asarray(intercept, dtype),
+        jnp.asarray(coords_arr, jnp.int32), jnp.asarray(level, dtype), solver,
+        min(batch_size, len(coords_arr)),
+    )
+    valid = np.asarray(out.valid)
+    if not valid.all():
+        warnings.warn(
+            f"debias: no inference for columns {coords_arr[~valid].tolist()} (a node-wise Lasso did "
+            "not converge, or the column has no variation left after whitening and removing the "
+            "intercept); their rows are NaN and `valid` is False.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    return InferenceTable(
+        coords=coords_arr,
+        estimate=np.asarray(out.estimate),
+        std_error=np.asarray(out.std_error),
+        ci_low=np.asarray(out.ci_low),
+        ci_high=np.asarray(out.ci_high),
+        p_value=np.asarray(out.p_value),
+        level=float(level),
+        method="debiased quasi-likelihood Lasso, cluster-robust",
+        valid=valid,
+        extra={"node_lam": np.asarray(out.node_lam), "initial": coef[coords_arr]},
+    )
