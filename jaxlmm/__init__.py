@@ -13,12 +13,19 @@ from .inference import (
     debias as debias,
     debiased_lasso as debiased_lasso,
 )
+from .lmmlasso import (
+    LMMLassoFit as LMMLassoFit,
+    LMMLassoPath as LMMLassoPath,
+    fit_lmmlasso as fit_lmmlasso,
+    lmmlasso_path as lmmlasso_path,
+)
 from .path import LassoPath as LassoPath, lambda_grid as lambda_grid, lambda_max as lambda_max, solve_path as solve_path
 from .penalties import L0 as L0, L1 as L1
 from .select import cluster_folds as cluster_folds, scaled_lasso as scaled_lasso
 from .solvers import (
     BestSubset as BestSubset,
     CoordinateDescent as CoordinateDescent,
+    MixedModelCGD as MixedModelCGD,
     ProximalGradient as ProximalGradient,
 )
 from .variance_components import (

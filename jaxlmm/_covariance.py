@@ -21,6 +21,21 @@ def cluster_cross(data: LMMData, A: Array, B: Array) -> Array:
     return cluster_sum(data, A[:, :, None] * B[:, None, :])
 
 
+def low_rank_update_apply(data: LMMData, basis: Array, coefficients: Array, M: Array) -> Array:
+    """(I + U_i diag(c_i) U_iᵀ) M_i for every cluster, with U stored row by row (N × q) and c
+    per cluster (n × q); M is N × k or N, rows sorted by cluster. O(N q k), no m_i × m_i matrix:
+    looping over the q directions keeps memory at O(N k).
+    """
+    vector = M.ndim == 1
+    M2 = M[:, None] if vector else M
+    out = M2
+    for k in range(basis.shape[1]):
+        u = basis[:, k]
+        projected = cluster_sum(data, u[:, None] * M2)
+        out = out + (u * coefficients[data.cluster, k])[:, None] * projected[data.cluster]
+    return out[:, 0] if vector else out
+
+
 def covariance_basis(structure, q: int) -> np.ndarray:
     """The basis G_1..G_d (d × q × q) of a linear covariance model Ψ_η = Σ_j η_j G_j.
 
@@ -78,3 +93,43 @@ def blup(data: LMMData, psi: Array, sigma2, residual: Array) -> Array:
     q = data.Z.shape[1]
     system = sigma2 * jnp.eye(q, dtype=ZtZ.dtype) + ZtZ @ psi
     return jnp.linalg.solve(system, Ztr[..., None])[..., 0] @ psi.T
+
+
+# ---- parameterisations of Ψ for likelihood-based fits: Ψ = L Lᵀ with L built from θ ----------
+
+COVARIANCE_STRUCTURES = ("none", "identity", "diagonal", "full")
+
+
+def n_covariance_parameters(structure: str, q: int) -> int:
+    """dim θ: 0 ("none": no random effects), 1 (Ψ = θ² I), q (diag(θ²)), q(q+1)/2 (Cholesky)."""
+    return {"none": 0, "identity": 1, "diagonal": q, "full": q * (q + 1) // 2}[structure]
+
+
+def cholesky_factor(theta: Array, structure: str, q: int) -> Array:
+    """L(θ) with Ψ = L Lᵀ. Every θ gives a PSD Ψ, and θ_k = 0 is a variance component at 0."""
+    if structure == "none":
+        return jnp.zeros((q, q), theta.dtype)
+    if structure == "identity":
+        return theta[0] * jnp.eye(q, dtype=theta.dtype)
+    if structure == "diagonal":
+        return jnp.diag(theta)
+    rows, cols = np.tril_indices(q)
+    return jnp.zeros((q, q), theta.dtype).at[rows, cols].set(theta)
+
+
+def diagonal_parameters(structure: str, q: int) -> np.ndarray:
+    """Positions in θ of the diagonal entries of L (those are thresholded to 0 when tiny)."""
+    if structure == "none":
+        return np.zeros(0, int)
+    if structure == "identity":
+        return np.zeros(1, int)
+    if structure == "diagonal":
+        return np.arange(q)
+    rows, cols = np.tril_indices(q)
+    return np.flatnonzero(rows == cols)
+
+
+def covariance_start(tau: Array, structure: str, q: int) -> Array:
+    """θ for Ψ = τ² I in each structure (the paper's starting value)."""
+    theta = jnp.zeros(n_covariance_parameters(structure, q), jnp.result_type(tau))
+    return theta.at[diagonal_parameters(structure, q)].set(tau)

@@ -19,6 +19,10 @@ class RESULTS(eqxi.Enumeration):
         "Non-finite values (NaN or inf) appeared during the solve. Check the data and the "
         "loss for overflow; a badly scaled design can cause this."
     )
+    saturated = (
+        "The active set grew past the allowed number of nonzero coefficients (with p > N the "
+        "penalised likelihood is unbounded as σ² → 0). Use a larger λ."
+    )
     line_search_failed = (
         "Backtracking could not find a step that decreases the objective. The loss may not be "
         "smooth or its gradient may be wrong."

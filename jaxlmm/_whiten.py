@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
+from ._covariance import low_rank_update_apply
 from ._data import LMMData
 
 
@@ -15,20 +16,10 @@ def _inverse_power_apply(data: LMMData, a, M: Array, power: float) -> Array:
     """Σ_a^{-power} M for rows sorted by cluster (M is N × k or N).
 
     Σ_a^{i,-power} = I + U_i [(I + a S_i²)^{-power} − I] U_iᵀ, so the cost is O(N q k) and no
-    m_i × m_i matrix exists. Looping over the q singular directions keeps memory at O(N k).
-    Directions with s_ik = 0 (past the rank of Z_i) get a factor 1, i.e. are left alone.
+    m_i × m_i matrix exists. Directions with s_ik = 0 (past the rank of Z_i) get a factor 1.
     """
-    vector = M.ndim == 1
-    M2 = M[:, None] if vector else M
-    shrink = (1.0 + a * data.z_singular**2) ** (-power) - 1.0
-    out = M2
-    for k in range(data.z_basis.shape[1]):
-        u = data.z_basis[:, k]
-        projected = jax.ops.segment_sum(
-            u[:, None] * M2, data.cluster, num_segments=data.n_clusters, indices_are_sorted=True
-        )
-        out = out + (u * shrink[data.cluster, k])[:, None] * projected[data.cluster]
-    return out[:, 0] if vector else out
+    coefficients = (1.0 + a * data.z_singular**2) ** (-power) - 1.0
+    return low_rank_update_apply(data, data.z_basis, coefficients, M)
 
 
 def inverse_sqrt_apply(data: LMMData, a, M: Array) -> Array:

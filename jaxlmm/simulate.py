@@ -95,3 +95,37 @@ def li_cai_li_design(
     groups = np.repeat(np.arange(n_clusters), sizes)
     y = X @ beta + np.einsum("tk,tk->t", Z, ranef[groups]) + sigma * rng.normal(size=n_obs)
     return Simulated(X, y, groups, Z, beta, ranef, Psi, sigma)
+
+
+SCHELLDORFER_DESIGNS = {
+    # name: (clusters N, cluster size n, p including the intercept, q, σ², θ²)
+    "H1": (25, 6, 300, 2, 0.25, 0.56),
+    "H2": (30, 6, 500, 1, 0.25, 0.56),
+    "H3": (30, 6, 1000, 3, 0.25, 0.56),
+}
+
+
+def schelldorfer_design(seed: int = 0, design: str = "H1") -> Simulated:
+    """The high-dimensional designs H1–H3 of Schelldorfer, Bühlmann & van de Geer (2011, §5.1).
+
+    Clusters of n = 6; covariates x_2..x_p ~ N(0, Σ), Σ_kl = 0.2^|k−l| (x_1 is the intercept,
+    not part of the returned X); Z = the first q columns of [1, X]; b_i ~ N(0, θ² I_q);
+    ε ~ N(0, σ²); β = (1, 2, 4, 3, 3, 0, …) with β_1 the intercept. Returned `beta` has length
+    p − 1 (the coefficients of X); the intercept is 1.
+    """
+    if design not in SCHELLDORFER_DESIGNS:
+        raise ValueError(f"`design` must be one of {sorted(SCHELLDORFER_DESIGNS)}; got {design!r}.")
+    n_clusters, size, p, q, sigma2, theta2 = SCHELLDORFER_DESIGNS[design]
+    rng = np.random.default_rng(seed)
+    n_obs = n_clusters * size
+    k = np.arange(p - 1)
+    chol = np.linalg.cholesky(0.2 ** np.abs(np.subtract.outer(k, k)))
+    X = rng.normal(size=(n_obs, p - 1)) @ chol.T
+    beta = np.zeros(p - 1)
+    beta[:4] = (2.0, 4.0, 3.0, 3.0)
+    Z = np.column_stack([np.ones(n_obs), X[:, : q - 1]])
+    Psi = theta2 * np.eye(q)
+    ranef = rng.normal(size=(n_clusters, q)) * np.sqrt(theta2)
+    groups = np.repeat(np.arange(n_clusters), size)
+    y = 1.0 + X @ beta + np.einsum("tk,tk->t", Z, ranef[groups]) + np.sqrt(sigma2) * rng.normal(size=n_obs)
+    return Simulated(X, y, groups, Z, beta, ranef, Psi, float(np.sqrt(sigma2)))

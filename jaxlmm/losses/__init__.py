@@ -1,4 +1,10 @@
 """Pure loss builders: each returns a loss `fn(params, args)` and the `args` it needs."""
 
 from .least_squares import LeastSquares as LeastSquares, LeastSquaresData as LeastSquaresData
+from .penalised_ml import (
+    MixedModelData as MixedModelData,
+    MixedModelNLL as MixedModelNLL,
+    MixedModelParams as MixedModelParams,
+    mixed_model_nll as mixed_model_nll,
+)
 from .whitened_ql import quasi_likelihood as quasi_likelihood

@@ -61,7 +61,9 @@ class CoordinateDescent(AbstractSolver):
 
         wr0 = row_scale * (args.y - args.X @ y0)
         g0 = gradient(wr0)
-        tol = self.tolerance(g0, penalty)
+        # Scale the tolerance by the gradient at 0 too: a warm start near the optimum has a
+        # tiny ∇f(y0), and a tolerance relative to it alone could never be met.
+        tol = self.tolerance(jnp.maximum(jnp.abs(g0), jnp.abs(gradient(row_scale * args.y))), penalty)
         inner_tol = 0.1 * tol
 
         def epoch(beta, wr, order, count):

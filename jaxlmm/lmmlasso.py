@@ -1,0 +1,405 @@
+"""`fit_lmmlasso`: the l1-penalised mixed-model likelihood (lmmLasso / adaptive lmmLasso) with a
+λ path chosen by BIC, warm and cold starts, and BLUPs (Schelldorfer, Bühlmann & van de Geer 2011)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import Array, lax
+
+from ._covariance import (
+    COVARIANCE_STRUCTURES,
+    blup,
+    cholesky_factor,
+    cluster_sum,
+    covariance_start,
+)
+from ._data import LMMData
+from ._solution import RESULTS
+from .losses.penalised_ml import MixedModelData, MixedModelParams, mixed_model_nll, whiten_by_covariance
+from .penalties import L1
+from .solvers.mixed_model_cgd import MixedModelCGD, MixedModelFit
+
+
+class LMMLassoPath(eqx.Module):
+    """A λ path of the penalised likelihood, from two kinds of start at every λ.
+
+    `lambdas` (n_λ, on the fitting scale); `warm`/`cold`: `MixedModelFit`s stacked over λ —
+    warm-started down the path from λ_max, or each started afresh from the cold start (a
+    Lasso that ignores the grouping); `bic_warm`, `bic_cold`, `nnz_warm`, `nnz_cold`; `best`
+    (index of the λ with the smallest BIC) and `best_is_cold`.
+    """
+
+    lambdas: Array
+    warm: MixedModelFit
+    cold: MixedModelFit
+    bic_warm: Array
+    bic_cold: Array
+    nnz_warm: Array
+    nnz_cold: Array
+    best: Array
+    best_is_cold: Array
+
+
+# ---- in-JIT pieces (pure; vmappable over data sets) -------------------------------------------
+
+
+def profile_start(args: MixedModelData, beta: Array, structure: str) -> tuple[Array, Array]:
+    """The paper's variance starting values: with r = y − Xβ and H_i(γ) = I + e^{2γ} Z_i Z_iᵀ,
+
+        γ̂ = argmin_{γ ∈ [−10, 10]} N log(Σ_i r_iᵀ H_i⁻¹ r_i) + Σ_i log|H_i|   (σ² profiled out),
+
+    σ̂² = Σ_i r_iᵀ H_i⁻¹ r_i / N, τ̂ = e^γ̂ σ̂, and Ψ = τ̂² I in the requested structure. The
+    one-dimensional search is a grid of 401 values of γ, using each cluster's SVD of Z_i.
+    """
+    data = args.data
+    r = args.y - args.X @ beta
+    coords = cluster_sum(data, data.z_basis * r[:, None])  # U_iᵀ r_i
+    s2 = data.z_singular**2
+    n_obs = r.shape[0]
+    a = jnp.exp(2.0 * jnp.linspace(-10.0, 10.0, 401, dtype=r.dtype))[:, None, None]
+    quad = r @ r - jnp.sum(a * s2 / (1.0 + a * s2) * coords**2, axis=(1, 2))
+    logdet = jnp.sum(jnp.log1p(a * s2), axis=(1, 2))
+    best = jnp.argmin(n_obs * jnp.log(quad) + logdet)
+    if structure == "none":
+        return jnp.zeros(0, r.dtype), 0.5 * jnp.log(r @ r / n_obs)
+    sigma2 = quad[best] / n_obs
+    tau = jnp.sqrt(a[best, 0, 0] * sigma2)
+    return covariance_start(tau, structure, data.Z.shape[1]), 0.5 * jnp.log(sigma2)
+
+
+def information_criteria(fit: MixedModelFit, n_obs: int) -> tuple[Array, Array, Array]:
+    """(BIC, AIC, nnz) with −2 log L + c·(#{β_k ≠ 0} + dim θ + 1) (σ counted, as lmmlasso does)."""
+    nnz = jnp.sum(fit.params.beta != 0, axis=-1)
+    npar = nnz + fit.params.theta.shape[-1] + 1
+    return 2.0 * fit.nll + math.log(n_obs) * npar, 2.0 * fit.nll + 2.0 * npar, nnz
+
+
+def _fit_from(args, structure, penalty, beta0, solver, max_nonzero=None) -> MixedModelFit:
+    theta0, log_sigma0 = profile_start(args, beta0, structure)
+    return solver.run(structure, args, penalty, MixedModelParams(beta0, theta0, log_sigma0), max_nonzero)
+
+
+def _kkt_lambda(args, structure, params: MixedModelParams, weights, unpenalized) -> Array:
+    """max_k |∂_k(−log L)| / w_k over penalised k at `params` (their penalised β at 0)."""
+    X_w, y_w = whiten_by_covariance(args, params.theta, params.log_sigma, structure)
+    grad = X_w.T @ (y_w - X_w @ params.beta)
+    ratio = jnp.where(unpenalized, 0.0, jnp.abs(grad) / weights)
+    return jnp.max(jnp.where(jnp.isfinite(ratio), ratio, 0.0))
+
+
+def _lambda_max(args, structure, at_inf: MixedModelFit, cold_start, weights, unpenalized) -> Array:
+    """The top of the λ grid. At the λ = ∞ fit σ² has absorbed the signal, which shrinks every
+    gradient by 1/σ̂²; the near-truth basin of the same λ lives at a much smaller σ². So λ_max is
+    the larger of the KKT bounds at the λ = ∞ fit and at the cold start's unpenalised part with
+    its profile-likelihood variances (on the H1 design: 15.7 and ~10× more)."""
+    beta_u = jnp.where(unpenalized, cold_start, 0.0)
+    theta, log_sigma = profile_start(args, cold_start, structure)
+    return jnp.maximum(
+        _kkt_lambda(args, structure, at_inf.params, weights, unpenalized),
+        _kkt_lambda(args, structure, MixedModelParams(beta_u, theta, log_sigma), weights, unpenalized),
+    )
+
+
+@eqx.filter_jit
+def lmmlasso_path(args: MixedModelData, structure: str, relative_grid: Array, weights: Array,
+                  unpenalized: Array, cold_start: Array, solver: MixedModelCGD,
+                  max_df: Array) -> LMMLassoPath:
+    """The penalised likelihood over λ = λ_max · `relative_grid`, from both starts, with BIC.
+
+    Warm: each λ starts from the previous solution (`lax.scan` from the λ = ∞ fit). Cold:
+    each λ starts afresh from `cold_start` (one after another, so a slow λ does not hold the
+    others up as it would in a `vmap`). A fit whose parameter count exceeds `max_df` is
+    stopped as saturated (log L grows without bound as σ² → 0) and gets BIC = inf; once a
+    sweep saturates, its smaller λ are not fitted. Pure: `lax.map` it over stacked data sets
+    for a simulation sweep.
+    """
+    y = args.y
+    beta_inf = jnp.zeros(args.X.shape[1], y.dtype).at[0].set(jnp.mean(y))
+    pinned = L1(jnp.asarray(jnp.inf, y.dtype), weights, unpenalized)
+    at_inf = _fit_from(args, structure, pinned, beta_inf, solver)
+    lambdas = _lambda_max(args, structure, at_inf, cold_start, weights, unpenalized) * relative_grid
+
+    max_nonzero = max_df - at_inf.params.theta.shape[-1] - 1
+
+    def skipped(params):
+        inf = jnp.asarray(jnp.inf, y.dtype)
+        return MixedModelFit(params, inf, inf, RESULTS.saturated, jnp.zeros((), jnp.int32))
+
+    # Both sweeps go from λ_max down and stop fitting once a fit saturates: smaller λ only
+    # saturate sooner, and those fits (p > N, dozens of active columns) are the costly ones.
+    def warm_step(carry, lam):
+        params, stopped = carry
+        fit = lax.cond(
+            stopped,
+            lambda: skipped(params),
+            lambda: solver.run(structure, args, L1(lam, weights, unpenalized), params, max_nonzero),
+        )
+        return (fit.params, fit.result == RESULTS.saturated), fit
+
+    def cold_step(stopped, lam):
+        fit = lax.cond(
+            stopped,
+            lambda: skipped(at_inf.params),
+            lambda: _fit_from(args, structure, L1(lam, weights, unpenalized), cold_start, solver, max_nonzero),
+        )
+        return fit.result == RESULTS.saturated, fit
+
+    _, warm = lax.scan(warm_step, (at_inf.params, jnp.asarray(False)), lambdas)
+    _, cold = lax.scan(cold_step, jnp.asarray(False), lambdas)
+    n_obs = y.shape[0]
+
+    def scored(fit):
+        bic, _, nnz = information_criteria(fit, n_obs)
+        usable = fit.converged & (nnz + fit.params.theta.shape[-1] + 1 <= max_df)
+        return jnp.where(usable, bic, jnp.inf), nnz
+
+    bic_warm, nnz_warm = scored(warm)
+    bic_cold, nnz_cold = scored(cold)
+    per_lambda = jnp.minimum(bic_warm, bic_cold)
+    best = jnp.argmin(per_lambda)
+    return LMMLassoPath(lambdas, warm, cold, bic_warm, bic_cold, nnz_warm, nnz_cold, best,
+                        bic_cold[best] < bic_warm[best])
+
+
+@eqx.filter_jit
+def _fit_single(args, structure, lam, weights, unpenalized, cold_start, solver):
+    """One λ from both starts: cold (the Lasso start) and warm from the λ = ∞ fit."""
+    y = args.y
+    beta_inf = jnp.zeros(args.X.shape[1], y.dtype).at[0].set(jnp.mean(y))
+    at_inf = _fit_from(args, structure, L1(jnp.asarray(jnp.inf, y.dtype), weights, unpenalized), beta_inf, solver)
+    penalty = L1(lam, weights, unpenalized)
+    warm = solver.run(structure, args, penalty, at_inf.params)
+    cold = _fit_from(args, structure, penalty, cold_start, solver)
+    return warm, cold
+
+
+# ---- the estimator ----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class LMMLassoFit:
+    """A fitted l1-penalised linear mixed model.
+
+    - `coef` (p, the scale of the caller's X), `intercept`, `support` (indices of β̂_k ≠ 0).
+    - `sigma2` σ̂², `psi` Ψ̂ (q × q), `ranef` BLUPs (n × q, one row per label in `groups`).
+    - `loglik` (ML log-likelihood, no penalty), `bic`, `aic`, `objective` Q_λ (with the
+      ½N log 2π constant, on the fitting scale), `converged`, `n_iter` (outer iterations).
+    - `lam` (on the fitting scale: standardised columns when `standardize=True`), `cov`,
+      `unpenalized` (column indices of X), `weights` (penalty weights, None if plain),
+      `adaptive`, `start` ("cold": from the Lasso start, "warm": from the path or λ_max).
+    - `path`: the `LMMLassoPath` (BIC curves for both starts) when λ was chosen.
+    """
+
+    coef: np.ndarray
+    intercept: float
+    support: np.ndarray
+    sigma2: float
+    psi: np.ndarray
+    ranef: np.ndarray
+    groups: tuple
+    loglik: float
+    bic: float
+    aic: float
+    objective: float
+    converged: bool
+    n_iter: int
+    lam: float
+    cov: str
+    unpenalized: np.ndarray
+    weights: np.ndarray | None
+    adaptive: bool
+    start: str
+    path: LMMLassoPath | None = None
+
+    def predict(self, X, groups=None, Z=None) -> np.ndarray:
+        """X β̂ + β̂_0, plus Z_i b̂_i for rows whose group label was seen in the fit when
+        `groups` and `Z` are given (new groups get the marginal prediction)."""
+        out = np.asarray(X) @ self.coef + self.intercept
+        if groups is None:
+            return out
+        index = {g: i for i, g in enumerate(self.groups)}
+        Z = np.ones((len(out), 1)) if Z is None else np.asarray(Z)
+        for t, g in enumerate(groups):
+            if g in index:
+                out[t] += Z[t] @ self.ranef[index[g]]
+        return out
+
+
+def _default_unpenalized(data: LMMData) -> np.ndarray:
+    """Columns of X that are also random-effect columns (the paper: penalising those biases β and Ψ)."""
+    X, Z = np.asarray(data.X), np.asarray(data.Z)
+    return np.array([k for k in range(X.shape[1]) if any(np.allclose(X[:, k], Z[:, l]) for l in range(Z.shape[1]))],
+                    int)
+
+
+def _standardised_design(data: LMMData, standardize: bool):
+    X = np.asarray(data.X)
+    center = X.mean(axis=0) if standardize else np.zeros(X.shape[1])
+    scale = X.std(axis=0, ddof=1) if standardize else np.ones(X.shape[1])
+    if standardize and np.any(scale == 0):
+        raise ValueError(
+            f"`data.X` has constant columns {np.flatnonzero(scale == 0).tolist()}: they cannot be "
+            "standardised (drop them; an intercept is added for you)."
+        )
+    design = np.column_stack([np.ones(X.shape[0]), (X - center) / scale])
+    return design, center, scale
+
+
+def _cold_start(data: LMMData, center, scale, seed) -> np.ndarray:
+    """β from a cross-validated Lasso that ignores the grouping (a = 0 in `fit_quasi`; 5 cluster
+    folds, 40 λ), mapped to the standardised scale. The paper's `startValue = 1` is a 10-fold
+    CV Lasso; 5 folds halve the cost and the start only has to land in the right basin."""
+    from .estimators import fit_quasi
+
+    lasso = fit_quasi(data, a=0.0, n_lambda=40, n_folds=min(5, data.n_clusters), seed=seed, progress=False)
+    beta = np.asarray(lasso.coef)
+    return np.concatenate([[lasso.intercept + center @ beta], beta * scale])
+
+
+def fit_lmmlasso(
+    data: LMMData,
+    lam=None,
+    cov: str = "identity",
+    unpenalized=None,
+    weights=None,
+    adaptive: bool = False,
+    *,
+    standardize: bool = True,
+    n_lambda: int = 50,
+    lambda_min_ratio: float = 0.01,
+    max_df: float | None = None,
+    solver: MixedModelCGD | None = None,
+    seed: int = 0,
+) -> LMMLassoFit:
+    """l1-penalised maximum likelihood for the linear mixed model (lmmLasso; Schelldorfer,
+    Bühlmann & van de Geer 2011):
+
+        Q_λ(β, θ, σ²) = ½ Σ_i log|V_i| + ½ Σ_i r_iᵀ V_i⁻¹ r_i + λ Σ_{k ∉ U} w_k |β_k|,
+        V_i = Z_i Ψ_θ Z_iᵀ + σ² I,   r_i = y_i − β_0 − X_i β,
+
+    minimised by block coordinate gradient descent (`MixedModelCGD`). An unpenalised intercept
+    is always included. With `standardize=True` (the lmmlasso and glmnet default) the columns
+    of X are centred and scaled to unit sd (n − 1) for fitting, so λ acts on that scale, and
+    β̂ is reported on the caller's scale.
+
+    Q_λ is not convex. Near λ_max the path passes through a basin where the penalised β sit at
+    0 and σ² absorbs the signal, and that basin can have a LOWER Q_λ than the near-truth local
+    minimum. So every λ is fitted from two starts, warm (down the path from λ_max) and cold (a
+    cross-validated Lasso that ignores the grouping, with the paper's profile-likelihood
+    variance start), and the fit with the smaller BIC is kept.
+
+    **Arguments:**
+
+    - `data`: an `LMMData` (its Z gives the random effects).
+    - `lam`: λ ≥ 0 (one value), or `None` for a path of `n_lambda` values from λ_max down to
+      `lambda_min_ratio`·λ_max, with λ chosen by BIC = −2 log L + log N·(#{β̂_k ≠ 0} + dim θ + 1).
+      Fits with more than `max_df` parameters (default N/2) are treated as saturated and
+      excluded from the choice (as lmmlasso stops when the active set fills up).
+    - `cov`: Ψ = θ² I ("identity"), diagonal, "full" (Cholesky, positive definite), or
+      "none" (no random effects: the plain Lasso with σ² by ML, for comparison).
+    - `unpenalized`: indices of X's columns that are not penalised. Default: every column of X
+      that is also a column of Z.
+    - `weights`: penalty weights w_k ≥ 0 (inf drops a column). `adaptive=True`: two stages
+      (lmmadLasso); the second uses w_k = 1/|β̂_k| from the first (on the fitting scale).
+    - `solver`: a `MixedModelCGD` (its `beta_solver` may be `ProximalGradient()`).
+
+    Returns an `LMMLassoFit`.
+    """
+    if not isinstance(data, LMMData):
+        raise ValueError(f"`data` must be an LMMData (use LMMData.from_arrays); got {type(data)}.")
+    if cov not in COVARIANCE_STRUCTURES:
+        raise ValueError(f"`cov` must be one of {COVARIANCE_STRUCTURES}; got {cov!r}.")
+    p, n_obs = data.n_features, data.n_obs
+    q = data.Z.shape[1]
+    if cov != "none":
+        rank = np.sum(np.asarray(data.z_singular) > 0, axis=1)
+        if not np.any(np.asarray(data.cluster_sizes) > rank):
+            raise ValueError(
+                f"`data`: every cluster has at most rank(Z_i) ≤ q = {q} rows, so σ² and Ψ cannot be "
+                "told apart; use fewer random effects or larger clusters."
+            )
+    if lam is not None:
+        lam_value = np.asarray(lam, dtype=float)
+        if lam_value.ndim != 0 or not np.isfinite(lam_value) or lam_value < 0:
+            raise ValueError(f"`lam` must be one finite number ≥ 0 (or None for a BIC path); got {lam!r}.")
+    if not 0 < lambda_min_ratio < 1:
+        raise ValueError(f"`lambda_min_ratio` must lie in (0, 1); got {lambda_min_ratio}.")
+    if not isinstance(n_lambda, int) or n_lambda < 1:
+        raise ValueError(f"`n_lambda` must be a positive integer; got {n_lambda!r}.")
+    if unpenalized is None:
+        unpen_idx = _default_unpenalized(data)
+    else:
+        unpen_idx = np.unique(np.atleast_1d(np.asarray(unpenalized, dtype=int)))
+        if np.any((unpen_idx < 0) | (unpen_idx >= p)):
+            raise ValueError(f"`unpenalized` indices must lie in [0, {p}); got {unpenalized!r}.")
+    if weights is not None:
+        w_user = np.asarray(weights, dtype=float)
+        if w_user.shape != (p,):
+            raise ValueError(f"`weights` must have length p = {p}; got shape {w_user.shape}.")
+        if np.any(np.isnan(w_user)) or np.any(w_user < 0):
+            raise ValueError("`weights` must be ≥ 0 (inf drops a column); got NaN or < 0.")
+    else:
+        w_user = np.ones(p)
+    solver = MixedModelCGD() if solver is None else solver
+    max_df = n_obs / 2 if max_df is None else float(max_df)
+
+    design, center, scale = _standardised_design(data, standardize)
+    dtype = data.X.dtype
+    _, args = mixed_model_nll(data, jnp.asarray(design, dtype), "identity")
+    mask = np.zeros(p + 1, bool)
+    mask[0] = True
+    mask[unpen_idx + 1] = True
+    cold = jnp.asarray(_cold_start(data, center, scale, seed), dtype)
+
+    def stage(w, cold_beta):
+        w_full = jnp.asarray(np.concatenate([[1.0], w]), dtype)
+        if lam is None:
+            grid = jnp.asarray(np.geomspace(1.0, lambda_min_ratio, n_lambda), dtype)
+            path = lmmlasso_path(args, cov, grid, w_full, jnp.asarray(mask), cold_beta, solver, jnp.asarray(max_df))
+            i = int(path.best)
+            chosen = path.cold if bool(path.best_is_cold) else path.warm
+            fit = jax.tree.map(lambda x: x[i], chosen)
+            return fit, float(path.lambdas[i]), "cold" if bool(path.best_is_cold) else "warm", path
+        warm, cold_fit = _fit_single(args, cov, jnp.asarray(lam, dtype), w_full, jnp.asarray(mask), cold_beta, solver)
+        bic_w, bic_c = (float(information_criteria(f, n_obs)[0]) for f in (warm, cold_fit))
+        use_cold = bool(cold_fit.converged) and (bic_c <= bic_w or not bool(warm.converged))
+        return (cold_fit if use_cold else warm), float(lam), "cold" if use_cold else "warm", None
+
+    fit, lam_used, start, path = stage(w_user, cold)
+    stage_weights = None if weights is None else w_user
+    if adaptive:
+        first = np.abs(np.asarray(fit.params.beta)[1:])
+        with np.errstate(divide="ignore"):
+            w_adaptive = np.where(first > 0, 1.0 / first, np.inf) * w_user
+        w_adaptive[unpen_idx] = 1.0
+        fit, lam_used, start, path = stage(w_adaptive, fit.params.beta)
+        stage_weights = w_adaptive
+    return _summarise(fit, data, args, cov, design, center, scale, lam_used, unpen_idx, stage_weights,
+                      adaptive, start, path)
+
+
+def _summarise(fit, data, args, cov, design, center, scale, lam, unpen_idx, weights, adaptive, start, path):
+    params = fit.params
+    beta_std = np.asarray(params.beta)
+    coef = beta_std[1:] / scale
+    intercept = float(beta_std[0] - center @ coef)
+    q = data.Z.shape[1]
+    L = cholesky_factor(params.theta, cov, q)
+    psi = L @ L.T
+    sigma2 = jnp.exp(2.0 * params.log_sigma)
+    residual = args.y - args.X @ params.beta
+    ranef = np.asarray(blup(data, psi, sigma2, residual))
+    bic, aic, _ = information_criteria(fit, data.n_obs)
+    return LMMLassoFit(
+        coef=coef, intercept=intercept, support=np.flatnonzero(coef), sigma2=float(sigma2), psi=np.asarray(psi),
+        ranef=ranef, groups=data.labels, loglik=-float(fit.nll), bic=float(bic), aic=float(aic),
+        objective=float(fit.objective), converged=bool(fit.converged), n_iter=int(fit.num_steps), lam=lam,
+        cov=cov, unpenalized=unpen_idx, weights=weights, adaptive=adaptive, start=start, path=path,
+    )
+

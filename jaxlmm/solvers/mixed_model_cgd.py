@@ -1,0 +1,159 @@
+"""Coordinate gradient descent for the l1-penalised mixed-model likelihood (Schelldorfer, Bühlmann
+& van de Geer 2011, Algorithm 1): alternate an exact β-block and a variance-parameter block."""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jax import Array, lax
+
+from .._covariance import diagonal_parameters
+from .._solution import RESULTS
+from ..losses.least_squares import LeastSquares, LeastSquaresData
+from ..losses.penalised_ml import (
+    MixedModelData,
+    MixedModelParams,
+    cluster_statistics,
+    variance_nll,
+    whiten_by_covariance,
+)
+from ..penalties import L1
+from .coordinate_descent import CoordinateDescent
+
+
+class MixedModelFit(eqx.Module):
+    """In-JIT result of `MixedModelCGD.run`: `params`, `objective` Q_λ, `nll` (−log L),
+    `result` code and `num_steps` (outer iterations)."""
+
+    params: MixedModelParams
+    objective: Array
+    nll: Array
+    result: RESULTS
+    num_steps: Array
+
+    @property
+    def converged(self) -> Array:
+        return self.result == RESULTS.successful
+
+
+def _variance_newton(f, phi, max_steps: int):
+    """Damped Newton on the few variance parameters: exact Hessian by autodiff, eigenvalues
+    replaced by their absolute values (so saddles are left downhill), Armijo backtracking."""
+
+    def cond(s):
+        _, it, done = s
+        return (~done) & (it < max_steps)
+
+    def body(s):
+        phi, it, _ = s
+        value, grad = jax.value_and_grad(f)(phi)
+        w, V = jnp.linalg.eigh(jax.hessian(f)(phi))
+        floor = 1e-10 * jnp.maximum(1.0, jnp.max(jnp.abs(w)))
+        step = -V @ ((V.T @ grad) / jnp.maximum(jnp.abs(w), floor))
+        slope = grad @ step
+
+        def shrink(t):
+            return (f(phi + t * step) > value + 1e-4 * t * slope) & (t > 1e-10)
+
+        t = lax.while_loop(shrink, lambda t: 0.5 * t, jnp.asarray(1.0, phi.dtype))
+        accepted = f(phi + t * step) <= value
+        new = jnp.where(accepted, phi + t * step, phi)
+        small = jnp.max(jnp.abs(new - phi)) <= 1e-10 * (1.0 + jnp.max(jnp.abs(phi)))
+        return new, it + 1, small | ~accepted
+
+    phi, _, _ = lax.while_loop(cond, body, (phi, 0, jnp.asarray(False)))
+    return phi
+
+
+class MixedModelCGD(eqx.Module):
+    """Block coordinate gradient descent for Q_λ(β, θ, σ) = −log L + λ Σ_k w_k |β_k|.
+
+    Each outer iteration (the paper's Algorithm 1, with each block minimised exactly):
+
+    1. β-block. With (θ, σ) fixed, −log L is the quadratic ½‖V^{-1/2}(y − Xβ)‖² + const, so the
+       β-step is a weighted Lasso on V^{-1/2}-whitened data. `beta_solver` solves it:
+       `CoordinateDescent` makes the paper's coordinate steps with the exact coordinate
+       Hessians H_j = Σ_i x_ijᵀ V_i⁻¹ x_ij and soft-thresholding, cycling the active set with
+       full KKT sweeps, so no Armijo fallback is needed (the block is exactly quadratic; H_j = 0
+       leaves β_j where it is); `ProximalGradient` solves the same block for comparison.
+    2. variance block. With β fixed, (θ, log σ) minimise −log L from q×q cluster statistics
+       by damped Newton (exact autodiff Hessian, backtracking), then a diagonal entry of L
+       below `threshold` is set to 0 (a variance component at exactly 0, as in the paper).
+
+    Stops when the relative changes of β, of Q and of (σ, θ) are all ≤ `tol` (the paper's
+    rule), or after `max_steps` outer iterations. Every block decreases Q, so Q is monotone.
+    With `max_nonzero` given, it stops as soon as more coefficients than that are nonzero
+    (result `saturated`; lmmlasso's `stopSat`): with p > N such fits head to σ² → 0.
+    """
+
+    tol: float = 1e-6
+    max_steps: int = 500
+    beta_solver: eqx.Module = CoordinateDescent(rtol=1e-8)
+    newton_steps: int = 50
+    threshold: float = 1e-4
+
+    def run(self, structure: str, args: MixedModelData, penalty: L1, params0: MixedModelParams,
+            max_nonzero=None) -> MixedModelFit:
+        q = args.data.Z.shape[1]
+        diagonal = diagonal_parameters(structure, q)
+        n_theta = params0.theta.shape[0]
+
+        def nll(params):
+            return variance_nll(params.theta, params.log_sigma, cluster_statistics(args, params.beta), structure)
+
+        def objective(params):
+            return nll(params) + penalty(params.beta)
+
+        def beta_block(params):
+            X_w, y_w = whiten_by_covariance(args, params.theta, params.log_sigma, structure)
+            ls_args = LeastSquaresData(X_w, y_w, jnp.ones_like(y_w), jnp.asarray(1.0, y_w.dtype))
+            beta, result, *_ = self.beta_solver.run(LeastSquares(), penalty, params.beta, ls_args, None)
+            return beta, result
+
+        def variance_block(params):
+            stats = cluster_statistics(args, params.beta)
+
+            def f(phi):
+                return variance_nll(phi[:n_theta], phi[n_theta], stats, structure)
+
+            phi = _variance_newton(f, jnp.append(params.theta, params.log_sigma), self.newton_steps)
+            theta = phi[:n_theta]
+            theta = theta.at[diagonal].set(jnp.where(jnp.abs(theta[diagonal]) < self.threshold, 0.0, theta[diagonal]))
+            return theta, phi[n_theta]
+
+        def relative(new, old):
+            return jnp.linalg.norm(new - old) / (1.0 + jnp.linalg.norm(new))
+
+        limit = jnp.inf if max_nonzero is None else max_nonzero
+
+        def saturated(params):
+            return jnp.sum(params.beta != 0) > limit
+
+        def cond(s):
+            params, _, it, done, finite, _ = s
+            return (~done) & finite & (it < self.max_steps) & ~saturated(params)
+
+        def body(s):
+            params, q_old, it, _, _, beta_ok = s
+            beta, beta_result = beta_block(params)
+            theta, log_sigma = variance_block(MixedModelParams(beta, params.theta, params.log_sigma))
+            new = MixedModelParams(beta, theta, log_sigma)
+            q_new = objective(new)
+            old_cov = jnp.append(params.theta, jnp.exp(params.log_sigma))
+            new_cov = jnp.append(theta, jnp.exp(log_sigma))
+            done = (
+                (relative(beta, params.beta) <= self.tol)
+                & (jnp.abs(q_new - q_old) / (1.0 + jnp.abs(q_new)) <= self.tol)
+                & (relative(new_cov, old_cov) <= self.tol)
+            )
+            beta_ok = beta_ok & (beta_result == RESULTS.successful)
+            return new, q_new, it + 1, done, jnp.isfinite(q_new), beta_ok
+
+        true = jnp.asarray(True)
+        init = (params0, objective(params0), jnp.zeros((), jnp.int32), ~true, true, true)
+        params, q_final, steps, done, finite, beta_ok = lax.while_loop(cond, body, init)
+        result = RESULTS.where(done & beta_ok, RESULTS.successful, RESULTS.max_steps_reached)
+        result = RESULTS.where(saturated(params), RESULTS.saturated, result)
+        result = RESULTS.where(finite, result, RESULTS.nonfinite)
+        return MixedModelFit(params, q_final, nll(params), result, steps)
