@@ -23,6 +23,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_lasso_path.py
 	$(BIN)/python benchmarks/bench_best_subset.py
 	$(BIN)/python benchmarks/bench_debias.py
+	cd benchmarks && ../$(BIN)/python bench_lmmlasso.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info
