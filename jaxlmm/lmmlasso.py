@@ -21,6 +21,7 @@ from ._covariance import (
 )
 from ._data import LMMData
 from ._solution import RESULTS
+from .estimators import fit_quasi
 from .losses.penalised_ml import MixedModelData, MixedModelParams, mixed_model_nll, whiten_by_covariance
 from .penalties import L1
 from .solvers.mixed_model_cgd import MixedModelCGD, MixedModelFit
@@ -255,8 +256,6 @@ def _cold_start(data: LMMData, center, scale, seed) -> np.ndarray:
     """β from a cross-validated Lasso that ignores the grouping (a = 0 in `fit_quasi`; 5 cluster
     folds, 40 λ), mapped to the standardised scale. The paper's `startValue = 1` is a 10-fold
     CV Lasso; 5 folds halve the cost and the start only has to land in the right basin."""
-    from .estimators import fit_quasi
-
     lasso = fit_quasi(data, a=0.0, n_lambda=40, n_folds=min(5, data.n_clusters), seed=seed, progress=False)
     beta = np.asarray(lasso.coef)
     return np.concatenate([[lasso.intercept + center @ beta], beta * scale])
