@@ -60,15 +60,15 @@ def profile_start(args: MixedModelData, beta: Array, structure: str) -> tuple[Ar
     """
     data = args.data
     r = args.y - args.X @ beta
+    n_obs = r.shape[0]
+    if structure == "none":  # no random effects: σ² is the ML residual variance
+        return jnp.zeros(0, r.dtype), 0.5 * jnp.log(r @ r / n_obs)
     coords = cluster_sum(data, data.z_basis * r[:, None])  # U_iᵀ r_i
     s2 = data.z_singular**2
-    n_obs = r.shape[0]
     a = jnp.exp(2.0 * jnp.linspace(-10.0, 10.0, 401, dtype=r.dtype))[:, None, None]
     quad = r @ r - jnp.sum(a * s2 / (1.0 + a * s2) * coords**2, axis=(1, 2))
     logdet = jnp.sum(jnp.log1p(a * s2), axis=(1, 2))
     best = jnp.argmin(n_obs * jnp.log(quad) + logdet)
-    if structure == "none":
-        return jnp.zeros(0, r.dtype), 0.5 * jnp.log(r @ r / n_obs)
     sigma2 = quad[best] / n_obs
     tau = jnp.sqrt(a[best, 0, 0] * sigma2)
     return covariance_start(tau, structure, data.Z.shape[1]), 0.5 * jnp.log(sigma2)
@@ -84,6 +84,13 @@ def information_criteria(fit: MixedModelFit, n_obs: int) -> tuple[Array, Array, 
 def _fit_from(args, structure, penalty, beta0, solver, max_nonzero=None) -> MixedModelFit:
     theta0, log_sigma0 = profile_start(args, beta0, structure)
     return solver.run(structure, args, penalty, MixedModelParams(beta0, theta0, log_sigma0), max_nonzero)
+
+
+def _fit_at_infinity(args, structure, weights, unpenalized, solver) -> MixedModelFit:
+    """λ = ∞: penalised β pinned at 0, the unpenalised ones and the variances by ML."""
+    y = args.y
+    beta0 = jnp.zeros(args.X.shape[1], y.dtype).at[0].set(jnp.mean(y))
+    return _fit_from(args, structure, L1(jnp.asarray(jnp.inf, y.dtype), weights, unpenalized), beta0, solver)
 
 
 def _kkt_lambda(args, structure, params: MixedModelParams, weights, unpenalized) -> Array:
@@ -121,9 +128,7 @@ def lmmlasso_path(args: MixedModelData, structure: str, relative_grid: Array, we
     for a simulation sweep.
     """
     y = args.y
-    beta_inf = jnp.zeros(args.X.shape[1], y.dtype).at[0].set(jnp.mean(y))
-    pinned = L1(jnp.asarray(jnp.inf, y.dtype), weights, unpenalized)
-    at_inf = _fit_from(args, structure, pinned, beta_inf, solver)
+    at_inf = _fit_at_infinity(args, structure, weights, unpenalized, solver)
     lambdas = _lambda_max(args, structure, at_inf, cold_start, weights, unpenalized) * relative_grid
 
     max_nonzero = max_df - at_inf.params.theta.shape[-1] - 1
@@ -171,9 +176,7 @@ def lmmlasso_path(args: MixedModelData, structure: str, relative_grid: Array, we
 @eqx.filter_jit
 def _fit_single(args, structure, lam, weights, unpenalized, cold_start, solver):
     """One λ from both starts: cold (the Lasso start) and warm from the λ = ∞ fit."""
-    y = args.y
-    beta_inf = jnp.zeros(args.X.shape[1], y.dtype).at[0].set(jnp.mean(y))
-    at_inf = _fit_from(args, structure, L1(jnp.asarray(jnp.inf, y.dtype), weights, unpenalized), beta_inf, solver)
+    at_inf = _fit_at_infinity(args, structure, weights, unpenalized, solver)
     penalty = L1(lam, weights, unpenalized)
     warm = solver.run(structure, args, penalty, at_inf.params)
     cold = _fit_from(args, structure, penalty, cold_start, solver)
@@ -350,7 +353,7 @@ def fit_lmmlasso(
 
     design, center, scale = _standardised_design(data, standardize)
     dtype = data.X.dtype
-    _, args = mixed_model_nll(data, jnp.asarray(design, dtype), "identity")
+    _, args = mixed_model_nll(data, jnp.asarray(design, dtype), cov)
     mask = np.zeros(p + 1, bool)
     mask[0] = True
     mask[unpen_idx + 1] = True
