@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import equinox as eqx
-import jax
 import jax.numpy as jnp
 from jax import Array, lax
 
@@ -20,6 +19,7 @@ from ..losses.penalised_ml import (
 )
 from ..penalties import L1
 from .coordinate_descent import CoordinateDescent
+from .newton import damped_newton
 
 
 class MixedModelFit(eqx.Module):
@@ -35,35 +35,6 @@ class MixedModelFit(eqx.Module):
     @property
     def converged(self) -> Array:
         return self.result == RESULTS.successful
-
-
-def _variance_newton(f, phi, max_steps: int):
-    """Damped Newton on the few variance parameters: exact Hessian by autodiff, eigenvalues
-    replaced by their absolute values (so saddles are left downhill), Armijo backtracking."""
-
-    def cond(s):
-        _, it, done = s
-        return (~done) & (it < max_steps)
-
-    def body(s):
-        phi, it, _ = s
-        value, grad = jax.value_and_grad(f)(phi)
-        w, V = jnp.linalg.eigh(jax.hessian(f)(phi))
-        floor = 1e-10 * jnp.maximum(1.0, jnp.max(jnp.abs(w)))
-        step = -V @ ((V.T @ grad) / jnp.maximum(jnp.abs(w), floor))
-        slope = grad @ step
-
-        def shrink(t):
-            return (f(phi + t * step) > value + 1e-4 * t * slope) & (t > 1e-10)
-
-        t = lax.while_loop(shrink, lambda t: 0.5 * t, jnp.asarray(1.0, phi.dtype))
-        accepted = f(phi + t * step) <= value
-        new = jnp.where(accepted, phi + t * step, phi)
-        small = jnp.max(jnp.abs(new - phi)) <= 1e-10 * (1.0 + jnp.max(jnp.abs(phi)))
-        return new, it + 1, small | ~accepted
-
-    phi, _, _ = lax.while_loop(cond, body, (phi, 0, jnp.asarray(False)))
-    return phi
 
 
 class MixedModelCGD(eqx.Module):
@@ -117,7 +88,7 @@ class MixedModelCGD(eqx.Module):
             def f(phi):
                 return variance_nll(phi[:n_theta], phi[n_theta], stats, structure)
 
-            phi = _variance_newton(f, jnp.append(params.theta, params.log_sigma), self.newton_steps)
+            phi = damped_newton(f, jnp.append(params.theta, params.log_sigma), self.newton_steps)
             theta = phi[:n_theta]
             theta = theta.at[diagonal].set(jnp.where(jnp.abs(theta[diagonal]) < self.threshold, 0.0, theta[diagonal]))
             return theta, phi[n_theta]
