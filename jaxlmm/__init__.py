@@ -6,6 +6,7 @@ from ._data import LMMData as LMMData
 from ._solution import RESULTS as RESULTS, Solution as Solution
 from ._solve import solve as solve
 from ._whiten import Whitened as Whitened, effective_sample_size as effective_sample_size, whiten as whiten
+from .eb_ridge import EBRidgeFit as EBRidgeFit, fit_eb_ridge as fit_eb_ridge
 from .estimators import CVCurve as CVCurve, QuasiFit as QuasiFit, fit_quasi as fit_quasi
 from .inference import (
     DebiasedLasso as DebiasedLasso,

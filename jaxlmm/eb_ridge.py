@@ -1,0 +1,781 @@
+"""Empirical-Bayes regularised linear mixed model (Amestoy, van de Wiel & van Wieringen; METHODS §4).
+
+Priors β_G ~ N(0, (σ²/λ) I) on the penalised fixed effects (flat on the intercept and on the
+`unpenalized` columns, collected in F) and Σ = Ψ ~ IW(b, A) on the random-effects covariance.
+Three layers, each pure and jit/vmap-able:
+
+* `eb_design`: the data-only algebra, done once — a QR of F and the thin SVD of the penalised
+  columns with F projected out, (I − P_F) G = U D Wᵀ;
+* `eb_ridge_map`: the MAP for fixed hyperparameters Θ = (λ, b, A) by ECM;
+* `laplace_log_marginal` / `learn_hyperparameters`: log p(y | Θ) with β integrated out exactly
+  and a Laplace approximation over the variance parameters, maximised over Θ with L-BFGS.
+
+`fit_eb_ridge` is the user entry point.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax import Array, lax
+from jax.flatten_util import ravel_pytree
+from jax.scipy.special import multigammaln
+
+from ._covariance import cluster_cross, cluster_sum
+from ._data import LMMData
+from ._solution import RESULTS
+from .solvers.newton import damped_newton, value_grad_hessian
+
+# ---- design -------------------------------------------------------------------------------
+
+
+class EBDesign(eqx.Module):
+    """Data-only algebra of the EB ridge model, computed once by `eb_design`.
+
+    **Fields:** `data`; `F` (N × k, the unpenalised columns: intercept first when asked) with
+    its thin QR `QF`, `RF`; `G` (N × p_G, the ridge-penalised columns); the thin SVD
+    (I − QF QFᵀ) G = U diag(d) Wᵀ (`U` N × r, `d` r, `W` p_G × r, r = min(N, p_G); singular
+    values below rank tolerance are set to 0); `ZtZ` = Z_iᵀZ_i (n × q × q); `logdet_FtF`;
+    `UtZ` = Uᵀ blockdiag(Z_i) (r × nq) when r > nq (the marginal likelihood then works in the
+    nq-dimensional random-effects space), else an empty array.
+    """
+
+    data: LMMData
+    F: Array
+    QF: Array
+    RF: Array
+    G: Array
+    U: Array
+    d: Array
+    W: Array
+    ZtZ: Array
+    logdet_FtF: Array
+    UtZ: Array
+    penalized: tuple = eqx.field(static=True)
+    unpenalized: tuple = eqx.field(static=True)
+    intercept: bool = eqx.field(static=True)
+
+
+def eb_design(data: LMMData, unpenalized: tuple = (), intercept: bool = True) -> EBDesign:
+    """Split X into F = [1, X_unpenalized] and G = X_penalized, and factor them.
+
+    The ridge step only ever needs (I − P_F) G (Frisch–Waugh: with β_F unpenalised, β_G is the
+    ridge solution on the F-residualised data), and the restricted marginal likelihood depends
+    on G only through the same matrix, so its thin SVD serves both. No p×p matrix is formed.
+    """
+    X = data.X
+    n_obs, p = X.shape
+    unpenalized = tuple(int(j) for j in unpenalized)
+    penalized = tuple(j for j in range(p) if j not in set(unpenalized))
+    columns = ([jnp.ones(n_obs, X.dtype)] if intercept else []) + [X[:, j] for j in unpenalized]
+    G = X[:, np.array(penalized, int)]
+    if columns:
+        F = jnp.stack(columns, axis=1)
+        QF, RF = jnp.linalg.qr(F)
+        G_perp = G - QF @ (QF.T @ G)
+        logdet_FtF = 2.0 * jnp.sum(jnp.log(jnp.abs(jnp.diagonal(RF))))
+    else:
+        F = jnp.zeros((n_obs, 0), X.dtype)
+        QF, RF = F, jnp.zeros((0, 0), X.dtype)
+        G_perp = G
+        logdet_FtF = jnp.zeros((), X.dtype)
+    U, d, Wt = jnp.linalg.svd(G_perp, full_matrices=False)
+    tol = d[0] * max(G.shape) * jnp.finfo(X.dtype).eps * 10.0
+    d = jnp.where(d > tol, d, 0.0)
+    n, q = data.n_clusters, data.Z.shape[1]
+    if U.shape[1] > n * q:
+        UtZ = jnp.swapaxes(cluster_cross(data, U, data.Z), 0, 1).reshape(U.shape[1], n * q)
+    else:
+        UtZ = jnp.zeros((0, n * q), X.dtype)
+    return EBDesign(data, F, QF, RF, G, U, d, Wt.T, cluster_cross(data, data.Z, data.Z), logdet_FtF, UtZ,
+                    penalized, unpenalized, intercept)
+
+
+# ---- Gaussian algebra on cluster blocks ---------------------------------------------------------
+
+
+def _log_det_v(design: EBDesign, psi: Array, sigma2: Array) -> Array:
+    q = psi.shape[0]
+    sizes = design.data.cluster_sizes.astype(psi.dtype)
+    sign, logdet = jnp.linalg.slogdet(jnp.eye(q, dtype=psi.dtype) + design.ZtZ @ psi / sigma2)
+    # |I + ZᵢᵀZᵢΨ/σ²| > 0 for every PSD Ψ; a non-positive one means Ψ left the cone (log|V| = NaN).
+    return jnp.where(jnp.all(sign > 0), jnp.sum(sizes) * jnp.log(sigma2) + jnp.sum(logdet), jnp.nan)
+
+
+def log_likelihood(design: EBDesign, beta_F: Array, beta_G: Array, psi: Array, sigma2: Array) -> Array:
+    """log p(y | β, Ψ, σ²) = −½ N log 2π − ½ Σ log|V_i| − ½ Σ r_iᵀ V_i⁻¹ r_i, with
+    r_iᵀV_i⁻¹r_i = σ⁻²(‖r_i‖² − (Z_iᵀr_i)ᵀ Ψ S_i⁻¹ Z_iᵀr_i)."""
+    data = design.data
+    q = psi.shape[0]
+    r = data.y - design.F @ beta_F - design.G @ beta_G
+    Ztr = cluster_sum(data, data.Z * r[:, None])
+    S = sigma2 * jnp.eye(q, dtype=psi.dtype) + design.ZtZ @ psi
+    inner = jnp.einsum("ia,ia->i", Ztr, jnp.linalg.solve(S, Ztr[..., None])[..., 0] @ psi.T)
+    quad = (r @ r - jnp.sum(inner)) / sigma2
+    return -0.5 * (data.n_obs * math.log(2.0 * math.pi) + _log_det_v(design, psi, sigma2) + quad)
+
+
+def posterior_moments(design: EBDesign, psi: Array, sigma2: Array, residual: Array) -> tuple[Array, Array]:
+    """E-step: μ_i = E[b_i | y] = Ψ S_i⁻¹ Z_iᵀ r_i (the BLUP) and C_i = Cov[b_i | y] =
+    Ψ − Ψ S_i⁻¹ Z_iᵀZ_i Ψ, S_i = σ² I + Z_iᵀZ_i Ψ. n × q and n × q × q."""
+    data = design.data
+    q = psi.shape[0]
+    S = sigma2 * jnp.eye(q, dtype=psi.dtype) + design.ZtZ @ psi
+    Ztr = cluster_sum(data, data.Z * residual[:, None])
+    mu = jnp.linalg.solve(S, Ztr[..., None])[..., 0] @ psi.T
+    C = psi - psi @ jnp.linalg.solve(S, design.ZtZ @ psi)
+    return mu, 0.5 * (C + jnp.swapaxes(C, 1, 2))
+
+
+# ---- the inverse-Wishart prior in the (b, A) parameterisation -------------------------------------
+
+
+def prior_weight(b, n_clusters: int):
+    """c_b = ν + q + 1 = b n / (1 − b): the number of pseudo-clusters the prior is worth."""
+    return b * n_clusters / (1.0 - b)
+
+
+def minimum_proper_b(n_clusters: int, q: int) -> float:
+    """IW(ν, Φ) is a proper density only for ν > q − 1, i.e. b > 2q / (n + 2q)."""
+    return 2.0 * q / (n_clusters + 2.0 * q)
+
+
+def inverse_wishart_logpdf(L: Array, b, A: Array, n_clusters: int) -> Array:
+    """log IW(Ψ; ν, Φ) with ν = c_b − q − 1 and Φ = c_b A, c_b = b n / (1 − b), so that the
+    EM update is Ψ⁺ = b A + (1 − b) mean(E[b_i b_iᵀ]) (A is the prior mode). Ψ = L Lᵀ is given
+    by its Cholesky factor L. Requires b > `minimum_proper_b` (ν > q − 1)."""
+    q = L.shape[0]
+    c = prior_weight(b, n_clusters)
+    nu = c - q - 1.0
+    LA = jnp.linalg.cholesky(A)
+    log_det_psi = 2.0 * jnp.sum(jnp.log(jnp.diagonal(L)))
+    log_det_phi = q * jnp.log(c) + 2.0 * jnp.sum(jnp.log(jnp.diagonal(LA)))
+    trace = c * jnp.sum(jax.scipy.linalg.solve_triangular(L, LA, lower=True) ** 2)  # tr(Φ Ψ⁻¹)
+    return (0.5 * nu * log_det_phi - 0.5 * nu * q * math.log(2.0) - multigammaln(0.5 * nu, q)
+            - 0.5 * c * log_det_psi - 0.5 * trace)
+
+
+# ---- MAP by ECM ---------------------------------------------------------------------------------
+
+
+class EBParams(eqx.Module):
+    """Parameters of the EB ridge LMM: `beta_F` (unpenalised), `beta_G` (ridge), `psi`, `sigma2`."""
+
+    beta_F: Array
+    beta_G: Array
+    psi: Array
+    sigma2: Array
+
+
+def log_posterior(design: EBDesign, params: EBParams, lam, b, A) -> Array:
+    """The objective the ECM climbs:
+
+        J = log p(y | β, Ψ, σ²) − λ‖β_G‖² / (2σ²) − (c_b / 2) (log|Ψ| + tr(A Ψ⁻¹)).
+
+    This is the log posterior up to terms free of (β, Ψ, σ²), except that the normaliser
+    −(p/2) log σ² of the ridge prior is left out: the ridge acts as a penalty scaled by σ², as in
+    the ridge regression it generalises. Kept in, it would shrink σ̂² by N/(N + p) (a collapse
+    when p ≫ N) and λ → 0 would not give maximum likelihood. b = 0 drops the Ψ prior.
+    """
+    n = design.data.n_clusters
+    loglik = log_likelihood(design, params.beta_F, params.beta_G, params.psi, params.sigma2)
+    ridge = 0.5 * lam * (params.beta_G @ params.beta_G) / params.sigma2
+    c = prior_weight(b, n)
+    safe = jnp.where(b > 0, params.psi, jnp.eye(params.psi.shape[0], dtype=params.psi.dtype))
+    sign, log_det = jnp.linalg.slogdet(safe)
+    log_det = jnp.where(sign > 0, log_det, jnp.nan)
+    prior = jnp.where(b > 0, -0.5 * c * (log_det + jnp.trace(jnp.linalg.solve(safe, A))), 0.0)
+    return loglik - ridge + prior
+
+
+def ridge_coefficients(design: EBDesign, lam, target: Array) -> tuple[Array, Array]:
+    """argmin ‖target − Fβ_F − Gβ_G‖² + λ‖β_G‖²: β_G = W diag(d/(d² + λ)) Uᵀ target (minimum
+    norm along d = 0), then β_F by least squares on what is left. O(N (p + k)), no p×p matrix."""
+    shrink = jnp.where(design.d > 0, design.d / (design.d**2 + lam), 0.0)
+    beta_G = design.W @ (shrink * (design.U.T @ target))
+    if design.F.shape[1] == 0:
+        return jnp.zeros(0, target.dtype), beta_G
+    rest = design.QF.T @ (target - design.G @ beta_G)
+    return jax.scipy.linalg.solve_triangular(design.RF, rest, lower=False), beta_G
+
+
+def ecm_step(design: EBDesign, params: EBParams, lam, b, A) -> EBParams:
+    """One ECM iteration. E-step moments (μ_i, C_i) at the current parameters, then the
+    conditional maximisations of the expected complete-data objective:
+
+        Ψ⁺ = b A + (1 − b) (1/n) Σ_i (μ_iμ_iᵀ + C_i),
+        β⁺ = ridge solution of y − Zμ on (F, G) with penalty λ on β_G,
+        σ²⁺ = [Σ_i (‖y_i − X_iβ⁺ − Z_iμ_i‖² + tr(Z_iᵀZ_i C_i)) + λ‖β_G⁺‖²] / N.
+
+    Each step maximises the same expected objective, so J (`log_posterior`) never decreases.
+    """
+    data = design.data
+    residual = data.y - design.F @ params.beta_F - design.G @ params.beta_G
+    mu, C = posterior_moments(design, params.psi, params.sigma2, residual)
+    second = jnp.mean(mu[:, :, None] * mu[:, None, :] + C, axis=0)
+    psi = b * A + (1.0 - b) * second
+    target = data.y - jnp.sum(data.Z * mu[data.cluster], axis=1)
+    beta_F, beta_G = ridge_coefficients(design, lam, target)
+    resid = target - design.F @ beta_F - design.G @ beta_G
+    trace = jnp.sum(design.ZtZ * C)
+    sigma2 = (resid @ resid + trace + lam * (beta_G @ beta_G)) / data.n_obs
+    return EBParams(beta_F, beta_G, 0.5 * (psi + psi.T), sigma2)
+
+
+class EBMap(eqx.Module):
+    """In-JIT result of `eb_ridge_map`: `params`, `log_posterior` J, `result`, `num_steps`
+    (iterations, each two or three ECM steps)."""
+
+    params: EBParams
+    log_posterior: Array
+    result: RESULTS
+    num_steps: Array
+
+
+def start_params(design: EBDesign, lam) -> EBParams:
+    """A ridge fit ignoring the clusters; Ψ and σ² split the residual variance equally
+    (Ψ diagonal, scaled by the mean square of each Z column)."""
+    data = design.data
+    beta_F, beta_G = ridge_coefficients(design, jnp.maximum(lam, 1e-3), data.y)
+    resid = data.y - design.F @ beta_F - design.G @ beta_G
+    s2 = jnp.maximum(resid @ resid / data.n_obs, 1e-8 * (data.y @ data.y) / data.n_obs)
+    z2 = jnp.mean(data.Z**2, axis=0)
+    return EBParams(beta_F, beta_G, jnp.diag(0.5 * s2 / z2), 0.5 * s2)
+
+
+def eb_ridge_map(design: EBDesign, lam, b, A, params0: EBParams | None = None, tol: float = 1e-12,
+                 max_steps: int = 5_000, accelerate: bool = True) -> EBMap:
+    """MAP of (β, Ψ, σ²) for fixed Θ = (λ, b, A) by ECM (`ecm_step`), as one `lax.while_loop`.
+
+    With `accelerate` (default) each iteration is a SQUAREM step (Varadhan & Roland 2008): two
+    ECM steps x₁, x₂ from x₀, the extrapolation x₀ − 2α r + α² v (r = x₁ − x₀,
+    v = x₂ − 2x₁ + x₀, α = −max(1, ‖r‖/‖v‖)) and one ECM step from there; it is kept only if
+    its J is at least that of x₂, so J still never decreases and the fixed point is the ECM's.
+    Stops when J rises by ≤ `tol`·(1 + |J|) in one iteration (result `successful`), after
+    `max_steps` (`max_steps_reached`), or on a non-finite J (`nonfinite`). Pure: vmap it over
+    data sets (stacked designs) or over λ / b / A. b ∈ [0, 1) (b = 0: no prior on Ψ), λ ≥ 0.
+    """
+    lam = jnp.asarray(lam, design.d.dtype)
+    b = jnp.asarray(b, design.d.dtype)
+    params = start_params(design, lam) if params0 is None else params0
+    flat0, unravel = ravel_pytree(params)
+
+    def objective(x):
+        return log_posterior(design, unravel(x), lam, b, A)
+
+    def step(x):
+        return ravel_pytree(ecm_step(design, unravel(x), lam, b, A))[0]
+
+    def squarem(x0):
+        x1 = step(x0)
+        x2 = step(x1)
+        if not accelerate:
+            return x2, objective(x2)
+        r, v = x1 - x0, x2 - 2.0 * x1 + x0
+        alpha = -jnp.maximum(1.0, jnp.linalg.norm(r) / jnp.maximum(jnp.linalg.norm(v), jnp.finfo(x0.dtype).tiny))
+        x3 = step(x0 - 2.0 * alpha * r + alpha**2 * v)
+        j2, j3 = objective(x2), objective(x3)
+        p3 = unravel(x3)
+        admissible = (p3.sigma2 > 0) & (jnp.min(jnp.linalg.eigvalsh(p3.psi)) >= 0)
+        better = admissible & jnp.isfinite(j3) & (j3 >= j2)
+        return jnp.where(better, x3, x2), jnp.where(better, j3, j2)
+
+    def cond(s):
+        _, value, previous, it = s
+        moving = (it == 0) | (value - previous > tol * (1.0 + jnp.abs(value)))
+        return moving & jnp.isfinite(value) & (it < max_steps)
+
+    def body(s):
+        x, value, _, it = s
+        x, new_value = squarem(x)
+        return x, new_value, value, it + 1
+
+    start = objective(flat0)
+    flat, value, previous, steps = lax.while_loop(cond, body, (flat0, start, start, 0))
+    result = RESULTS.where(
+        ~jnp.isfinite(value),
+        RESULTS.nonfinite,
+        RESULTS.where(steps >= max_steps, RESULTS.max_steps_reached, RESULTS.successful),
+    )
+    return EBMap(unravel(flat), value, result, steps)
+
+
+# ---- marginal likelihood ------------------------------------------------------------------------
+
+
+def _cluster_cholesky(design: EBDesign, L: Array, sigma2: Array) -> Array:
+    """Cholesky factors of M_i = I + Lᵀ Z_iᵀZ_i L / σ² (n × q × q; M_i ⪰ I, so they exist)."""
+    q = L.shape[0]
+    M = jnp.eye(q, dtype=L.dtype) + jnp.einsum("ab,iac,cd->ibd", L, design.ZtZ, L) / sigma2
+    return jnp.linalg.cholesky(M)
+
+
+def _v_inverse_apply_factored(design: EBDesign, L: Array, sigma2: Array, chol: Array, M: Array) -> Array:
+    """V⁻¹M = σ⁻²(M − Z_i L M_i⁻¹ Lᵀ Z_iᵀ M / σ²) per cluster, Ψ = L Lᵀ (Cholesky solves only)."""
+    data = design.data
+    half = jax.scipy.linalg.solve_triangular(chol, jnp.einsum("ab,iak->ibk", L, cluster_cross(data, data.Z, M)),
+                                             lower=True)
+    coef = jnp.einsum("ab,ibk->iak", L, jax.scipy.linalg.solve_triangular(chol, half, lower=True, trans=1))
+    return (M - jnp.einsum("ta,tak->tk", data.Z, coef[data.cluster]) / sigma2) / sigma2
+
+
+def restricted_log_marginal(design: EBDesign, L: Array, sigma2: Array, lam) -> Array:
+    """log p(y | Ψ = L Lᵀ, σ², λ) with β_G ~ N(0, (σ²/λ) I) and every b_i integrated out exactly
+    and a flat prior on β_F: the density of the N − k error contrasts Aᵀy (A an orthonormal
+    basis of F's complement),
+
+        −½ (N − k) log 2π − ½ log|K| − ½ log|FᵀK⁻¹F| + ½ log|FᵀF| − ½ yᵀ(K⁻¹ − K⁻¹F(FᵀK⁻¹F)⁻¹FᵀK⁻¹)y,
+        K = V + (σ²/λ) G̃ G̃ᵀ,   G̃ = (I − P_F) G = U D Wᵀ.
+
+    (Using G̃ instead of G does not change the contrasts' covariance AᵀKA.) K is never formed:
+    V⁻¹ acts through q×q cluster Cholesky solves (log|V_i| = m_i log σ² + log|M_i|), and
+    Woodbury reduces the rest to the r×r matrix I + (σ²/λ) D UᵀV⁻¹U D, r = rank G̃ ≤ min(N, p):
+    O(N r) memory, the size of X.
+    """
+    k = design.F.shape[1]
+    if design.UtZ.shape[0]:
+        log_det_K, gram = _marginal_terms_by_ridge(design, L, sigma2, lam)
+    else:
+        log_det_K, gram = _marginal_terms_by_clusters(design, L, sigma2, lam)
+    if k:
+        chol_F = jnp.linalg.cholesky(gram[:k, :k])
+        proj = jax.scipy.linalg.solve_triangular(chol_F, gram[:k, k], lower=True)
+        quad = gram[k, k] - proj @ proj
+        log_det_F = 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol_F)))
+    else:
+        quad, log_det_F = gram[0, 0], 0.0
+    n_obs = design.data.n_obs
+    return -0.5 * ((n_obs - k) * math.log(2.0 * math.pi) + log_det_K + log_det_F - design.logdet_FtF + quad)
+
+
+def _marginal_terms_by_clusters(design: EBDesign, L: Array, sigma2: Array, lam):
+    """(log|K|, [F, y]ᵀK⁻¹[F, y]) by Woodbury around V: r×r algebra (used when r ≤ nq)."""
+    data = design.data
+    r = design.d.shape[0]
+    c = sigma2 / lam
+    chol_v = _cluster_cholesky(design, L, sigma2)
+    T = jnp.concatenate([design.U, design.F, data.y[:, None]], axis=1)
+    VT = _v_inverse_apply_factored(design, L, sigma2, chol_v, T)
+    UVT = design.d[:, None] * (design.U.T @ VT)  # D Uᵀ V⁻¹ [U, F, y]
+    M = jnp.eye(r, dtype=L.dtype) + c * UVT[:, :r] * design.d[None, :]
+    chol = jnp.linalg.cholesky(M)
+    half = jax.scipy.linalg.solve_triangular(chol, UVT[:, r:], lower=True)
+    gram = T[:, r:].T @ VT[:, r:] - c * half.T @ half  # [F, y]ᵀ K⁻¹ [F, y]
+    sizes = data.cluster_sizes.astype(L.dtype)
+    log_det_K = (jnp.sum(sizes) * jnp.log(sigma2) + 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol_v, axis1=1, axis2=2)))
+                 + 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol))))
+    return log_det_K, gram
+
+
+def _marginal_terms_by_ridge(design: EBDesign, L: Array, sigma2: Array, lam):
+    """(log|K|, [F, y]ᵀK⁻¹[F, y]) by Woodbury around K₀ = σ²I + (σ²/λ) U D² Uᵀ, whose inverse is
+    diagonal in the fixed basis U: K = K₀ + Z̃ (I_n ⊗ Ψ) Z̃ᵀ with Z̃ = blockdiag(Z_i), so the rest is
+    nq×nq algebra, O(r (nq)²) per evaluation (used when r > nq, e.g. p ≥ N)."""
+    data = design.data
+    n, q = data.n_clusters, data.Z.shape[1]
+    r = design.d.shape[0]
+    c = sigma2 / lam
+    T = jnp.concatenate([design.F, data.y[:, None]], axis=1)
+    UtT = design.U.T @ T
+    ZtT = cluster_cross(data, data.Z, T).reshape(n * q, T.shape[1])
+    extra = 1.0 / (sigma2 + c * design.d**2) - 1.0 / sigma2  # K₀⁻¹ = I/σ² + U diag(extra) Uᵀ
+    ZKZ = _block_diagonal(design.ZtZ) / sigma2 + (design.UtZ.T * extra) @ design.UtZ
+    ZKT = ZtT / sigma2 + (design.UtZ.T * extra) @ UtT
+    TKT = T.T @ T / sigma2 + (UtT.T * extra) @ UtT
+    # (I_n ⊗ L)ᵀ ZKZ (I_n ⊗ L) block by block, O((nq)² q) rather than (nq)³.
+    LZKZL = jnp.einsum("ab,iajc,cd->ibjd", L, ZKZ.reshape(n, q, n, q), L).reshape(n * q, n * q)
+    M = jnp.eye(n * q, dtype=L.dtype) + LZKZL
+    chol = jnp.linalg.cholesky(M)
+    LZKT = jnp.einsum("ab,iak->ibk", L, ZKT.reshape(n, q, -1)).reshape(n * q, -1)
+    half = jax.scipy.linalg.solve_triangular(chol, LZKT, lower=True)
+    gram = TKT - half.T @ half
+    log_det_K0 = (data.n_obs - r) * jnp.log(sigma2) + jnp.sum(jnp.log(sigma2 + c * design.d**2))
+    return log_det_K0 + 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol))), gram
+
+
+def _block_diagonal(blocks: Array) -> Array:
+    """n × q × q blocks → the nq × nq block-diagonal matrix."""
+    n, q, _ = blocks.shape
+    eye = jnp.eye(n, dtype=blocks.dtype)
+    return (eye[:, None, :, None] * blocks[:, :, None, :]).reshape(n * q, n * q)
+
+
+def variance_from_phi(phi: Array, q: int) -> tuple[Array, Array]:
+    """φ = (log-Cholesky of Ψ: vech of L with log on the diagonal, then log σ²) → (L, σ²)."""
+    rows, cols = np.tril_indices(q)
+    values = jnp.where(rows == cols, jnp.exp(phi[:-1]), phi[:-1])
+    return jnp.zeros((q, q), phi.dtype).at[rows, cols].set(values), jnp.exp(phi[-1])
+
+
+def phi_from_variance(psi: Array, sigma2: Array) -> Array:
+    q = psi.shape[0]
+    L = jnp.linalg.cholesky(psi)
+    rows, cols = np.tril_indices(q)
+    vech = L[rows, cols]
+    return jnp.append(jnp.where(rows == cols, jnp.log(jnp.where(rows == cols, vech, 1.0)), vech), jnp.log(sigma2))
+
+
+def log_jacobian(phi: Array, q: int) -> Array:
+    """log |∂ vech(Ψ) / ∂ φ_Ψ| for Ψ = L Lᵀ, L_jj = exp(φ_jj): q log 2 + Σ_j (q − j + 1) φ_jj
+    (j = 0..q−1; L_jj^{q−j} from L ↦ L Lᵀ and one more L_jj from the exp)."""
+    rows, cols = np.tril_indices(q)
+    diagonal = np.flatnonzero(rows == cols)
+    return q * math.log(2.0) + jnp.sum((q - np.arange(q) + 1.0) * phi[diagonal])
+
+
+def log_integrand(phi: Array, design: EBDesign, lam, b, A: Array) -> Array:
+    """ℓ(φ) = log p(y | Ψ, σ², λ) + log IW(Ψ; b, A) + log|∂Ψ/∂φ|, flat prior on log σ²."""
+    q = A.shape[0]
+    L, sigma2 = variance_from_phi(phi, q)
+    return (restricted_log_marginal(design, L, sigma2, lam)
+            + inverse_wishart_logpdf(L, b, A, design.data.n_clusters) + log_jacobian(phi, q))
+
+
+class LaplaceMarginal(eqx.Module):
+    """`value` ≈ log p(y | Θ); `phi` the mode φ̂ of ℓ; `valid` (the Hessian at φ̂ is negative
+    definite and the value finite)."""
+
+    value: Array
+    phi: Array
+    valid: Array
+
+
+def laplace_log_marginal(design: EBDesign, lam, b, A: Array, phi0: Array, newton_steps: int = 50) -> LaplaceMarginal:
+    """Laplace approximation over the d = q(q+1)/2 + 1 variance parameters:
+
+        log p(y | Θ) ≈ ℓ(φ̂) + (d/2) log 2π − ½ log|−∇²ℓ(φ̂)|,
+
+    φ̂ = argmax ℓ by damped Newton from `phi0` (autodiff Hessian). Differentiable in Θ: φ̂ is
+    re-expressed as one Newton step from its stopped-gradient value, which has the exact
+    implicit derivative −H⁻¹ ∂²ℓ/∂φ∂Θ at a stationary point.
+    """
+
+    def f(phi):
+        return -log_integrand(phi, design, lam, b, A)
+
+    phi_hat = lax.stop_gradient(damped_newton(f, lax.stop_gradient(phi0), newton_steps))
+    value, grad, hess = value_grad_hessian(f, phi_hat)
+    # Envelope theorem: at the mode, d f(φ̂(Θ), Θ)/dΘ = ∂f/∂Θ, so the value needs no φ̂-derivative;
+    # the log-determinant does, through one Newton step (implicit derivative −H⁻¹ ∂²f/∂φ∂Θ).
+    phi_step = phi_hat - jnp.linalg.solve(hess, grad)
+    sign, log_det = jnp.linalg.slogdet(jax.hessian(f)(phi_step))
+    d = phi0.shape[0]
+    value = -value + 0.5 * d * math.log(2.0 * math.pi) - 0.5 * log_det
+    return LaplaceMarginal(value, phi_hat, (sign > 0) & jnp.isfinite(value))
+
+
+# ---- hyperparameters ----------------------------------------------------------------------------
+
+
+class Hyperparameters(eqx.Module):
+    """Θ = (λ, b, A) and how they were obtained. `log_marginal` ≈ log p(y | Θ); `result`
+    reports the L-BFGS run (`successful` also when nothing was learned)."""
+
+    lam: Array
+    b: Array
+    A: Array
+    log_marginal: Array
+    phi: Array
+    valid: Array
+    result: RESULTS
+    num_steps: Array
+
+
+def _unpack(u, fixed_lam, fixed_b, fixed_A, learn_A: str, q: int, b_min: float):
+    """Free vector u → Θ. Free entries: log λ; t with b = b_min + (1 − b_min) sigmoid(t); log α
+    (A = α I) or the log-Cholesky of a full A."""
+    i = 0
+    if fixed_lam is None:
+        lam, i = jnp.exp(u[0]), 1
+    else:
+        lam = fixed_lam
+    if fixed_b is None:
+        b, i = b_min + (1.0 - b_min) * jax.nn.sigmoid(u[i]), i + 1
+    else:
+        b = fixed_b
+    if learn_A == "scalar":
+        A = jnp.exp(u[i]) * jnp.eye(q, dtype=u.dtype)
+    elif learn_A == "full":
+        L, _ = variance_from_phi(jnp.append(u[i:], 0.0), q)
+        A = L @ L.T
+    else:
+        A = fixed_A
+    return lam, b, A
+
+
+def _minimise_lbfgs(value_and_grad, u0: Array, max_steps: int, gtol: float, ftol: float = 1e-9):
+    """L-BFGS (optax's `scale_by_lbfgs` direction) with Armijo backtracking, written so that the
+    objective is traced once: every loop iteration evaluates (value, aux), gradient at one
+    trial point, which is accepted (new direction) or rejected (half the step). Stops when
+    max |gradient| ≤ gtol, or when an accepted step improves the value by ≤ ftol·(1 + |value|)
+    (a maximiser at the boundary of the transformed range — b → 1, λ → ∞ — has a vanishing
+    but never small gradient). Returns (u, aux at u, iterations, converged)."""
+    lbfgs = optax.scale_by_lbfgs()
+
+    def cond(s):
+        it, done = s[-2], s[-1]
+        return (~done) & (it < max_steps)
+
+    def body(s):
+        u, value, aux, grad, direction, step, memory, it, _ = s
+        trial = u + step * direction
+        (trial_value, trial_aux), trial_grad = value_and_grad(trial)
+        decrease = trial_value <= value + 1e-4 * step * (grad @ direction)
+        accept = (it == 0) | (jnp.isfinite(trial_value) & decrease)
+        new_direction, new_memory = lbfgs.update(trial_grad, memory, trial)
+        new_direction = jnp.where(trial_grad @ new_direction > 0, -new_direction, -trial_grad)
+        keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(accept, a, b), new, old)  # noqa: E731
+        u, value, aux, grad, memory = keep((trial, trial_value, trial_aux, trial_grad, new_memory),
+                                           (u, value, aux, grad, memory))
+        direction = jnp.where(accept, new_direction, direction)
+        step = jnp.where(accept, 1.0, 0.5 * step)
+        stalled = accept & (it > 0) & (s[1] - value <= ftol * (1.0 + jnp.abs(value)))
+        done = (accept & (jnp.max(jnp.abs(grad)) <= gtol)) | stalled | (step < 1e-12)
+        return u, value, aux, grad, direction, step, memory, it + 1, done
+
+    # The first iteration evaluates at u0 (step 0) and is always accepted: one trace of f.
+    (_, aux_shape), _ = jax.eval_shape(value_and_grad, u0)
+    aux0 = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), aux_shape)
+    zero = jnp.zeros_like(u0)
+    init = (u0, jnp.asarray(jnp.inf, u0.dtype), aux0, zero, zero, jnp.asarray(0.0, u0.dtype), lbfgs.init(u0), 0,
+            jnp.asarray(False))
+    u, _, aux, grad, _, step, *_, it, done = lax.while_loop(cond, body, init)
+    return u, aux, it, done & (step >= 1e-12)
+
+
+def learn_hyperparameters(design: EBDesign, lam=None, b=None, A=None, learn_A: str = "scalar",
+                          start: EBParams | None = None, max_steps: int = 200, gtol: float = 1e-5,
+                          newton_steps: int = 50) -> Hyperparameters:
+    """Maximise the Laplace log marginal likelihood over the free members of Θ (those given as
+    None; `learn_A` "scalar" learns A = α I, "full" a full A, "none" keeps `A` fixed) by
+    L-BFGS (optax's direction, Armijo backtracking) on the unconstrained scale. Pure and jit-able (the
+    choice of free members is static).
+    """
+    data = design.data
+    q = data.Z.shape[1]
+    n = data.n_clusters
+    b_min = minimum_proper_b(n, q)
+    dtype = design.d.dtype
+    start = start_params(design, jnp.asarray(1.0 if lam is None else lam, dtype)) if start is None else start
+    phi0 = phi_from_variance(start.psi, start.sigma2)
+    u0 = []
+    if lam is None:
+        u0.append(jnp.zeros((), dtype))  # λ = 1: prior variance of β_G equal to σ²
+    if b is None:
+        u0.append(jnp.asarray(-1.0, dtype))  # b about b_min + 0.27 (1 − b_min)
+    alpha0 = jnp.mean(jnp.diagonal(start.psi))
+    if learn_A == "scalar":
+        u0.append(jnp.log(alpha0))
+    elif learn_A == "full":
+        u0.append(phi_from_variance(alpha0 * jnp.eye(q, dtype=dtype), jnp.ones((), dtype))[:-1])
+    u0 = jnp.concatenate([jnp.atleast_1d(x) for x in u0])
+
+    def theta(u):
+        return _unpack(u, lam, b, A, learn_A, q, b_min)
+
+    def negative(u):
+        laplace = laplace_log_marginal(design, *theta(u), phi0, newton_steps)
+        return -laplace.value, laplace
+
+    u, laplace, steps, converged = _minimise_lbfgs(jax.value_and_grad(negative, has_aux=True), u0, max_steps, gtol)
+    lam_hat, b_hat, A_hat = theta(u)
+    result = RESULTS.where(
+        ~jnp.isfinite(laplace.value),
+        RESULTS.nonfinite,
+        RESULTS.where(converged, RESULTS.successful, RESULTS.max_steps_reached),
+    )
+    return Hyperparameters(jnp.asarray(lam_hat, dtype), jnp.asarray(b_hat, dtype), A_hat, laplace.value,
+                           laplace.phi, laplace.valid, result, steps)
+
+
+# ---- user entry point --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EBRidgeFit:
+    """Result of `fit_eb_ridge`.
+
+    **Fields:** `coef` (p, on X's columns), `intercept`, `psi` (q×q), `sigma2`, `ranef` (n × q
+    posterior means E[b_i | y] at the MAP, rows in `groups` order), `groups`, `lam`, `b`, `A`
+    (q×q), `nu`/`Phi` (the same prior as IW(ν, Φ)), `log_marginal_likelihood` (Laplace, at Θ;
+    None when the prior is improper: λ = 0 or b ≤ 2q/(n + 2q)), `log_posterior` (J at the
+    MAP), `learned` (which of λ, b, A were learned), `converged` (ECM and, when anything was
+    learned, L-BFGS and a negative definite Laplace Hessian), `n_iter` (ECM iterations),
+    `message`.
+    """
+
+    coef: np.ndarray
+    intercept: float
+    psi: np.ndarray
+    sigma2: float
+    ranef: np.ndarray
+    groups: tuple
+    lam: float
+    b: float
+    A: np.ndarray
+    nu: float
+    Phi: np.ndarray
+    log_marginal_likelihood: float | None
+    log_posterior: float
+    learned: tuple
+    converged: bool
+    n_iter: int
+    message: str
+
+    def predict(self, X, groups=None, Z=None) -> np.ndarray:
+        """Xβ̂ + intercept, plus Z_i b̂_i for rows whose group was seen in the fit when `groups` is
+        given (Z defaults to a random intercept)."""
+        X = np.asarray(X, float)
+        out = X @ self.coef + self.intercept
+        if groups is None:
+            return out
+        Z = np.ones((X.shape[0], 1)) if Z is None else np.asarray(Z, float)
+        index = {g: i for i, g in enumerate(self.groups)}
+        for row, g in enumerate(groups):
+            if g in index:
+                out[row] += Z[row] @ self.ranef[index[g]]
+        return out
+
+
+def _check_A(A, q):
+    if A is None:
+        return "scalar", None
+    if isinstance(A, str):
+        if A != "full":
+            raise ValueError(f"`A` must be None, 'full', a positive number or a q×q matrix; got {A!r}.")
+        return "full", None
+    A_arr = np.asarray(A, float)
+    if A_arr.ndim == 0:
+        if not np.isfinite(A_arr) or A_arr <= 0:
+            raise ValueError(f"`A` as a number must be positive and finite (A = α I); got {A}.")
+        return "none", A_arr * np.eye(q)
+    if A_arr.shape != (q, q):
+        raise ValueError(f"`A` must be q×q = {q}×{q}; got shape {A_arr.shape}.")
+    if not np.all(np.isfinite(A_arr)) or not np.allclose(A_arr, A_arr.T):
+        raise ValueError("`A` must be finite and symmetric.")
+    if np.linalg.eigvalsh(A_arr).min() <= 0:
+        raise ValueError("`A` must be positive definite (it is the prior mode of Ψ).")
+    return "none", A_arr
+
+
+@eqx.filter_jit
+def _learn(design, lam, b, A, learn_A):
+    return learn_hyperparameters(design, lam, b, A, learn_A)
+
+
+@eqx.filter_jit
+def _map_and_evidence(design, lam, b, A, proper):
+    fit = eb_ridge_map(design, lam, b, A)
+    residual = design.data.y - design.F @ fit.params.beta_F - design.G @ fit.params.beta_G
+    mu, _ = posterior_moments(design, fit.params.psi, fit.params.sigma2, residual)
+    evidence = None
+    if proper:
+        evidence = laplace_log_marginal(design, lam, b, A, phi_from_variance(fit.params.psi, fit.params.sigma2))
+    return fit, mu, evidence
+
+
+def fit_eb_ridge(data: LMMData, lam=None, b=None, A=None, *, unpenalized=None, intercept: bool = True) -> EBRidgeFit:
+    """Empirical-Bayes regularised LMM (Amestoy, van de Wiel & van Wieringen):
+
+        y_i = β_0 + X_i β + Z_i b_i + ε_i,  b_i ~ N(0, Ψ),  ε_i ~ N(0, σ² I),
+        β_k ~ N(0, σ²/λ) for penalised k,   Ψ ~ IW(b, A),
+
+    where IW(b, A) = IW(ν, Φ) with ν = b n/(1 − b) − q − 1 and Φ = (ν + q + 1) A: A is the prior
+    mode of Ψ and b the weight it gets in the EM update Ψ⁺ = b A + (1 − b) mean E[b_i b_iᵀ].
+
+    Hyperparameters left at `None` are learned by maximising the Laplace approximation of
+    log p(y | λ, b, A) (β integrated out exactly, Laplace over the variance parameters; see
+    `laplace_log_marginal`); then (β, Ψ, σ²) is the MAP at those values, by ECM
+    (`eb_ridge_map`). The prior on β is stated on X's own scale (no standardisation): give
+    columns comparable units.
+
+    **Arguments:**
+
+    - `data`: an `LMMData`.
+    - `lam`: ridge λ ≥ 0 (0 = no ridge prior, only when the fixed effects are identifiable),
+      or None to learn it.
+    - `b`: prior weight in [0, 1) (0 = no prior on Ψ), or None to learn it in (2q/(n + 2q), 1),
+      the range where the inverse-Wishart is proper.
+    - `A`: None (learn A = α I), "full" (learn a full A), a positive number α (A = α I fixed)
+      or a q×q positive definite matrix (fixed).
+    - `unpenalized`: column indices of X with a flat prior (besides the intercept).
+    - `intercept`: include an unpenalised intercept (default True).
+
+    Raises `ValueError` for negative or non-finite λ, b ∉ [0, 1), a bad A, bad `unpenalized`
+    indices, no penalised column left, or unpenalised columns that are collinear.
+    """
+    if not isinstance(data, LMMData):
+        raise ValueError("`data` must be an LMMData (use LMMData.from_arrays).")
+    q, p, n = data.Z.shape[1], data.n_features, data.n_clusters
+    if lam is not None:
+        lam_f = float(lam)
+        if not np.isfinite(lam_f) or lam_f < 0:
+            raise ValueError(f"`lam` must be a finite number ≥ 0 or None; got {lam}.")
+    if b is not None:
+        b_f = float(b)
+        if not np.isfinite(b_f) or not 0.0 <= b_f < 1.0:
+            raise ValueError(f"`b` must be in [0, 1) or None; got {b}.")
+    learn_A, A_fixed = _check_A(A, q)
+    unpen = () if unpenalized is None else tuple(int(j) for j in np.atleast_1d(np.asarray(unpenalized, int)))
+    if any(j < 0 or j >= p for j in unpen) or len(set(unpen)) != len(unpen):
+        raise ValueError(f"`unpenalized` must be distinct column indices in 0..{p - 1}; got {list(unpen)}.")
+    if len(unpen) == p:
+        raise ValueError("`unpenalized` lists every column of X: there is nothing for the ridge prior to act on.")
+    k = len(unpen) + int(intercept)
+    if k:
+        F = np.column_stack(([np.ones(data.n_obs)] if intercept else []) + [np.asarray(data.X[:, j]) for j in unpen])
+        if np.linalg.matrix_rank(F) < k:
+            raise ValueError(
+                "`unpenalized` columns (with the intercept) are collinear: their effects are not identifiable."
+            )
+    design = eb_design(data, unpen, intercept)
+    dtype = data.y.dtype
+    learned = tuple(name for name, value in (("lam", lam), ("b", b)) if value is None)
+    learned += ("A",) if learn_A != "none" else ()
+    outer_ok, message = True, ""
+    if learned:
+        hyper = _learn(design, None if lam is None else jnp.asarray(lam, dtype),
+                       None if b is None else jnp.asarray(b, dtype),
+                       None if A_fixed is None else jnp.asarray(A_fixed, dtype), learn_A)
+        lam_v, b_v, A_v = float(hyper.lam), float(hyper.b), np.asarray(hyper.A)
+        outer_ok = bool(hyper.result == RESULTS.successful) and bool(hyper.valid)
+        if not outer_ok:
+            message = "hyperparameters: " + (RESULTS[hyper.result] or "the Laplace Hessian is not negative definite.")
+    else:
+        lam_v, b_v, A_v = float(lam), float(b), A_fixed
+    proper = lam_v > 0 and b_v > minimum_proper_b(n, q)
+    fit, mu, evidence = _map_and_evidence(design, jnp.asarray(lam_v, dtype), jnp.asarray(b_v, dtype),
+                                          jnp.asarray(A_v, dtype), proper)
+    em_ok = bool(fit.result == RESULTS.successful)
+    if not em_ok:
+        message = (message + " ECM: " + RESULTS[fit.result]).strip()
+    coef = np.zeros(p)
+    coef[list(design.penalized)] = np.asarray(fit.params.beta_G)
+    beta_F = np.asarray(fit.params.beta_F)
+    coef[list(unpen)] = beta_F[int(intercept):]
+    c = b_v * n / (1.0 - b_v)
+    return EBRidgeFit(
+        coef=coef,
+        intercept=float(beta_F[0]) if intercept else 0.0,
+        psi=np.asarray(fit.params.psi),
+        sigma2=float(fit.params.sigma2),
+        ranef=np.asarray(mu),
+        groups=data.labels,
+        lam=lam_v,
+        b=b_v,
+        A=np.asarray(A_v),
+        nu=c - q - 1.0,
+        Phi=c * np.asarray(A_v),
+        log_marginal_likelihood=None if evidence is None else float(evidence.value),
+        log_posterior=float(fit.log_posterior),
+        learned=learned,
+        converged=outer_ok and em_ok and (evidence is None or bool(evidence.valid)),
+        n_iter=int(fit.num_steps),
+        message=message,
+    )

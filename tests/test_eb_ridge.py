@@ -1,0 +1,336 @@
+"""Empirical-Bayes ridge LMM: every piece against a dense NumPy/SciPy reference — the restricted
+marginal likelihood, the inverse-Wishart density, the Jacobian, the log posterior; ECM ascent
+and stationarity; b = λ = 0 against statsmodels ML; the Laplace value against a brute-force
+integral; the seed-003 BLUP identity; bad inputs."""
+
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+from scipy import linalg as sla, stats
+
+import jaxlmm
+from jaxlmm import eb_ridge as eb
+
+
+def _data(seed=0, n=12, size_range=(2, 7), p=5, q=2, psi=((1.0, 0.3), (0.3, 0.5)), sigma=0.8, intercept=1.0):
+    rng = np.random.default_rng(seed)
+    sizes = rng.integers(size_range[0], size_range[1] + 1, size=n)
+    groups = np.repeat(np.arange(n), sizes)
+    N = len(groups)
+    X = rng.normal(size=(N, p))
+    Z = np.column_stack([np.ones(N), rng.uniform(-1, 1, size=(N, q - 1))]) if q > 1 else np.ones((N, 1))
+    b = rng.multivariate_normal(np.zeros(q), np.asarray(psi)[:q, :q], size=n)
+    beta = rng.normal(size=p) / np.sqrt(p)
+    y = intercept + X @ beta + np.einsum("tk,tk->t", Z, b[groups]) + rng.normal(scale=sigma, size=N)
+    perm = rng.permutation(N)
+    return X[perm], y[perm], groups[perm], Z[perm]
+
+
+def _dense_V(groups, Z, psi, sigma2):
+    V = sigma2 * np.eye(len(groups))
+    for g in np.unique(groups):
+        idx = np.flatnonzero(groups == g)
+        V[np.ix_(idx, idx)] += Z[idx] @ psi @ Z[idx].T
+    return V
+
+
+def _dense_restricted(X, y, groups, Z, F, pen, psi, sigma2, lam):
+    """log N(Aᵀy; 0, AᵀKA), K = V + (σ²/λ) X_pen X_penᵀ, A an orthonormal basis of F's complement."""
+    K = _dense_V(groups, Z, psi, sigma2) + (sigma2 / lam) * X[:, pen] @ X[:, pen].T
+    A = sla.null_space(F.T) if F.shape[1] else np.eye(len(y))
+    return stats.multivariate_normal(np.zeros(A.shape[1]), A.T @ K @ A).logpdf(A.T @ y)
+
+
+@pytest.mark.parametrize("case", ["intercept+unpenalized", "no F, p > N", "intercept, p > N"])
+def test_restricted_marginal_matches_dense(case):
+    p = {"intercept+unpenalized": 5, "no F, p > N": 70, "intercept, p > N": 70}[case]
+    X, y, groups, Z = _data(seed=1, p=p)
+    data = jaxlmm.LMMData.from_arrays(X, y, groups, Z)
+    unpen = (1,) if case == "intercept+unpenalized" else ()
+    intercept = case != "no F, p > N"
+    design = eb.eb_design(data, unpen, intercept)
+    psi = np.array([[0.9, -0.2], [-0.2, 0.4]])
+    for lam, sigma2 in [(0.7, 0.6), (5.0, 1.3)]:
+        ours = eb.restricted_log_marginal(design, jnp.linalg.cholesky(psi), sigma2, lam)
+        cols = ([np.ones(len(y))] if intercept else []) + [X[:, j] for j in unpen]
+        F = np.column_stack(cols) if cols else np.zeros((len(y), 0))
+        pen = [j for j in range(p) if j not in unpen]
+        ref = _dense_restricted(X, y, groups, Z, F, pen, psi, sigma2, lam)
+        np.testing.assert_allclose(ours, ref, rtol=1e-10)
+
+
+def test_inverse_wishart_density_and_jacobian():
+    rng = np.random.default_rng(3)
+    q, n = 3, 25
+    M = rng.normal(size=(q, q))
+    psi = M @ M.T + 0.5 * np.eye(q)
+    A = np.diag([0.5, 1.0, 2.0]) + 0.1
+    b = 0.4
+    c = b * n / (1 - b)
+    ours = eb.inverse_wishart_logpdf(jnp.linalg.cholesky(psi), b, jnp.asarray(A), n)
+    ref = stats.invwishart(df=c - q - 1, scale=c * A).logpdf(psi)
+    np.testing.assert_allclose(ours, ref, rtol=1e-10)
+    # The prior mode of IW(ν, Φ) is Φ/(ν + q + 1) = A.
+    np.testing.assert_allclose(c * A / (c - q - 1 + q + 1), A)
+    # log|∂ vech Ψ / ∂ φ| against a numerical Jacobian.
+    phi = jnp.asarray(rng.normal(size=q * (q + 1) // 2 + 1))
+    rows, cols = np.tril_indices(q)
+
+    def vech(phi):
+        L, _ = eb.variance_from_phi(phi, q)
+        return (L @ L.T)[rows, cols]
+
+    J = jax.jacfwd(vech)(phi)[:, :-1]
+    np.testing.assert_allclose(eb.log_jacobian(phi, q), np.linalg.slogdet(np.asarray(J))[1], rtol=1e-12)
+    L, s2 = eb.variance_from_phi(phi, q)
+    np.testing.assert_allclose(eb.phi_from_variance(L @ L.T, s2), phi, rtol=1e-10)
+
+
+def _dense_log_posterior(X, y, groups, Z, F, pen, beta_F, beta_G, psi, sigma2, lam, b, A, n):
+    V = _dense_V(groups, Z, psi, sigma2)
+    mean = F @ beta_F + X[:, pen] @ beta_G
+    loglik = stats.multivariate_normal(mean, V).logpdf(y)
+    c = b * n / (1 - b)
+    prior = -0.5 * c * (np.linalg.slogdet(psi)[1] + np.trace(np.linalg.solve(psi, A))) if b > 0 else 0.0
+    return loglik - 0.5 * lam * beta_G @ beta_G / sigma2 + prior
+
+
+@pytest.mark.parametrize("lam,b,p", [(2.0, 0.3, 5), (0.5, 0.6, 60), (0.0, 0.0, 5)])
+def test_ecm_increases_the_log_posterior_and_stops_at_a_stationary_point(lam, b, p):
+    X, y, groups, Z = _data(seed=2, p=p)
+    data = jaxlmm.LMMData.from_arrays(X, y, groups, Z)
+    design = eb.eb_design(data, (), True)
+    A = jnp.asarray([[0.6, 0.1], [0.1, 0.3]])
+    params = eb.start_params(design, lam)
+    values = [float(eb.log_posterior(design, params, lam, b, A))]
+    step = jax.jit(eb.ecm_step)
+    for _ in range(300):
+        params = step(design, params, lam, b, A)
+        values.append(float(eb.log_posterior(design, params, lam, b, A)))
+    diffs = np.diff(values)
+    assert np.all(diffs >= -1e-10 * np.abs(values[1:])), diffs.min()
+    assert values[-1] > values[0] + 1.0
+    # J is the function we claim: dense multivariate-normal log-density plus the priors.
+    F = np.ones((len(y), 1))
+    Xs, ys, gs, Zs = (np.asarray(a) for a in (data.X, data.y, data.cluster, data.Z))
+    ref = _dense_log_posterior(Xs, ys, gs, Zs, F, list(range(p)), np.asarray(params.beta_F), np.asarray(params.beta_G),
+                               np.asarray(params.psi), float(params.sigma2), lam, b, np.asarray(A), data.n_clusters)
+    np.testing.assert_allclose(values[-1], ref, rtol=1e-10)
+    # The converged MAP is a stationary point of J in (β, Ψ, σ²).
+    fit = eb.eb_ridge_map(design, lam, b, A, tol=1e-14, max_steps=50_000)
+    assert fit.result == jaxlmm.RESULTS.successful
+    grad = jax.grad(lambda prm: eb.log_posterior(design, prm, lam, b, A))(fit.params)
+    scale = 1.0 + abs(float(fit.log_posterior))
+    for leaf in jax.tree.leaves(grad):
+        assert np.max(np.abs(np.asarray(leaf))) < 1e-5 * scale
+
+
+def test_b0_lambda0_is_maximum_likelihood():
+    """b = 0 and λ = 0 with p < N: the MAP is the ML fit — fixed effects, σ², Ψ and log L equal
+    statsmodels MixedLM(reml=False) and our lmmLasso at λ = 0."""
+    from statsmodels.regression.mixed_linear_model import MixedLM
+
+    X, y, groups, Z = _data(seed=4, n=40, size_range=(3, 9), p=3)
+    data = jaxlmm.LMMData.from_arrays(X, y, groups, Z)
+    fit = jaxlmm.fit_eb_ridge(data, lam=0.0, b=0.0, A=1.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = MixedLM(y, np.column_stack([np.ones(len(y)), X]), groups=groups, exog_re=Z).fit(reml=False)
+    assert fit.converged and fit.log_marginal_likelihood is None
+    np.testing.assert_allclose(np.concatenate([[fit.intercept], fit.coef]), ref.fe_params, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(fit.sigma2, ref.scale, rtol=1e-4)
+    np.testing.assert_allclose(fit.psi, np.asarray(ref.cov_re), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(fit.log_posterior, ref.llf, rtol=1e-7)
+    ml = jaxlmm.fit_lmmlasso(data, lam=0.0, cov="full", solver=jaxlmm.MixedModelCGD(tol=1e-12, max_steps=2000))
+    np.testing.assert_allclose(fit.psi, ml.psi, rtol=1e-4, atol=1e-6)
+
+
+def test_map_coefficients_solve_the_dense_ridge_gls_equations():
+    """At the MAP, β̂ = argmax J given (Ψ̂, σ̂²): (X̃ᵀV⁻¹X̃ + P) β = X̃ᵀV⁻¹y with X̃ = [1, X] and
+    P = diag(0, λ/σ², …) — checked densely with p > N."""
+    X, y, groups, Z = _data(seed=5, n=10, p=60)
+    data = jaxlmm.LMMData.from_arrays(X, y, groups, Z)
+    fit = jaxlmm.fit_eb_ridge(data, lam=3.0, b=0.4, A=0.5)
+    assert fit.converged
+    V = _dense_V(groups, Z, fit.psi, fit.sigma2)
+    Xt = np.column_stack([np.ones(len(y)), X])
+    P = np.diag(np.r_[0.0, np.full(X.shape[1], fit.lam / fit.sigma2)])
+    beta = np.linalg.solve(Xt.T @ np.linalg.solve(V, Xt) + P, Xt.T @ np.linalg.solve(V, y))
+    np.testing.assert_allclose(np.r_[fit.intercept, fit.coef], beta, rtol=1e-6, atol=1e-8)
+
+
+def test_laplace_matches_brute_force_integral():
+    """q = 1: the Laplace approximation of log ∫∫ p(y | τ², σ², λ) IW(τ²) dτ² d log σ² equals a
+    brute-force quadrature of the dense integrand (in another parameterisation, u = log τ²)."""
+    X, y, groups, Z = _data(seed=6, n=60, size_range=(3, 8), p=3, q=1, psi=((0.8,),), sigma=1.0)
+    data = jaxlmm.LMMData.from_arrays(X, y, groups, Z)
+    design = eb.eb_design(data, (), True)
+    lam, b, A = 2.0, 0.3, jnp.asarray([[0.6]])
+    start = eb.start_params(design, lam)
+    laplace = jax.jit(eb.laplace_log_marginal)(design, lam, b, A, eb.phi_from_variance(start.psi, start.sigma2))
+    assert laplace.valid
+    n = data.n_clusters
+    c = b * n / (1 - b)
+    prior = stats.invgamma(a=(c - 2) / 2, scale=c * 0.6 / 2)  # IW with q = 1
+    # Dense integrand, diagonalised once: cov(Aᵀy) = σ² C + τ² B with C = I + AᵀXXᵀA/λ, B = Aᵀ blockdiag(Z_iZ_iᵀ) A;
+    # the generalised eigenvectors (B v = w C v, VᵀCV = I) make each grid point O(N).
+    A_null = sla.null_space(np.ones((1, len(y))))
+    yc = A_null.T @ y
+    C = np.eye(len(yc)) + A_null.T @ X @ X.T @ A_null / lam
+    B = A_null.T @ _dense_V(groups, Z, np.eye(1), 0.0) @ A_null
+    w, Vg = sla.eigh(B, C)
+    proj = Vg.T @ yc
+    log_det_V = np.linalg.slogdet(Vg)[1]
+
+    def integrand(u, s):
+        tau2, sigma2 = np.exp(u), np.exp(s)
+        scale = sigma2 + tau2 * w
+        loglik = -0.5 * (len(yc) * np.log(2 * np.pi) - 2 * log_det_V + np.sum(np.log(scale)) + np.sum(proj**2 / scale))
+        return loglik + prior.logpdf(tau2) + u
+
+    # The diagonalised density is the dense multivariate normal.
+    cov = 0.7 * C + 1.3 * B
+    np.testing.assert_allclose(integrand(np.log(1.3), np.log(0.7)) - prior.logpdf(1.3) - np.log(1.3),
+                               stats.multivariate_normal(np.zeros(len(yc)), cov).logpdf(yc), rtol=1e-10)
+
+    phi = np.asarray(laplace.phi)
+    u0, s0 = 2 * phi[0], phi[1]
+    # Step sizes from the Laplace curvature; ±7 sd, 81 × 81 nodes.
+    H = -np.asarray(jax.jit(jax.hessian(lambda f: eb.log_integrand(f, design, lam, b, A)))(laplace.phi))
+    sd = np.sqrt(np.diag(np.linalg.inv(H))) * np.array([2.0, 1.0])
+    us = u0 + sd[0] * np.linspace(-7, 7, 81)
+    ss = s0 + sd[1] * np.linspace(-7, 7, 81)
+    grid = np.array([[integrand(u, s) for s in ss] for u in us])
+    top = grid.max()
+    brute = top + np.log(np.trapezoid(np.trapezoid(np.exp(grid - top), ss, axis=1), us))
+    # Same integrand: a density in φ = (u/2, s) is the one in (u, s) times |du/dφ| = 2.
+    np.testing.assert_allclose(float(eb.log_integrand(jnp.asarray([u0 / 2, s0]), design, lam, b, A)),
+                               integrand(u0, s0) + np.log(2.0), rtol=1e-10)
+    assert abs(float(laplace.value) - brute) < 0.02, (float(laplace.value), brute)
+
+
+def test_random_intercept_blup_is_partial_pooling():
+    """Seed 003: with X carrying no information (a zero column) the EB fit's random intercepts
+    satisfy μ̂ + b̂_i = ρ_i ȳ_i + (1 − ρ_i) μ̂, ρ_i = τ̂² / (τ̂² + σ̂²/n_i)."""
+    rng = np.random.default_rng(7)
+    sizes = rng.integers(1, 12, size=15)
+    groups = np.repeat(np.arange(15), sizes)
+    y = 2.0 + rng.normal(size=15)[groups] + rng.normal(scale=0.7, size=len(groups))
+    data = jaxlmm.LMMData.from_arrays(np.zeros((len(y), 1)), y, groups)
+    fit = jaxlmm.fit_eb_ridge(data, lam=1.0, b=0.3, A=0.5)
+    tau2, sigma2, mu = fit.psi[0, 0], fit.sigma2, fit.intercept
+    ybar = np.array([y[groups == g].mean() for g in fit.groups])
+    rho = tau2 / (tau2 + sigma2 / sizes)
+    np.testing.assert_allclose(mu + fit.ranef[:, 0], rho * ybar + (1 - rho) * mu, rtol=1e-10)
+    # And the EM's Ψ is the prior-weighted average of its posterior second moments.
+    assert 0.3 * 0.5 < tau2
+
+
+def test_learned_hyperparameters_maximise_the_laplace_evidence():
+    X, y, groups, Z = _data(seed=8, n=30, size_range=(3, 8), p=40)
+    data = jaxlmm.LMMData.from_arrays(X, y, groups, Z)
+    fit = jaxlmm.fit_eb_ridge(data)
+    assert fit.converged and fit.learned == ("lam", "b", "A")
+    design = eb.eb_design(data, (), True)
+    start = eb.start_params(design, 1.0)
+    phi0 = eb.phi_from_variance(start.psi, start.sigma2)
+    alpha = fit.A[0, 0]
+
+    @jax.jit
+    def evidence(lam, b, alpha):
+        return eb.laplace_log_marginal(design, lam, b, alpha * jnp.eye(2), phi0).value
+
+    best = evidence(fit.lam, fit.b, alpha)
+    np.testing.assert_allclose(best, fit.log_marginal_likelihood, atol=1e-6)
+    for factor in (0.9, 1.1):
+        assert evidence(fit.lam * factor, fit.b, alpha) < best
+        assert evidence(fit.lam, fit.b * factor, alpha) < best
+        assert evidence(fit.lam, fit.b, alpha * factor) < best
+
+
+def test_eb_ridge_map_vmaps_over_lambda_and_data_sets():
+    sets = []
+    for seed in range(3):
+        X, y, groups, Z = _data(seed=10 + seed, n=12, p=8)
+        rng = np.random.default_rng(0)
+        sizes = np.repeat(np.arange(12), 5)
+        X = rng.normal(size=(60, 8)) + seed
+        y = X[:, 0] + rng.normal(size=60) + seed * rng.normal(size=12)[sizes]
+        sets.append(jaxlmm.LMMData.from_arrays(X, y, sizes, np.column_stack([np.ones(60), rng.uniform(size=60)])))
+    A = 0.5 * jnp.eye(2)
+    lams = jnp.asarray([0.1, 1.0, 10.0])
+    stacked = jaxlmm.LMMData.stack(sets)
+    design_of = jax.vmap(lambda d: eb.eb_design(d, (), True))
+    fits = jax.jit(jax.vmap(lambda d, lam: eb.eb_ridge_map(d, lam, 0.3, A)))(design_of(stacked), lams)
+    for i, d in enumerate(sets):
+        one = eb.eb_ridge_map(eb.eb_design(d, (), True), lams[i], 0.3, A)
+        np.testing.assert_allclose(fits.params.beta_G[i], one.params.beta_G, rtol=1e-6, atol=1e-9)
+        np.testing.assert_allclose(fits.params.psi[i], one.params.psi, rtol=1e-6)
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 10_000), n=st.integers(3, 9), q=st.integers(1, 3))
+def test_cluster_identities_match_dense_inverse_and_determinant(seed, n, q):
+    """V⁻¹M, log|V| and log L by q×q cluster algebra equal the dense ones for unbalanced
+    clusters, clusters smaller than q (rank-deficient Z_i) and, for log L, a singular Ψ."""
+    rng = np.random.default_rng(seed)
+    sizes = rng.integers(1, 6, size=n)
+    groups = np.repeat(np.arange(n), sizes)
+    N = len(groups)
+    Z = rng.normal(size=(N, q))
+    if np.linalg.matrix_rank(Z) < q:
+        return
+    data = jaxlmm.LMMData.from_arrays(rng.normal(size=(N, 2)), rng.normal(size=N), groups, Z)
+    design = eb.eb_design(data, (), True)
+    M = rng.normal(size=(q, q))
+    psi = M @ M.T + 0.1 * np.eye(q)
+    sigma2 = float(rng.uniform(0.2, 2.0))
+    V = _dense_V(np.asarray(data.cluster), np.asarray(data.Z), psi, sigma2)
+    B = rng.normal(size=(N, 3))
+    L = jnp.linalg.cholesky(psi)
+    chol = eb._cluster_cholesky(design, L, sigma2)
+    np.testing.assert_allclose(eb._v_inverse_apply_factored(design, L, sigma2, chol, B), np.linalg.solve(V, B),
+                               rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(eb._log_det_v(design, psi, sigma2), np.linalg.slogdet(V)[1], rtol=1e-10)
+    # The Ψ-based log-likelihood (used by the ECM) stays exact for a singular Ψ.
+    singular = psi.copy()
+    singular[:, 0] = singular[0, :] = 0.0
+    V0 = _dense_V(np.asarray(data.cluster), np.asarray(data.Z), singular, sigma2)
+    beta_F, beta_G = jnp.asarray([0.3]), jnp.asarray([0.5, -1.0])
+    mean = 0.3 + np.asarray(data.X) @ np.asarray(beta_G)
+    np.testing.assert_allclose(eb.log_likelihood(design, beta_F, beta_G, jnp.asarray(singular), sigma2),
+                               stats.multivariate_normal(mean, V0).logpdf(np.asarray(data.y)), rtol=1e-9)
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"lam": -1.0}, "lam"),
+        ({"lam": float("nan")}, "lam"),
+        ({"b": 1.0}, "`b`"),
+        ({"b": -0.1}, "`b`"),
+        ({"A": "diag"}, "`A`"),
+        ({"A": -2.0}, "`A`"),
+        ({"A": np.eye(3)}, "q×q"),
+        ({"A": np.array([[1.0, 2.0], [2.0, 1.0]])}, "positive definite"),
+        ({"unpenalized": [7]}, "unpenalized"),
+        ({"unpenalized": [0, 1, 2, 3, 4]}, "every column"),
+    ],
+)
+def test_bad_inputs_raise(kwargs, match):
+    X, y, groups, Z = _data(seed=9, p=5)
+    data = jaxlmm.LMMData.from_arrays(X, y, groups, Z)
+    with pytest.raises(ValueError, match=match):
+        jaxlmm.fit_eb_ridge(data, **kwargs)
+
+
+def test_collinear_unpenalized_columns_raise():
+    X, y, groups, Z = _data(seed=9, p=5)
+    X[:, 2] = 3.0
+    data = jaxlmm.LMMData.from_arrays(X, y, groups, Z)
+    with pytest.raises(ValueError, match="collinear"):
+        jaxlmm.fit_eb_ridge(data, lam=1.0, b=0.3, A=1.0, unpenalized=[2])
