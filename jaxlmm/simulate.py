@@ -129,3 +129,66 @@ def schelldorfer_design(seed: int = 0, design: str = "H1") -> Simulated:
     groups = np.repeat(np.arange(n_clusters), size)
     y = 1.0 + X @ beta + np.einsum("tk,tk->t", Z, ranef[groups]) + np.sqrt(sigma2) * rng.normal(size=n_obs)
     return Simulated(X, y, groups, Z, beta, ranef, Psi, float(np.sqrt(sigma2)))
+
+
+@dataclasses.dataclass(frozen=True)
+class TargetShift(Simulated):
+    """A `target_shift` data set: `Simulated` plus the latent cluster effects `alpha` (n) and
+    the indices of the `proxies` (covariates whose cluster means are driven by α_i)."""
+
+    alpha: np.ndarray = None
+    proxies: np.ndarray = None
+
+
+def _rng(key) -> np.random.Generator:
+    """A NumPy generator from an int seed or a JAX PRNG key (typed or raw uint32)."""
+    if isinstance(key, (int, np.integer)):
+        return np.random.default_rng(int(key))
+    import jax
+
+    data = jax.random.key_data(key) if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key) else key
+    return np.random.default_rng(np.asarray(data, np.uint32).ravel().tolist())
+
+
+def target_shift(
+    key=0,
+    n_clusters: int = 50,
+    size_range: tuple[int, int] = (4, 12),
+    cluster_size: np.ndarray | None = None,
+    p: int = 500,
+    n_proxy: int = 10,
+    c: float = 1.5,
+    values=(1.0, 0.8, 0.6, 0.5, 0.4),
+    sigma: float = 1.0,
+    alpha_sd: float = 1.0,
+    mean_sd: float = 1.0,
+) -> TargetShift:
+    """The target-shift mechanism of the SHEL abstract (seed 000), for tests and sweeps.
+
+        y_ij = x_ijᵀβ + α_i + ε_ij,   α_i ~ N(0, alpha_sd²),   ε_ij ~ N(0, σ²),
+        x_ij = μ_i + e_ij,   e_ij ~ N(0, I_p),   μ_ik = c α_i + u_ik  (k a proxy),   μ_ik = u_ik  (otherwise),
+
+    u_ik ~ N(0, mean_sd²): every covariate's distribution shifts across clusters, and the
+    `n_proxy` proxies (columns 0..n_proxy−1) shift with the latent α_i, so a Lasso that
+    ignores the clusters can use them to predict α_i. β is zero on the proxies and equals
+    `values` on the next len(values) columns. Cluster sizes are uniform on `size_range`, or
+    `cluster_size` (one layout across keys, so replicates share compiled shapes).
+    `key`: an int seed or a JAX PRNG key.
+    """
+    rng = _rng(key)
+    if n_proxy + len(values) > p:
+        raise ValueError(f"`p` = {p} is smaller than n_proxy + len(values) = {n_proxy + len(values)}.")
+    if cluster_size is None:
+        sizes = rng.integers(size_range[0], size_range[1] + 1, size=n_clusters)
+    else:
+        sizes = np.broadcast_to(np.asarray(cluster_size, int), (n_clusters,))
+    groups = np.repeat(np.arange(n_clusters), sizes)
+    alpha = alpha_sd * rng.normal(size=n_clusters)
+    mu = mean_sd * rng.normal(size=(n_clusters, p))
+    mu[:, :n_proxy] += c * alpha[:, None]
+    X = mu[groups] + rng.normal(size=(len(groups), p))
+    beta = np.zeros(p)
+    beta[n_proxy : n_proxy + len(values)] = values
+    y = X @ beta + alpha[groups] + sigma * rng.normal(size=len(groups))
+    return TargetShift(X, y, groups, np.ones((len(groups), 1)), beta, alpha[:, None],
+                       np.array([[alpha_sd**2]]), float(sigma), alpha, np.arange(n_proxy))

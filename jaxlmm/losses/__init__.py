@@ -7,4 +7,5 @@ from .penalised_ml import (
     MixedModelParams as MixedModelParams,
     mixed_model_nll as mixed_model_nll,
 )
+from .shel import shel_loss as shel_loss
 from .whitened_ql import quasi_likelihood as quasi_likelihood

@@ -1,0 +1,401 @@
+"""SHEL — synthetic heterogeneous-effects Lasso (METHODS §3).
+
+Only the abstract of the SHEL paper (seed 000) is available: everything here is this package's
+reconstruction of what the abstract describes, and every choice is stated in `fit_shel`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from scipy import stats
+from tqdm.auto import tqdm
+
+from ._data import LMMData
+from .inference import InferenceTable, debiased_lasso
+from .losses.shel import profile_synthetic, shel_loss
+from .path import lambda_max, solve_path
+from .select import cluster_folds
+from .solvers import CoordinateDescent
+
+DEFAULT_K_GRID = (1, 2, 3, 5, 8)
+
+
+# ---- synthetic variables ------------------------------------------------------------------------
+
+
+def cluster_means(data: LMMData) -> np.ndarray:
+    """X̄ (n × p): row i is the mean of x_ij over cluster i."""
+    sums = jax.ops.segment_sum(data.X, data.cluster, num_segments=data.n_clusters, indices_are_sorted=True)
+    return np.asarray(sums / data.cluster_sizes[:, None])
+
+
+def pca_synthetic(data: LMMData, K: int) -> np.ndarray:
+    """[1, u_1, …, u_K] (n × (K + 1)): an intercept and the leading K left singular vectors of
+    the column-centred cluster-mean matrix X̄ (clusters weighted equally). Uses X only, never y,
+    so computing it once from all clusters leaks nothing into cross-validation."""
+    means = cluster_means(data)
+    U, _, _ = np.linalg.svd(means - means.mean(axis=0), full_matrices=False)
+    return np.column_stack([np.ones(data.n_clusters), U[:, :K]])
+
+
+def user_synthetic(data: LMMData, S) -> np.ndarray:
+    """Validate a user-supplied N × K synthetic matrix (rows in the caller's order): it must be
+    constant within each cluster. Returns [1, S̄] (n × (K + 1)); collinear columns are allowed
+    (the profiling uses a pseudo-inverse)."""
+    S = np.asarray(S, float)
+    if S.ndim == 1:
+        S = S[:, None]
+    if S.ndim != 2 or S.shape[0] != data.n_obs:
+        raise ValueError(f"`synthetic` must be 'pca', 'dummies' or an N × K array with N = {data.n_obs} rows; "
+                         f"got shape {S.shape}.")
+    if not np.all(np.isfinite(S)):
+        raise ValueError("`synthetic` contains NaN or inf.")
+    S_sorted = S[np.asarray(data.order)]
+    cluster = np.asarray(data.cluster)
+    first = np.zeros((data.n_clusters, S.shape[1]))
+    first[cluster[::-1]] = S_sorted[::-1]  # any row of each cluster
+    varying = np.flatnonzero(np.any(np.abs(S_sorted - first[cluster]) > 1e-10 * (1.0 + np.abs(first[cluster])), axis=1))
+    if varying.size:
+        label = data.labels[cluster[varying[0]]]
+        raise ValueError(f"`synthetic` varies within cluster {label!r}: synthetic variables must be cluster-level "
+                         "(constant within each cluster).")
+    if S.shape[1] >= data.n_clusters:
+        raise ValueError(f"`synthetic` has K = {S.shape[1]} columns but there are only n = {data.n_clusters} "
+                         "clusters; K < n is required.")
+    return np.column_stack([np.ones(data.n_clusters), first])
+
+
+# ---- jitted programs ----------------------------------------------------------------------------
+
+
+@eqx.filter_jit
+def _cv_errors(data, S_bar, base, train, test, relative, solver):
+    """Held-out errors of the SHEL Lasso path, folds vmapped. λ_max comes from the clusters in
+    `base`; fold f fits on `train[f]` and scores Σ over `test[f]` rows of ((P_w y) − (P_w X) β̂)²,
+    i.e. y − Xβ̂ − Sγ̂ with γ̂ fitted on the training clusters (own-cluster means for dummies).
+    (The full-data path is a separate program: as one more vmapped lane it would make every
+    fold wait for the largest problem.)"""
+    fn, args = shel_loss(data, S_bar, base)
+    y0 = jnp.zeros(args.X.shape[1], args.X.dtype)
+    lam_max, start = lambda_max(fn, args, solver, y0)
+    lams = lam_max * relative
+
+    def fold(train_w, test_w):
+        _, fargs = shel_loss(data, S_bar, train_w)
+        path = solve_path(fn, fargs, lams, solver, start)
+        residual = fargs.y[:, None] - fargs.X @ path.coef.T
+        return jnp.sum(test_w[data.cluster][:, None] * residual**2, axis=0)
+
+    return lams, jax.vmap(fold)(train, test)
+
+
+@eqx.filter_jit
+def _fit_path(data, S_bar, base, lams, solver):
+    fn, args = shel_loss(data, S_bar, base)
+    y0 = jnp.zeros(args.X.shape[1], args.X.dtype)
+    _, start = lambda_max(fn, args, solver, y0)
+    return solve_path(fn, args, lams, solver, start)
+
+
+def _select(data, S_bar, base, folds, n_folds, relative, solver, lam=None):
+    """β̂ on the clusters in `base` with λ given or chosen by cluster CV (folds over `base`).
+    Returns (coef, lam, cv_error per λ or None, converged)."""
+    dtype = data.X.dtype
+    base_w = jnp.asarray(base, dtype)
+    if lam is not None:
+        path = _fit_path(data, S_bar, base_w, jnp.asarray([lam], dtype), solver)
+        return np.asarray(path.coef[0]), float(lam), None, bool(path.converged[0])
+    in_fold = folds[None, :] == np.arange(n_folds)[:, None]
+    train = jnp.asarray(base[None, :] * ~in_fold, dtype)
+    test = jnp.asarray(base[None, :] * in_fold, dtype)
+    lams, sse = _cv_errors(data, S_bar, base_w, train, test, jnp.asarray(relative, dtype), solver)
+    error = np.asarray(sse).sum(axis=0) / float(np.sum(np.asarray(data.cluster_sizes) * base))
+    best = int(np.nanargmin(error))
+    path = _fit_path(data, S_bar, base_w, lams, solver)
+    return np.asarray(path.coef[best]), float(lams[best]), error, bool(path.converged[best])
+
+
+# ---- inference ---------------------------------------------------------------------------------
+
+
+def _cr1_ols(X, y, cluster, df_used):
+    """OLS of y on X with CR1 cluster-robust SEs (Stata's small-sample factor
+    G/(G−1)·(N−1)/(N−k), k = columns of X plus `df_used` already spent on the synthetic
+    variables); t reference with G − 1 degrees of freedom. None if not estimable."""
+    N, k = X.shape
+    G = len(np.unique(cluster))
+    dof = N - k - df_used
+    if k == 0 or dof <= 0 or G < 3 or np.linalg.matrix_rank(X) < k:
+        return None
+    bread = np.linalg.inv(X.T @ X)
+    beta = bread @ X.T @ y
+    scores = X * (y - X @ beta)[:, None]
+    per_cluster = np.zeros((cluster.max() + 1, k))
+    np.add.at(per_cluster, cluster, scores)
+    meat = per_cluster.T @ per_cluster
+    factor = G / (G - 1) * (N - 1) / dof
+    se = np.sqrt(np.diag(bread @ meat @ bread) * factor)
+    return beta, se, G - 1
+
+
+def _aggregate_splits(estimates, ses, dfs, level, gamma=0.5):
+    """Multi-split aggregation (Meinshausen, Meier & Bühlmann 2009, fixed γ = 0.5) for one
+    coefficient over B splits (NaN where it was not selected, whose p-value is then 1):
+    Q(β₀) = min(1, quantile_γ{p_b(β₀)}/γ); p-value Q(0); interval {β₀ : Q(β₀) > 1 − level},
+    found on a grid; estimate = median of the selected splits' estimates. With B = 1 the
+    split's own t-interval and p-value are returned (no γ correction)."""
+    selected = np.isfinite(estimates)
+    B = len(estimates)
+    if not selected.any():
+        return np.nan, np.nan, -np.inf, np.inf, 1.0
+    if B > 1 and selected.sum() < np.ceil(gamma * B):
+        # Q ≡ 1 when fewer than γB splits select the coefficient: no finite interval.
+        est = estimates[selected]
+        return float(np.median(est)), float(np.median(ses[selected])), -np.inf, np.inf, 1.0
+    est, se, df = estimates[selected], ses[selected], dfs[selected]
+
+    def pvalues(beta0):
+        p = np.ones((B, np.size(beta0)))
+        p[selected] = 2 * stats.t.sf(np.abs(est[:, None] - np.atleast_1d(beta0)[None, :]) / se[:, None], df[:, None])
+        return p
+
+    if B == 1:
+        half = stats.t.ppf(0.5 + level / 2, df[0]) * se[0]
+        return est[0], se[0], est[0] - half, est[0] + half, float(pvalues(0.0)[0, 0])
+    Q = lambda beta0: np.minimum(1.0, np.quantile(pvalues(beta0), gamma, axis=0) / gamma)  # noqa: E731
+    # Q(β₀) = 1 − level needs some p_b(β₀) ≥ (1 − level)γ, i.e. β₀ within the t_{1−(1−level)γ/2}
+    # interval of some split: that union bounds the grid.
+    reach = stats.t.ppf(1 - (1 - level) * gamma / 2, df) * se
+    grid = np.linspace(np.min(est - reach), np.max(est + reach), 4001)
+    inside = grid[Q(grid) > 1 - level]
+    ci = (inside.min(), inside.max()) if inside.size else (np.nan, np.nan)
+    return float(np.median(est)), float(np.median(se)), ci[0], ci[1], float(Q(0.0)[0])
+
+
+def split_inference(data, S_bar, relative, solver, n_splits, level, n_folds, seed, progress):
+    """Cluster sample splitting: select (SHEL, λ by CV) on a random half of the clusters, refit
+    OLS of P y on P X_Ŝ on the other half (P fitted on that half) with CR1 SEs; aggregate B
+    splits. Rows: every coefficient selected in at least one split."""
+    n, p = data.n_clusters, data.n_features
+    rng = np.random.default_rng(seed)
+    estimates = np.full((n_splits, p), np.nan)
+    ses = np.full((n_splits, p), np.nan)
+    dfs = np.full((n_splits, p), np.nan)
+    cluster = np.asarray(data.cluster)
+    for b in tqdm(range(n_splits), desc="sample splits", disable=not progress):
+        half = np.zeros(n, bool)
+        half[rng.permutation(n)[: n // 2]] = True
+        folds = cluster_folds(n, n_folds, seed=int(rng.integers(2**31)))
+        coef, *_ = _select(data, S_bar, half.astype(float), folds, n_folds, relative, solver)
+        support = np.flatnonzero(coef)
+        if support.size == 0:
+            continue
+        other = jnp.asarray(~half, data.X.dtype)
+        rows = ~half[cluster]
+        Xp = np.asarray(profile_synthetic(data, S_bar, data.X[:, support], other))[rows]
+        yp = np.asarray(profile_synthetic(data, S_bar, data.y, other))[rows]
+        used = int((~half).sum()) if S_bar is None else int(np.linalg.matrix_rank(np.asarray(S_bar)[~half]))
+        fit = _cr1_ols(Xp, yp, cluster[rows], used)
+        if fit is None:
+            continue
+        estimates[b, support], ses[b, support], dfs[b, support] = fit[0], fit[1], fit[2]
+    coords = np.flatnonzero(np.isfinite(estimates).any(axis=0))
+    rows = np.array([_aggregate_splits(estimates[:, j], ses[:, j], dfs[:, j], level) for j in coords]).reshape(-1, 5)
+    method = f"SHEL sample splitting ({n_splits} split{'s' if n_splits > 1 else ''}), CR1"
+    return InferenceTable(coords, *rows.T, level, method, np.isfinite(rows[:, 0]),
+                          {"selection_frequency": np.isfinite(estimates[:, coords]).mean(axis=0)})
+
+
+def debiased_inference(data, S_bar, coef, coords, level, solver):
+    """Debiased Lasso (as for the quasi-likelihood, with a = 0) on the profiled data (P X, P y),
+    cluster-robust SEs."""
+    Xp = profile_synthetic(data, S_bar, data.X)
+    yp = profile_synthetic(data, S_bar, data.y)
+    profiled = LMMData(Xp, yp, data.Z, data.cluster, data.order, data.z_basis, data.z_singular, data.labels)
+    out = debiased_lasso(profiled, 0.0, jnp.asarray(coef), 0.0, jnp.asarray(coords), level, solver, 1)
+    return InferenceTable(np.asarray(coords), np.asarray(out.estimate), np.asarray(out.std_error),
+                          np.asarray(out.ci_low), np.asarray(out.ci_high), np.asarray(out.p_value), level,
+                          "SHEL debiased Lasso on the profiled data, cluster-robust", np.asarray(out.valid),
+                          {"node_lam": np.asarray(out.node_lam)})
+
+
+# ---- user entry point ---------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class SHELFit:
+    """Result of `fit_shel`.
+
+    **Fields:** `coef` (p), `support`, `gamma` (coefficients of the synthetic columns: intercept
+    first, then the K synthetic variables; for dummies one effect per cluster in `groups`
+    order), `synthetic` (the N × (K + 1) design [1, S] used, rows in the caller's order; N × n
+    indicators for dummies), `K`, `lam`, `kind` ("pca" | "dummies" | "user"), `cv_error`
+    (n_K × n_λ held-out error per observation; None when nothing was tuned), `lambda_ratios`
+    (the CV grid as fractions of each K's λ_max), `K_grid`, `inference` (an `InferenceTable`
+    or None), `converged`, `groups`.
+    """
+
+    coef: np.ndarray
+    support: np.ndarray
+    gamma: np.ndarray
+    synthetic: np.ndarray
+    K: int
+    lam: float
+    kind: str
+    cv_error: np.ndarray | None
+    lambda_ratios: np.ndarray | None
+    K_grid: tuple
+    inference: InferenceTable | None
+    converged: bool
+    groups: tuple
+
+    def predict(self, X, synthetic) -> np.ndarray:
+        """Xβ̂ + Sγ̂ for new rows; `synthetic` is their [1, S] rows (N_new × (K + 1))."""
+        return np.asarray(X, float) @ self.coef + np.asarray(synthetic, float) @ self.gamma
+
+
+def fit_shel(
+    data: LMMData,
+    synthetic="pca",
+    lam=None,
+    K=None,
+    inference=None,
+    *,
+    K_grid=DEFAULT_K_GRID,
+    n_lambda: int = 50,
+    lambda_min_ratio: float | None = None,
+    n_folds: int = 5,
+    n_splits: int = 10,
+    level: float = 0.95,
+    seed: int = 0,
+    solver=None,
+    progress: bool = True,
+) -> SHELFit:
+    """SHEL: the Lasso with unpenalised cluster-level synthetic variables S (METHODS §3).
+
+        (β̂, γ̂) = argmin (1/2N) ‖y − Xβ − Sγ‖² + λ ‖β‖₁,   γ unpenalised, S constant within clusters.
+
+    **A reconstruction.** Only the abstract of the SHEL paper is available. It says that when
+    covariate distributions differ across clusters, a Lasso that ignores the clusters selects
+    covariates that act as proxies for the latent cluster effects α_i, and that SHEL adds
+    cluster-level synthetic variables to absorb that heterogeneity. The choices below are this
+    package's:
+
+    - γ is profiled out exactly (`losses.shel_loss`): the Lasso runs on (P X, P y),
+      P = I − S(SᵀS)⁺Sᵀ, computed from cluster sums (no N×N matrix).
+    - `synthetic="pca"` (default): S = [1, u_1..u_K], the leading K left singular vectors of
+      the column-centred n × p matrix of cluster means of X (clusters weighted equally).
+      `K=None` chooses K from `K_grid` (values < n − 1) jointly with λ by cluster CV;
+      an int fixes it (1 ≤ K < n). The PCs use X only, so they are computed once from all
+      clusters.
+    - `synthetic="dummies"`: S = cluster indicators, P = within-cluster centring (the
+      fixed-effects "within" estimator); its CV error scores each held-out cluster's residual
+      about its own mean (a held-out cluster's effect cannot be learnt from the others).
+    - `synthetic=` an N × K array: user cluster-level variables (validated constant within
+      clusters; K < n; an intercept is added; collinear columns are handled by a pseudo-inverse).
+    - λ (`lam=None`): `n_folds`-fold cluster CV of the held-out error ‖y − Xβ̂ − Sγ̂‖² with γ̂
+      fitted on the training clusters, over `n_lambda` values from λ_max down to
+      `lambda_min_ratio`·λ_max (0.01 when p > N, else 1e-4). X is used as given (no
+      standardisation).
+    - `inference="split"`: B = `n_splits` random halvings of the clusters; select on one half
+      (λ by CV there, K fixed at the full-data choice), refit OLS of P y on P X_Ŝ on the other
+      half (P fitted there) with CR1 cluster-robust SEs and t(G − 1) references; p-values and
+      intervals are aggregated over the splits (Meinshausen, Meier & Bühlmann 2009, γ = 0.5;
+      the interval inverts the aggregated test). Rows: every coefficient selected in at least
+      one split (`extra["selection_frequency"]`).
+    - `inference="debiased"`: the debiased Lasso of `jaxlmm.debias` (node-wise Lassos, scaled-
+      Lasso λ_j, cluster-robust SEs) on the profiled data, one row per selected coefficient.
+
+    Raises `ValueError` for an unknown `synthetic`, a synthetic matrix that varies within a
+    cluster or has K ≥ n columns, K ≥ n or K < 1, K given with non-PCA synthetic variables,
+    negative or non-finite λ, an unknown `inference`, `n_splits` < 1, `level` ∉ (0, 1).
+    """
+    if not isinstance(data, LMMData):
+        raise ValueError("`data` must be an LMMData (use LMMData.from_arrays).")
+    n, p, N = data.n_clusters, data.n_features, data.n_obs
+    if lam is not None and (not np.isfinite(float(lam)) or float(lam) < 0):
+        raise ValueError(f"`lam` must be a finite number ≥ 0 or None; got {lam}.")
+    if inference not in (None, "split", "debiased"):
+        raise ValueError(f"`inference` must be None, 'split' or 'debiased'; got {inference!r}.")
+    if not 0 < level < 1:
+        raise ValueError(f"`level` must be in (0, 1); got {level}.")
+    if int(n_splits) < 1:
+        raise ValueError(f"`n_splits` must be ≥ 1; got {n_splits}.")
+    if isinstance(synthetic, str) and synthetic not in ("pca", "dummies"):
+        raise ValueError(f"`synthetic` must be 'pca', 'dummies' or an N × K array; got {synthetic!r}.")
+    kind = synthetic if isinstance(synthetic, str) else "user"
+    if K is not None and kind != "pca":
+        raise ValueError("`K` applies to synthetic='pca' only.")
+    if K is not None and not (1 <= int(K) < n):
+        raise ValueError(f"`K` must satisfy 1 ≤ K < n = {n} (the number of clusters); got {K}.")
+    folds = cluster_folds(n, n_folds, seed)
+    solver = CoordinateDescent(rtol=1e-7) if solver is None else solver
+    ratio = (0.01 if p > N else 1e-4) if lambda_min_ratio is None else lambda_min_ratio
+    relative = np.geomspace(1.0, ratio, n_lambda)
+    everything = np.ones(n)
+    dtype = data.X.dtype
+
+    if kind == "pca":
+        Ks = (int(K),) if K is not None else tuple(k for k in K_grid if 1 <= k < n - 1)
+        if not Ks:
+            raise ValueError(f"`K_grid` has no value in 1..{n - 2}.")
+        if lam is not None and len(Ks) > 1:
+            raise ValueError("With a fixed `lam`, give `K` too (K is chosen jointly with λ by CV).")
+        S_full = pca_synthetic(data, max(Ks))
+        candidates = []
+        for k in tqdm(Ks, desc="CV over K", disable=not progress or len(Ks) == 1):
+            # Columns beyond K are zeroed (not dropped): one compiled shape for every K.
+            S_k = S_full * (np.arange(S_full.shape[1]) <= k)
+            coef, lam_k, error, ok = _select(data, jnp.asarray(S_k, dtype), everything, folds, n_folds, relative,
+                                             solver, lam)
+            candidates.append((np.inf if error is None else np.min(error), k, S_k, coef, lam_k, error, ok))
+        best = min(range(len(candidates)), key=lambda i: candidates[i][0])
+        _, K_hat, S_bar, coef, lam_hat, _, converged = candidates[best]
+        S_bar = S_bar[:, : K_hat + 1]
+        cv_error = None if lam is not None else np.stack([c[5] for c in candidates])
+    else:
+        S_bar = None if kind == "dummies" else user_synthetic(data, synthetic)
+        S_j = None if S_bar is None else jnp.asarray(S_bar, dtype)
+        coef, lam_hat, error, converged = _select(data, S_j, everything, folds, n_folds, relative, solver, lam)
+        K_hat = n if S_bar is None else S_bar.shape[1] - 1
+        cv_error = None if error is None else error[None]
+        Ks = (K_hat,)
+    S_jax = None if S_bar is None else jnp.asarray(S_bar, dtype)
+
+    # γ̂ = (SᵀS)⁺Sᵀ(y − Xβ̂): the profiled-out coefficients at β̂.
+    residual = np.asarray(data.y - data.X @ jnp.asarray(coef, dtype))
+    cluster = np.asarray(data.cluster)
+    if S_bar is None:
+        gamma = np.bincount(cluster, residual, n) / np.bincount(cluster, minlength=n)
+        design_sorted = np.eye(n)[cluster]
+    else:
+        design_sorted = S_bar[cluster]
+        gamma = np.linalg.pinv(design_sorted) @ residual
+    synthetic_rows = np.empty_like(design_sorted)
+    synthetic_rows[np.asarray(data.order)] = design_sorted
+
+    table = None
+    if inference == "split":
+        table = split_inference(data, S_jax, relative, solver, int(n_splits), level, n_folds, seed + 1, progress)
+    elif inference == "debiased":
+        table = debiased_inference(data, S_jax, coef, np.flatnonzero(coef), level, solver)
+    return SHELFit(
+        coef=coef,
+        support=np.flatnonzero(coef),
+        gamma=gamma,
+        synthetic=synthetic_rows,
+        K=int(K_hat),
+        lam=lam_hat,
+        kind=kind,
+        cv_error=cv_error,
+        lambda_ratios=None if lam is not None else np.asarray(relative),
+        K_grid=tuple(Ks),
+        inference=table,
+        converged=converged,
+        groups=data.labels,
+    )
