@@ -14,6 +14,7 @@ from scipy import linalg as sla, stats
 
 import jaxlmm
 from jaxlmm import eb_ridge as eb
+from jaxlmm.losses import eb_ridge as ebl
 
 
 def _data(seed=0, n=12, size_range=(2, 7), p=5, q=2, psi=((1.0, 0.3), (0.3, 0.5)), sigma=0.8, intercept=1.0):
@@ -55,7 +56,7 @@ def test_restricted_marginal_matches_dense(case):
     design = eb.eb_design(data, unpen, intercept)
     psi = np.array([[0.9, -0.2], [-0.2, 0.4]])
     for lam, sigma2 in [(0.7, 0.6), (5.0, 1.3)]:
-        ours = eb.restricted_log_marginal(design, jnp.linalg.cholesky(psi), sigma2, lam)
+        ours = ebl.restricted_log_marginal(design, jnp.linalg.cholesky(psi), sigma2, lam)
         cols = ([np.ones(len(y))] if intercept else []) + [X[:, j] for j in unpen]
         F = np.column_stack(cols) if cols else np.zeros((len(y), 0))
         pen = [j for j in range(p) if j not in unpen]
@@ -71,7 +72,7 @@ def test_inverse_wishart_density_and_jacobian():
     A = np.diag([0.5, 1.0, 2.0]) + 0.1
     b = 0.4
     c = b * n / (1 - b)
-    ours = eb.inverse_wishart_logpdf(jnp.linalg.cholesky(psi), b, jnp.asarray(A), n)
+    ours = ebl.inverse_wishart_logpdf(jnp.linalg.cholesky(psi), b, jnp.asarray(A), n)
     ref = stats.invwishart(df=c - q - 1, scale=c * A).logpdf(psi)
     np.testing.assert_allclose(ours, ref, rtol=1e-10)
     # The prior mode of IW(ν, Φ) is Φ/(ν + q + 1) = A.
@@ -81,12 +82,12 @@ def test_inverse_wishart_density_and_jacobian():
     rows, cols = np.tril_indices(q)
 
     def vech(phi):
-        L, _ = eb.variance_from_phi(phi, q)
+        L, _ = ebl.variance_from_phi(phi, q)
         return (L @ L.T)[rows, cols]
 
     J = jax.jacfwd(vech)(phi)[:, :-1]
-    np.testing.assert_allclose(eb.log_jacobian(phi, q), np.linalg.slogdet(np.asarray(J))[1], rtol=1e-12)
-    L, s2 = eb.variance_from_phi(phi, q)
+    np.testing.assert_allclose(ebl.log_jacobian(phi, q), np.linalg.slogdet(np.asarray(J))[1], rtol=1e-12)
+    L, s2 = ebl.variance_from_phi(phi, q)
     np.testing.assert_allclose(eb.phi_from_variance(L @ L.T, s2), phi, rtol=1e-10)
 
 
@@ -200,7 +201,7 @@ def test_laplace_matches_brute_force_integral():
     phi = np.asarray(laplace.phi)
     u0, s0 = 2 * phi[0], phi[1]
     # Step sizes from the Laplace curvature; ±7 sd, 81 × 81 nodes.
-    H = -np.asarray(jax.jit(jax.hessian(lambda f: eb.log_integrand(f, design, lam, b, A)))(laplace.phi))
+    H = -np.asarray(jax.jit(jax.hessian(lambda f: ebl.log_integrand(f, design, lam, b, A)))(laplace.phi))
     sd = np.sqrt(np.diag(np.linalg.inv(H))) * np.array([2.0, 1.0])
     us = u0 + sd[0] * np.linspace(-7, 7, 81)
     ss = s0 + sd[1] * np.linspace(-7, 7, 81)
@@ -208,7 +209,7 @@ def test_laplace_matches_brute_force_integral():
     top = grid.max()
     brute = top + np.log(np.trapezoid(np.trapezoid(np.exp(grid - top), ss, axis=1), us))
     # Same integrand: a density in φ = (u/2, s) is the one in (u, s) times |du/dφ| = 2.
-    np.testing.assert_allclose(float(eb.log_integrand(jnp.asarray([u0 / 2, s0]), design, lam, b, A)),
+    np.testing.assert_allclose(float(ebl.log_integrand(jnp.asarray([u0 / 2, s0]), design, lam, b, A)),
                                integrand(u0, s0) + np.log(2.0), rtol=1e-10)
     assert abs(float(laplace.value) - brute) < 0.02, (float(laplace.value), brute)
 
@@ -292,17 +293,17 @@ def test_cluster_identities_match_dense_inverse_and_determinant(seed, n, q):
     V = _dense_V(np.asarray(data.cluster), np.asarray(data.Z), psi, sigma2)
     B = rng.normal(size=(N, 3))
     L = jnp.linalg.cholesky(psi)
-    chol = eb._cluster_cholesky(design, L, sigma2)
-    np.testing.assert_allclose(eb._v_inverse_apply_factored(design, L, sigma2, chol, B), np.linalg.solve(V, B),
+    chol = ebl._cluster_cholesky(design, L, sigma2)
+    np.testing.assert_allclose(ebl._v_inverse_apply_factored(design, L, sigma2, chol, B), np.linalg.solve(V, B),
                                rtol=1e-8, atol=1e-10)
-    np.testing.assert_allclose(eb._log_det_v(design, psi, sigma2), np.linalg.slogdet(V)[1], rtol=1e-10)
+    np.testing.assert_allclose(ebl._log_det_v(design, psi, sigma2), np.linalg.slogdet(V)[1], rtol=1e-10)
     # The Ψ-based log-likelihood (used by the ECM) stays exact for a singular Ψ.
     singular = psi.copy()
     singular[:, 0] = singular[0, :] = 0.0
     V0 = _dense_V(np.asarray(data.cluster), np.asarray(data.Z), singular, sigma2)
     beta_F, beta_G = jnp.asarray([0.3]), jnp.asarray([0.5, -1.0])
     mean = 0.3 + np.asarray(data.X) @ np.asarray(beta_G)
-    np.testing.assert_allclose(eb.log_likelihood(design, beta_F, beta_G, jnp.asarray(singular), sigma2),
+    np.testing.assert_allclose(ebl.log_likelihood(design, beta_F, beta_G, jnp.asarray(singular), sigma2),
                                stats.multivariate_normal(mean, V0).logpdf(np.asarray(data.y)), rtol=1e-9)
 
 

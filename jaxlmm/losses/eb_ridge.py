@@ -1,0 +1,313 @@
+"""Objectives of the empirical-Bayes regularised LMM (Amestoy, van de Wiel & van Wieringen;
+METHODS §4): the log posterior J(β, Ψ, σ²) that the ECM climbs and the log integrand ℓ(φ) of the
+Laplace-approximated marginal likelihood, with the data-only algebra they share (`eb_design`).
+
+Priors: β_G ~ N(0, (σ²/λ) I) on the penalised columns (flat on F = [1, unpenalised columns]),
+Ψ ~ IW(b, A). Every per-cluster computation is a q×q solve; no N×N matrix and no p×p matrix.
+"""
+
+from __future__ import annotations
+
+import math
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import Array
+from jax.scipy.special import multigammaln
+
+from .._covariance import cluster_cross, cluster_sum
+from .._data import LMMData
+
+# ---- design -------------------------------------------------------------------------------
+
+
+class EBDesign(eqx.Module):
+    """Data-only algebra of the EB ridge model, computed once by `eb_design`.
+
+    **Fields:** `data`; `F` (N × k, the unpenalised columns: intercept first when asked) with
+    its thin QR `QF`, `RF`; `G` (N × p_G, the ridge-penalised columns); the thin SVD
+    (I − QF QFᵀ) G = U diag(d) Wᵀ (`U` N × r, `d` r, `W` p_G × r, r = min(N, p_G); singular
+    values below rank tolerance are set to 0); `ZtZ` = Z_iᵀZ_i (n × q × q); `logdet_FtF`;
+    `UtZ` = Uᵀ blockdiag(Z_i) (r × nq) when r > nq (the marginal likelihood then works in the
+    nq-dimensional random-effects space), else an empty array.
+    """
+
+    data: LMMData
+    F: Array
+    QF: Array
+    RF: Array
+    G: Array
+    U: Array
+    d: Array
+    W: Array
+    ZtZ: Array
+    logdet_FtF: Array
+    UtZ: Array
+    penalized: tuple = eqx.field(static=True)
+    unpenalized: tuple = eqx.field(static=True)
+    intercept: bool = eqx.field(static=True)
+
+
+def eb_design(data: LMMData, unpenalized: tuple = (), intercept: bool = True) -> EBDesign:
+    """Split X into F = [1, X_unpenalized] and G = X_penalized, and factor them.
+
+    The ridge step only ever needs (I − P_F) G (Frisch–Waugh: with β_F unpenalised, β_G is the
+    ridge solution on the F-residualised data), and the restricted marginal likelihood depends
+    on G only through the same matrix, so its thin SVD serves both. No p×p matrix is formed.
+    """
+    X = data.X
+    n_obs, p = X.shape
+    unpenalized = tuple(int(j) for j in unpenalized)
+    penalized = tuple(j for j in range(p) if j not in set(unpenalized))
+    columns = ([jnp.ones(n_obs, X.dtype)] if intercept else []) + [X[:, j] for j in unpenalized]
+    G = X[:, np.array(penalized, int)]
+    if columns:
+        F = jnp.stack(columns, axis=1)
+        QF, RF = jnp.linalg.qr(F)
+        G_perp = G - QF @ (QF.T @ G)
+        logdet_FtF = 2.0 * jnp.sum(jnp.log(jnp.abs(jnp.diagonal(RF))))
+    else:
+        F = jnp.zeros((n_obs, 0), X.dtype)
+        QF, RF = F, jnp.zeros((0, 0), X.dtype)
+        G_perp = G
+        logdet_FtF = jnp.zeros((), X.dtype)
+    U, d, Wt = jnp.linalg.svd(G_perp, full_matrices=False)
+    tol = d[0] * max(G.shape) * jnp.finfo(X.dtype).eps * 10.0
+    d = jnp.where(d > tol, d, 0.0)
+    n, q = data.n_clusters, data.Z.shape[1]
+    if U.shape[1] > n * q:
+        UtZ = jnp.swapaxes(cluster_cross(data, U, data.Z), 0, 1).reshape(U.shape[1], n * q)
+    else:
+        UtZ = jnp.zeros((0, n * q), X.dtype)
+    return EBDesign(data, F, QF, RF, G, U, d, Wt.T, cluster_cross(data, data.Z, data.Z), logdet_FtF, UtZ,
+                    penalized, unpenalized, intercept)
+
+
+# ---- Gaussian algebra on cluster blocks ---------------------------------------------------------
+
+
+def _log_det_v(design: EBDesign, psi: Array, sigma2: Array) -> Array:
+    q = psi.shape[0]
+    sizes = design.data.cluster_sizes.astype(psi.dtype)
+    sign, logdet = jnp.linalg.slogdet(jnp.eye(q, dtype=psi.dtype) + design.ZtZ @ psi / sigma2)
+    # |I + ZᵢᵀZᵢΨ/σ²| > 0 for every PSD Ψ; a non-positive one means Ψ left the cone (log|V| = NaN).
+    return jnp.where(jnp.all(sign > 0), jnp.sum(sizes) * jnp.log(sigma2) + jnp.sum(logdet), jnp.nan)
+
+
+def log_likelihood(design: EBDesign, beta_F: Array, beta_G: Array, psi: Array, sigma2: Array) -> Array:
+    """log p(y | β, Ψ, σ²) = −½ N log 2π − ½ Σ log|V_i| − ½ Σ r_iᵀ V_i⁻¹ r_i, with
+    r_iᵀV_i⁻¹r_i = σ⁻²(‖r_i‖² − (Z_iᵀr_i)ᵀ Ψ S_i⁻¹ Z_iᵀr_i)."""
+    data = design.data
+    q = psi.shape[0]
+    r = data.y - design.F @ beta_F - design.G @ beta_G
+    Ztr = cluster_sum(data, data.Z * r[:, None])
+    S = sigma2 * jnp.eye(q, dtype=psi.dtype) + design.ZtZ @ psi
+    inner = jnp.einsum("ia,ia->i", Ztr, jnp.linalg.solve(S, Ztr[..., None])[..., 0] @ psi.T)
+    quad = (r @ r - jnp.sum(inner)) / sigma2
+    return -0.5 * (data.n_obs * math.log(2.0 * math.pi) + _log_det_v(design, psi, sigma2) + quad)
+
+
+def posterior_moments(design: EBDesign, psi: Array, sigma2: Array, residual: Array) -> tuple[Array, Array]:
+    """E-step: μ_i = E[b_i | y] = Ψ S_i⁻¹ Z_iᵀ r_i (the BLUP) and C_i = Cov[b_i | y] =
+    Ψ − Ψ S_i⁻¹ Z_iᵀZ_i Ψ, S_i = σ² I + Z_iᵀZ_i Ψ. n × q and n × q × q."""
+    data = design.data
+    q = psi.shape[0]
+    S = sigma2 * jnp.eye(q, dtype=psi.dtype) + design.ZtZ @ psi
+    Ztr = cluster_sum(data, data.Z * residual[:, None])
+    mu = jnp.linalg.solve(S, Ztr[..., None])[..., 0] @ psi.T
+    C = psi - psi @ jnp.linalg.solve(S, design.ZtZ @ psi)
+    return mu, 0.5 * (C + jnp.swapaxes(C, 1, 2))
+
+
+# ---- the inverse-Wishart prior in the (b, A) parameterisation -------------------------------------
+
+
+def prior_weight(b, n_clusters: int):
+    """c_b = ν + q + 1 = b n / (1 − b): the number of pseudo-clusters the prior is worth."""
+    return b * n_clusters / (1.0 - b)
+
+
+def minimum_proper_b(n_clusters: int, q: int) -> float:
+    """IW(ν, Φ) is a proper density only for ν > q − 1, i.e. b > 2q / (n + 2q)."""
+    return 2.0 * q / (n_clusters + 2.0 * q)
+
+
+def inverse_wishart_logpdf(L: Array, b, A: Array, n_clusters: int) -> Array:
+    """log IW(Ψ; ν, Φ) with ν = c_b − q − 1 and Φ = c_b A, c_b = b n / (1 − b), so that the
+    EM update is Ψ⁺ = b A + (1 − b) mean(E[b_i b_iᵀ]) (A is the prior mode). Ψ = L Lᵀ is given
+    by its Cholesky factor L. Requires b > `minimum_proper_b` (ν > q − 1)."""
+    q = L.shape[0]
+    c = prior_weight(b, n_clusters)
+    nu = c - q - 1.0
+    LA = jnp.linalg.cholesky(A)
+    log_det_psi = 2.0 * jnp.sum(jnp.log(jnp.diagonal(L)))
+    log_det_phi = q * jnp.log(c) + 2.0 * jnp.sum(jnp.log(jnp.diagonal(LA)))
+    trace = c * jnp.sum(jax.scipy.linalg.solve_triangular(L, LA, lower=True) ** 2)  # tr(Φ Ψ⁻¹)
+    return (0.5 * nu * log_det_phi - 0.5 * nu * q * math.log(2.0) - multigammaln(0.5 * nu, q)
+            - 0.5 * c * log_det_psi - 0.5 * trace)
+
+
+# ---- MAP by ECM ---------------------------------------------------------------------------------
+
+
+class EBParams(eqx.Module):
+    """Parameters of the EB ridge LMM: `beta_F` (unpenalised), `beta_G` (ridge), `psi`, `sigma2`."""
+
+    beta_F: Array
+    beta_G: Array
+    psi: Array
+    sigma2: Array
+
+
+def log_posterior(design: EBDesign, params: EBParams, lam, b, A) -> Array:
+    """The objective the ECM climbs:
+
+        J = log p(y | β, Ψ, σ²) − λ‖β_G‖² / (2σ²) − (c_b / 2) (log|Ψ| + tr(A Ψ⁻¹)).
+
+    This is the log posterior up to terms free of (β, Ψ, σ²), except that the normaliser
+    −(p/2) log σ² of the ridge prior is left out: the ridge acts as a penalty scaled by σ², as in
+    the ridge regression it generalises. Kept in, it would shrink σ̂² by N/(N + p) (a collapse
+    when p ≫ N) and λ → 0 would not give maximum likelihood. b = 0 drops the Ψ prior.
+    """
+    n = design.data.n_clusters
+    loglik = log_likelihood(design, params.beta_F, params.beta_G, params.psi, params.sigma2)
+    ridge = 0.5 * lam * (params.beta_G @ params.beta_G) / params.sigma2
+    c = prior_weight(b, n)
+    safe = jnp.where(b > 0, params.psi, jnp.eye(params.psi.shape[0], dtype=params.psi.dtype))
+    sign, log_det = jnp.linalg.slogdet(safe)
+    log_det = jnp.where(sign > 0, log_det, jnp.nan)
+    prior = jnp.where(b > 0, -0.5 * c * (log_det + jnp.trace(jnp.linalg.solve(safe, A))), 0.0)
+    return loglik - ridge + prior
+
+
+# ---- marginal likelihood ------------------------------------------------------------------------
+
+
+def _cluster_cholesky(design: EBDesign, L: Array, sigma2: Array) -> Array:
+    """Cholesky factors of M_i = I + Lᵀ Z_iᵀZ_i L / σ² (n × q × q; M_i ⪰ I, so they exist)."""
+    q = L.shape[0]
+    M = jnp.eye(q, dtype=L.dtype) + jnp.einsum("ab,iac,cd->ibd", L, design.ZtZ, L) / sigma2
+    return jnp.linalg.cholesky(M)
+
+
+def _v_inverse_apply_factored(design: EBDesign, L: Array, sigma2: Array, chol: Array, M: Array) -> Array:
+    """V⁻¹M = σ⁻²(M − Z_i L M_i⁻¹ Lᵀ Z_iᵀ M / σ²) per cluster, Ψ = L Lᵀ (Cholesky solves only)."""
+    data = design.data
+    half = jax.scipy.linalg.solve_triangular(chol, jnp.einsum("ab,iak->ibk", L, cluster_cross(data, data.Z, M)),
+                                             lower=True)
+    coef = jnp.einsum("ab,ibk->iak", L, jax.scipy.linalg.solve_triangular(chol, half, lower=True, trans=1))
+    return (M - jnp.einsum("ta,tak->tk", data.Z, coef[data.cluster]) / sigma2) / sigma2
+
+
+def restricted_log_marginal(design: EBDesign, L: Array, sigma2: Array, lam) -> Array:
+    """log p(y | Ψ = L Lᵀ, σ², λ) with β_G ~ N(0, (σ²/λ) I) and every b_i integrated out exactly
+    and a flat prior on β_F: the density of the N − k error contrasts Aᵀy (A an orthonormal
+    basis of F's complement),
+
+        −½ (N − k) log 2π − ½ log|K| − ½ log|FᵀK⁻¹F| + ½ log|FᵀF| − ½ yᵀ(K⁻¹ − K⁻¹F(FᵀK⁻¹F)⁻¹FᵀK⁻¹)y,
+        K = V + (σ²/λ) G̃ G̃ᵀ,   G̃ = (I − P_F) G = U D Wᵀ.
+
+    (Using G̃ instead of G does not change the contrasts' covariance AᵀKA.) K is never formed:
+    V⁻¹ acts through q×q cluster Cholesky solves (log|V_i| = m_i log σ² + log|M_i|), and
+    Woodbury reduces the rest to the r×r matrix I + (σ²/λ) D UᵀV⁻¹U D, r = rank G̃ ≤ min(N, p):
+    O(N r) memory, the size of X.
+    """
+    k = design.F.shape[1]
+    if design.UtZ.shape[0]:
+        log_det_K, gram = _marginal_terms_by_ridge(design, L, sigma2, lam)
+    else:
+        log_det_K, gram = _marginal_terms_by_clusters(design, L, sigma2, lam)
+    if k:
+        chol_F = jnp.linalg.cholesky(gram[:k, :k])
+        proj = jax.scipy.linalg.solve_triangular(chol_F, gram[:k, k], lower=True)
+        quad = gram[k, k] - proj @ proj
+        log_det_F = 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol_F)))
+    else:
+        quad, log_det_F = gram[0, 0], 0.0
+    n_obs = design.data.n_obs
+    return -0.5 * ((n_obs - k) * math.log(2.0 * math.pi) + log_det_K + log_det_F - design.logdet_FtF + quad)
+
+
+def _marginal_terms_by_clusters(design: EBDesign, L: Array, sigma2: Array, lam):
+    """(log|K|, [F, y]ᵀK⁻¹[F, y]) by Woodbury around V: r×r algebra (used when r ≤ nq)."""
+    data = design.data
+    r = design.d.shape[0]
+    c = sigma2 / lam
+    chol_v = _cluster_cholesky(design, L, sigma2)
+    T = jnp.concatenate([design.U, design.F, data.y[:, None]], axis=1)
+    VT = _v_inverse_apply_factored(design, L, sigma2, chol_v, T)
+    UVT = design.d[:, None] * (design.U.T @ VT)  # D Uᵀ V⁻¹ [U, F, y]
+    M = jnp.eye(r, dtype=L.dtype) + c * UVT[:, :r] * design.d[None, :]
+    chol = jnp.linalg.cholesky(M)
+    half = jax.scipy.linalg.solve_triangular(chol, UVT[:, r:], lower=True)
+    gram = T[:, r:].T @ VT[:, r:] - c * half.T @ half  # [F, y]ᵀ K⁻¹ [F, y]
+    sizes = data.cluster_sizes.astype(L.dtype)
+    log_det_K = (jnp.sum(sizes) * jnp.log(sigma2) + 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol_v, axis1=1, axis2=2)))
+                 + 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol))))
+    return log_det_K, gram
+
+
+def _marginal_terms_by_ridge(design: EBDesign, L: Array, sigma2: Array, lam):
+    """(log|K|, [F, y]ᵀK⁻¹[F, y]) by Woodbury around K₀ = σ²I + (σ²/λ) U D² Uᵀ, whose inverse is
+    diagonal in the fixed basis U: K = K₀ + Z̃ (I_n ⊗ Ψ) Z̃ᵀ with Z̃ = blockdiag(Z_i), so the rest is
+    nq×nq algebra, O(r (nq)²) per evaluation (used when r > nq, e.g. p ≥ N)."""
+    data = design.data
+    n, q = data.n_clusters, data.Z.shape[1]
+    r = design.d.shape[0]
+    c = sigma2 / lam
+    T = jnp.concatenate([design.F, data.y[:, None]], axis=1)
+    UtT = design.U.T @ T
+    ZtT = cluster_cross(data, data.Z, T).reshape(n * q, T.shape[1])
+    extra = 1.0 / (sigma2 + c * design.d**2) - 1.0 / sigma2  # K₀⁻¹ = I/σ² + U diag(extra) Uᵀ
+    ZKZ = _block_diagonal(design.ZtZ) / sigma2 + (design.UtZ.T * extra) @ design.UtZ
+    ZKT = ZtT / sigma2 + (design.UtZ.T * extra) @ UtT
+    TKT = T.T @ T / sigma2 + (UtT.T * extra) @ UtT
+    # (I_n ⊗ L)ᵀ ZKZ (I_n ⊗ L) block by block, O((nq)² q) rather than (nq)³.
+    LZKZL = jnp.einsum("ab,iajc,cd->ibjd", L, ZKZ.reshape(n, q, n, q), L).reshape(n * q, n * q)
+    M = jnp.eye(n * q, dtype=L.dtype) + LZKZL
+    chol = jnp.linalg.cholesky(M)
+    LZKT = jnp.einsum("ab,iak->ibk", L, ZKT.reshape(n, q, -1)).reshape(n * q, -1)
+    half = jax.scipy.linalg.solve_triangular(chol, LZKT, lower=True)
+    gram = TKT - half.T @ half
+    log_det_K0 = (data.n_obs - r) * jnp.log(sigma2) + jnp.sum(jnp.log(sigma2 + c * design.d**2))
+    return log_det_K0 + 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol))), gram
+
+
+def _block_diagonal(blocks: Array) -> Array:
+    """n × q × q blocks → the nq × nq block-diagonal matrix."""
+    n, q, _ = blocks.shape
+    eye = jnp.eye(n, dtype=blocks.dtype)
+    return (eye[:, None, :, None] * blocks[:, :, None, :]).reshape(n * q, n * q)
+
+
+def variance_from_phi(phi: Array, q: int) -> tuple[Array, Array]:
+    """φ = (log-Cholesky of Ψ: vech of L with log on the diagonal, then log σ²) → (L, σ²)."""
+    rows, cols = np.tril_indices(q)
+    values = jnp.where(rows == cols, jnp.exp(phi[:-1]), phi[:-1])
+    return jnp.zeros((q, q), phi.dtype).at[rows, cols].set(values), jnp.exp(phi[-1])
+
+
+def phi_from_variance(psi: Array, sigma2: Array) -> Array:
+    q = psi.shape[0]
+    L = jnp.linalg.cholesky(psi)
+    rows, cols = np.tril_indices(q)
+    vech = L[rows, cols]
+    return jnp.append(jnp.where(rows == cols, jnp.log(jnp.where(rows == cols, vech, 1.0)), vech), jnp.log(sigma2))
+
+
+def log_jacobian(phi: Array, q: int) -> Array:
+    """log |∂ vech(Ψ) / ∂ φ_Ψ| for Ψ = L Lᵀ, L_jj = exp(φ_jj): q log 2 + Σ_j (q − j + 1) φ_jj
+    (j = 0..q−1; L_jj^{q−j} from L ↦ L Lᵀ and one more L_jj from the exp)."""
+    rows, cols = np.tril_indices(q)
+    diagonal = np.flatnonzero(rows == cols)
+    return q * math.log(2.0) + jnp.sum((q - np.arange(q) + 1.0) * phi[diagonal])
+
+
+def log_integrand(phi: Array, design: EBDesign, lam, b, A: Array) -> Array:
+    """ℓ(φ) = log p(y | Ψ, σ², λ) + log IW(Ψ; b, A) + log|∂Ψ/∂φ|, flat prior on log σ²."""
+    q = A.shape[0]
+    L, sigma2 = variance_from_phi(phi, q)
+    return (restricted_log_marginal(design, L, sigma2, lam)
+            + inverse_wishart_logpdf(L, b, A, design.data.n_clusters) + log_jacobian(phi, q))
