@@ -115,5 +115,7 @@ def experiment_dimension(replicates):
 if __name__ == "__main__":
     r1 = int(sys.argv[1]) if len(sys.argv) > 1 else 30
     r2 = int(sys.argv[2]) if len(sys.argv) > 2 else 10
-    experiment_repeats(r1)
-    experiment_dimension(r2)
+    if r1:
+        experiment_repeats(r1)
+    if r2:
+        experiment_dimension(r2)
