@@ -274,7 +274,7 @@ def test_eb_ridge_map_vmaps_over_lambda_and_data_sets():
         np.testing.assert_allclose(fits.params.psi[i], one.params.psi, rtol=1e-6)
 
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=10, deadline=None)
 @given(seed=st.integers(0, 10_000), n=st.integers(3, 9), q=st.integers(1, 3))
 def test_cluster_identities_match_dense_inverse_and_determinant(seed, n, q):
     """V⁻¹M, log|V| and log L by q×q cluster algebra equal the dense ones for unbalanced

@@ -65,7 +65,7 @@ def test_dummies_equal_the_lasso_on_within_centred_data():
     np.testing.assert_allclose(fit.gamma, [resid[groups == g].mean() for g in fit.groups], atol=1e-10)
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=12, deadline=None)
 @given(seed=st.integers(0, 10_000), K=st.integers(1, 4), duplicate=st.booleans())
 def test_profiling_is_the_least_squares_projection(seed, K, duplicate):
     """P_w M = M − S γ̂ with γ̂ the least squares fit on the weight-1 clusters, for unbalanced
@@ -141,9 +141,9 @@ def test_target_shift_behaviour_over_50_replicates():
         sim = target_shift(rep, cluster_size=sizes)
         data = jaxlmm.LMMData.from_arrays(sim.X, sim.y, sim.groups)
         truth = np.flatnonzero(sim.beta)
-        # CI-sized settings: 3 folds, 20 λ, K = 1 (one latent factor); benchmarks/study_shel.py runs
-        # the defaults (5 folds, 50 λ, K by CV, 5 splits).
-        fast = dict(n_folds=3, n_lambda=20, seed=rep, progress=False)
+        # CI-sized settings: 3 folds, 15 λ, solver rtol 1e-5, K = 1 (one latent factor);
+        # benchmarks/study_shel.py runs the defaults (5 folds, 50 λ, K by CV, 5 splits).
+        fast = dict(n_folds=3, n_lambda=15, seed=rep, progress=False, solver=jaxlmm.CoordinateDescent(rtol=1e-5))
         marginal = jaxlmm.fit_shel(data, synthetic=np.zeros((data.n_obs, 1)), **fast)
         marginal_proxies.append(np.isin(marginal.support, sim.proxies).sum())
         fit = jaxlmm.fit_shel(data, K=1, inference="split", n_splits=1, **fast)
