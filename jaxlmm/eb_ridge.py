@@ -387,7 +387,8 @@ def fit_eb_ridge(data: LMMData, lam=None, b=None, A=None, *, unpenalized=None, i
     - `intercept`: include an unpenalised intercept (default True).
 
     Raises `ValueError` for negative or non-finite λ, b ∉ [0, 1), a bad A, bad `unpenalized`
-    indices, no penalised column left, or unpenalised columns that are collinear.
+    indices, no penalised column left, unpenalised columns that are collinear, or a request to
+    learn hyperparameters with λ = 0 or b ≤ 2q/(n + 2q) fixed (the evidence is then undefined).
     """
     if not isinstance(data, LMMData):
         raise ValueError("`data` must be an LMMData (use LMMData.from_arrays).")
@@ -413,10 +414,16 @@ def fit_eb_ridge(data: LMMData, lam=None, b=None, A=None, *, unpenalized=None, i
             raise ValueError(
                 "`unpenalized` columns (with the intercept) are collinear: their effects are not identifiable."
             )
-    design = eb_design(data, unpen, intercept)
-    dtype = data.y.dtype
     learned = tuple(name for name, value in (("lam", lam), ("b", b)) if value is None)
     learned += ("A",) if learn_A != "none" else ()
+    if learned and lam is not None and float(lam) == 0.0:
+        raise ValueError("`lam` = 0 (a flat prior on β) leaves the marginal likelihood undefined, so nothing can "
+                         "be learned from it: give `b` and `A` too, or lam > 0.")
+    if learned and b is not None and float(b) <= minimum_proper_b(n, q):
+        raise ValueError(f"`b` = {b} ≤ 2q/(n + 2q) = {minimum_proper_b(n, q):.3g} makes the inverse-Wishart prior "
+                         "improper, so the marginal likelihood is undefined: give `lam` and `A` too, or a larger b.")
+    design = eb_design(data, unpen, intercept)
+    dtype = data.y.dtype
     outer_ok, message = True, ""
     if learned:
         hyper = _learn(design, None if lam is None else jnp.asarray(lam, dtype),

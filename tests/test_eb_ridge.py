@@ -321,6 +321,8 @@ def test_cluster_identities_match_dense_inverse_and_determinant(seed, n, q):
         ({"A": np.array([[1.0, 2.0], [2.0, 1.0]])}, "positive definite"),
         ({"unpenalized": [7]}, "unpenalized"),
         ({"unpenalized": [0, 1, 2, 3, 4]}, "every column"),
+        ({"lam": 0.0}, "undefined"),
+        ({"b": 0.05}, "improper"),
     ],
 )
 def test_bad_inputs_raise(kwargs, match):
