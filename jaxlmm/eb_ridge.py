@@ -435,9 +435,12 @@ def fit_eb_ridge(data: LMMData, lam=None, b=None, A=None, *, unpenalized=None, i
             message = "hyperparameters: " + (RESULTS[hyper.result] or "the Laplace Hessian is not negative definite.")
     else:
         lam_v, b_v, A_v = float(lam), float(b), A_fixed
-    proper = lam_v > 0 and b_v > minimum_proper_b(n, q)
+    # The search already evaluated the evidence at its optimum; only fixed Θ needs it computed.
+    proper = not learned and lam_v > 0 and b_v > minimum_proper_b(n, q)
     fit, mu, evidence = _map_and_evidence(design, jnp.asarray(lam_v, dtype), jnp.asarray(b_v, dtype),
                                           jnp.asarray(A_v, dtype), proper)
+    if learned:
+        evidence = LaplaceMarginal(hyper.log_marginal, hyper.phi, hyper.valid)
     em_ok = bool(fit.result == RESULTS.successful)
     if not em_ok:
         message = (message + " ECM: " + RESULTS[fit.result]).strip()
