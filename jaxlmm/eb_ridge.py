@@ -133,18 +133,20 @@ def eb_ridge_map(design: EBDesign, lam, b, A, params0: EBParams | None = None, t
         better = admissible & jnp.isfinite(j3) & (j3 >= j2)
         return jnp.where(better, x3, x2), jnp.where(better, j3, j2)
 
-    def cond(s):
-        _, value, previous, it = s
-        moving = (it == 0) | (value - previous > tol * (1.0 + jnp.abs(value)))
-        return moving & jnp.isfinite(value) & (it < max_steps)
+    def keep_going(value, previous, it):
+        rising = value - previous > tol * (1.0 + jnp.abs(value))
+        return rising & jnp.isfinite(value) & (it < max_steps)
 
     def body(s):
-        x, value, _, it = s
+        x, value, it, _ = s
         x, new_value = squarem(x)
-        return x, new_value, value, it + 1
+        return x, new_value, it + 1, keep_going(new_value, value, it + 1)
 
+    # The stopping flag is carried rather than recomputed in `cond` (see `damped_newton`: a
+    # batched predicate evaluated twice must not be able to disagree with itself).
     start = objective(flat0)
-    flat, value, previous, steps = lax.while_loop(cond, body, (flat0, start, start, 0))
+    init = (flat0, start, 0, jnp.isfinite(start) & (max_steps > 0))
+    flat, value, steps, _ = lax.while_loop(lambda s: s[3], body, init)
     result = RESULTS.where(
         ~jnp.isfinite(value),
         RESULTS.nonfinite,

@@ -124,8 +124,10 @@ def lmmlasso_path(args: MixedModelData, structure: str, relative_grid: Array, we
     each λ starts afresh from `cold_start` (one after another, so a slow λ does not hold the
     others up as it would in a `vmap`). A fit whose parameter count exceeds `max_df` is
     stopped as saturated (log L grows without bound as σ² → 0) and gets BIC = inf; once a
-    sweep saturates, its smaller λ are not fitted. Pure: `lax.map` it over stacked data sets
-    for a simulation sweep.
+    sweep saturates, its smaller λ are not fitted. Pure: `jax.vmap` or `lax.map` it over
+    stacked data sets for a simulation sweep. On a CPU `lax.map` is the faster of the two
+    (8 H1 replicates: 2.0 s against 12 s vmapped), because a vmapped loop runs until its
+    slowest lane is done at every level of the nested solver loops.
     """
     y = args.y
     at_inf = _fit_at_infinity(args, structure, weights, unpenalized, solver)
@@ -133,28 +135,25 @@ def lmmlasso_path(args: MixedModelData, structure: str, relative_grid: Array, we
 
     max_nonzero = max_df - at_inf.params.theta.shape[-1] - 1
 
-    def skipped(params):
-        inf = jnp.asarray(jnp.inf, y.dtype)
-        return MixedModelFit(params, inf, inf, RESULTS.saturated, jnp.zeros((), jnp.int32))
-
     # Both sweeps go from λ_max down and stop fitting once a fit saturates: smaller λ only
-    # saturate sooner, and those fits (p > N, dozens of active columns) are the costly ones.
+    # saturate sooner, and those fits (p > N, dozens of active columns) are the costly ones. A
+    # stopped sweep still calls the solver, with λ = ∞ and no nonzero allowed, so that it
+    # returns at once (result `saturated`, BIC = inf) — not through a `lax.cond`, which under
+    # `vmap` runs both branches, i.e. the very fits that stopping is meant to avoid.
+    def penalty_and_limit(stopped, lam):
+        lam = jnp.where(stopped, jnp.inf, lam)
+        return L1(lam, weights, unpenalized), jnp.where(stopped, -1, max_nonzero)
+
     def warm_step(carry, lam):
         params, stopped = carry
-        fit = lax.cond(
-            stopped,
-            lambda: skipped(params),
-            lambda: solver.run(structure, args, L1(lam, weights, unpenalized), params, max_nonzero),
-        )
-        return (fit.params, fit.result == RESULTS.saturated), fit
+        penalty, limit = penalty_and_limit(stopped, lam)
+        fit = solver.run(structure, args, penalty, params, limit)
+        return (fit.params, stopped | (fit.result == RESULTS.saturated)), fit
 
     def cold_step(stopped, lam):
-        fit = lax.cond(
-            stopped,
-            lambda: skipped(at_inf.params),
-            lambda: _fit_from(args, structure, L1(lam, weights, unpenalized), cold_start, solver, max_nonzero),
-        )
-        return fit.result == RESULTS.saturated, fit
+        penalty, limit = penalty_and_limit(stopped, lam)
+        fit = _fit_from(args, structure, penalty, cold_start, solver, limit)
+        return stopped | (fit.result == RESULTS.saturated), fit
 
     _, warm = lax.scan(warm_step, (at_inf.params, jnp.asarray(False)), lambdas)
     _, cold = lax.scan(cold_step, jnp.asarray(False), lambdas)

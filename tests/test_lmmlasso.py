@@ -215,3 +215,64 @@ def test_bad_inputs(h1):
     const = jaxlmm.LMMData.from_arrays(X, rng.normal(size=30), np.repeat(np.arange(6), 5))
     with pytest.raises(ValueError, match="constant columns"):
         fit_lmmlasso(const, lam=1.0)
+
+
+def _small_design(seed, n=12, m=5, p=30):
+    """A small high-dimensional design like H1: random intercept and slope on x_0, 4 true effects."""
+    rng = np.random.default_rng(seed)
+    groups = np.repeat(np.arange(n), m)
+    X = rng.normal(size=(n * m, p))
+    Z = np.column_stack([np.ones(n * m), X[:, 0]])
+    b = rng.normal(scale=0.7, size=(n, 2))
+    y = 1.0 + X[:, :4] @ [2.0, 1.5, -1.0, 1.0] + np.einsum("tk,tk->t", Z, b[groups]) + 0.5 * rng.normal(size=n * m)
+    return jaxlmm.LMMData.from_arrays(X, y, groups, Z)
+
+
+def _prepared(data):
+    from jaxlmm.lmmlasso import _cold_start
+
+    design, center, scale = _standardised_design(data, True)
+    _, args = mixed_model_nll(data, jnp.asarray(design))
+    return args, jnp.asarray(_cold_start(data, center, scale, 0))
+
+
+def test_cgd_and_path_vmap_equal_loops():
+    """The CGD vmaps over λ and the whole BIC path over data sets, with the loop's answers.
+    (Regression: a backtracking loop whose predicate was recomputed inside the batched loop
+    could disagree with itself near convergence and never end.)"""
+    from jaxlmm.lmmlasso import profile_start
+
+    datasets = [_small_design(seed) for seed in range(3)]
+    prepared = [_prepared(d) for d in datasets]
+    args, cold = prepared[0]
+    p1 = args.X.shape[1]
+    weights, mask = jnp.ones(p1), jnp.zeros(p1, bool).at[:2].set(True)
+    solver = jaxlmm.MixedModelCGD()
+    theta0, log_sigma0 = profile_start(args, cold, "identity")
+    start = MixedModelParams(cold, theta0, log_sigma0)
+
+    def fit(lam):
+        return solver.run("identity", args, jaxlmm.L1(lam, weights, mask), start)
+
+    lams = jnp.array([2.0, 5.0, 12.0])
+    batched = jax.jit(jax.vmap(fit))(lams)
+    for i, lam in enumerate(lams):
+        single = jax.jit(fit)(lam)
+        assert bool(single.converged) and bool(batched.converged[i])
+        # Equal to the solver's tolerance (the two programs round differently).
+        np.testing.assert_allclose(batched.params.beta[i], single.params.beta, atol=1e-6)
+        np.testing.assert_allclose(batched.nll[i], single.nll, rtol=1e-7)
+
+    grid = jnp.asarray(np.geomspace(1.0, 0.05, 8))
+
+    def path(a, c):
+        return jaxlmm.lmmlasso_path(a, "identity", grid, weights, mask, c, solver, jnp.asarray(30.0))
+
+    stacked_args = jax.tree.map(lambda *x: jnp.stack(x), *[a for a, _ in prepared])
+    stacked_cold = jnp.stack([c for _, c in prepared])
+    paths = jax.jit(jax.vmap(path))(stacked_args, stacked_cold)
+    for i, (a, c) in enumerate(prepared):
+        one = path(a, c)
+        assert int(paths.best[i]) == int(one.best)
+        np.testing.assert_allclose(paths.bic_cold[i], one.bic_cold, rtol=1e-7)
+        np.testing.assert_allclose(paths.bic_warm[i], one.bic_warm, rtol=1e-7)

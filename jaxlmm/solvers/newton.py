@@ -39,11 +39,22 @@ def damped_newton(f, x, max_steps: int):
         step = -V @ ((V.T @ grad) / jnp.maximum(jnp.abs(w), floor))
         slope = grad @ step
 
-        def shrink(t):
-            return (f(x + t * step) > value + 1e-4 * t * slope) & (t > 1e-10)
+        def too_long(t, f_t):
+            return (f_t > value + 1e-4 * t * slope) & (t > 1e-10)
 
-        t = lax.while_loop(shrink, lambda t: 0.5 * t, jnp.asarray(1.0, x.dtype))
-        accepted = f(x + t * step) <= value
+        def halve(s):
+            t = 0.5 * s[0]
+            f_t = f(x + t * step)
+            return t, f_t, too_long(t, f_t)
+
+        # The loop flag is computed in the body and carried, never recomputed in `cond`: under
+        # vmap, JAX evaluates a batched predicate twice (to stop, and to select which lanes
+        # move), and near a minimum two compilations of f(x + t·step) > … can round differently,
+        # leaving a lane that `cond` keeps alive but the body never moves (an endless loop).
+        one = jnp.asarray(1.0, x.dtype)
+        f_one = f(x + step)
+        t, f_t, _ = lax.while_loop(lambda s: s[2], halve, (one, f_one, too_long(one, f_one)))
+        accepted = f_t <= value
         new = jnp.where(accepted, x + t * step, x)
         small = jnp.max(jnp.abs(new - x)) <= 1e-10 * (1.0 + jnp.max(jnp.abs(x)))
         return new, it + 1, small | ~accepted
