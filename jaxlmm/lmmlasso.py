@@ -307,7 +307,10 @@ def fit_lmmlasso(
     - `unpenalized`: indices of X's columns that are not penalised. Default: every column of X
       that is also a column of Z.
     - `weights`: penalty weights w_k ≥ 0 (inf drops a column). `adaptive=True`: two stages
-      (lmmadLasso); the second uses w_k = 1/|β̂_k| from the first (on the fitting scale).
+      (lmmadLasso); the second uses w_k = 1/|β̂_k| from the first (on the fitting scale), starts
+      from the first stage's β̂ and, when λ is chosen by BIC, runs its path down to
+      `lambda_min_ratio`·(min w_k / max w_k)·λ_max so that every column kept by the first stage
+      can enter (a weight of 1/|β̂_k| for a small β̂_k moves its entry point far down).
     - `solver`: a `MixedModelCGD` (its `beta_solver` may be `ProximalGradient()`).
 
     Returns an `LMMLassoFit`.
@@ -358,10 +361,10 @@ def fit_lmmlasso(
     mask[unpen_idx + 1] = True
     cold = jnp.asarray(_cold_start(data, center, scale, seed), dtype)
 
-    def stage(w, cold_beta):
+    def stage(w, cold_beta, min_ratio=lambda_min_ratio):
         w_full = jnp.asarray(np.concatenate([[1.0], w]), dtype)
         if lam is None:
-            grid = jnp.asarray(np.geomspace(1.0, lambda_min_ratio, n_lambda), dtype)
+            grid = jnp.asarray(np.geomspace(1.0, min_ratio, n_lambda), dtype)
             path = lmmlasso_path(args, cov, grid, w_full, jnp.asarray(mask), cold_beta, solver, jnp.asarray(max_df))
             i = int(path.best)
             chosen = path.cold if bool(path.best_is_cold) else path.warm
@@ -379,7 +382,14 @@ def fit_lmmlasso(
         with np.errstate(divide="ignore"):
             w_adaptive = np.where(first > 0, 1.0 / first, np.inf) * w_user
         w_adaptive[unpen_idx] = 1.0
-        fit, lam_used, start, path = stage(w_adaptive, fit.params.beta)
+        # Column k enters at λ ≈ |∂_k(−log L)| / w_k, and the adaptive weights span orders of
+        # magnitude (1/|β̂_k| of a strong and of a barely selected column), so the grid reaches
+        # down by their spread as well: every first-stage column gets the chance to stay in,
+        # and BIC, not the end of the grid, decides which do (with 0.01·λ_max alone, no
+        # weakly selected column could ever re-enter, and |S| collapsed to the strong ones).
+        finite = w_adaptive[np.isfinite(w_adaptive) & ~np.isin(np.arange(p), unpen_idx)]
+        spread = finite.min() / finite.max() if finite.size else 1.0
+        fit, lam_used, start, path = stage(w_adaptive, fit.params.beta, lambda_min_ratio * spread)
         stage_weights = w_adaptive
     return _summarise(fit, data, args, cov, design, center, scale, lam_used, unpen_idx, stage_weights,
                       adaptive, start, path)

@@ -191,6 +191,26 @@ def test_adaptive_and_none_structure(h1):
     assert lasso.psi.shape == (2, 2) and np.all(lasso.psi == 0) and lasso.sigma2 > 2 * first.sigma2
 
 
+def test_adaptive_path_reaches_every_first_stage_column():
+    """lmmadLasso by BIC: the second stage's grid extends by the spread of the weights 1/|β̂_k|,
+    so a weakly selected first-stage column can stay in when BIC prefers it. On this H1
+    replicate BIC keeps both noise columns of the first stage (as in the paper's Table 2, where
+    lmmadLasso's |S| is close to lmmLasso's): a lower BIC than every path fit with the true
+    support alone, which is all a path ending at 0.01·λ_max could reach."""
+    sim = jaxlmm.simulate.schelldorfer_design(seed=1000, design="H1")
+    data = jaxlmm.LMMData.from_arrays(sim.X, sim.y, sim.groups, sim.Z)
+    first = fit_lmmlasso(data)
+    adaptive = fit_lmmlasso(data, adaptive=True)
+    np.testing.assert_array_equal(first.support, [0, 1, 2, 3, 120, 140])
+    np.testing.assert_array_equal(adaptive.support, first.support)
+    path = adaptive.path
+    truth_only = np.concatenate([np.asarray(path.bic_warm)[np.asarray(path.nnz_warm) == 5],
+                                 np.asarray(path.bic_cold)[np.asarray(path.nnz_cold) == 5]])
+    assert truth_only.size and adaptive.bic < truth_only.min() - 10
+    # Less shrinkage towards 0 of the strong penalised coefficients than in the first stage.
+    assert np.all(np.abs(adaptive.coef[1:4]) > np.abs(first.coef[1:4]))
+
+
 def test_bad_inputs(h1):
     data, _ = h1
     with pytest.raises(ValueError, match="`cov`"):
