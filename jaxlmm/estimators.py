@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 
 import equinox as eqx
-import jax
 import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
@@ -19,6 +18,7 @@ from .penalties import L0, L1
 from .select import (
     INFORMATION_CRITERIA,
     cluster_folds,
+    map_over_folds,
     marginal_sse,
     scaled_lasso,
     training_weights,
@@ -157,7 +157,7 @@ def _check_weights(weights, p) -> np.ndarray | None:
     return arr
 
 
-# ---- jitted programs: a is traced, folds are vmapped, so nothing recompiles across a ----------
+# ---- jitted programs: a is traced and folds share one shape, so nothing recompiles across a ---
 
 
 def _fold_args(data: LMMData, args: LeastSquaresData, a, cluster_weights) -> LeastSquaresData:
@@ -192,7 +192,7 @@ def _lasso_cv_at_a(data, a, train, lambdas, relative, weights, unpenalized, inte
         )
         return marginal_sse(data, design, path.coef, 1.0 - cluster_weights), path.converged
 
-    sse, converged = jax.vmap(fold)(train)
+    sse, converged = map_over_folds(fold, train)
     return lams, sse, converged
 
 
@@ -207,7 +207,7 @@ def _universal_cv_at_a(data, a, train, n_penalized, weights, unpenalized, interc
         fit = scaled_lasso(fn, fargs, solver, y0, fargs.scale, n_penalized, weights, unpenalized)
         return marginal_sse(data, design, fit.coef[None], 1.0 - cluster_weights), fit.lam[None]
 
-    return jax.vmap(fold)(train)
+    return map_over_folds(fold, train)
 
 
 @eqx.filter_jit

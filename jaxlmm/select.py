@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import Array, lax
@@ -28,6 +29,18 @@ def cluster_folds(n_clusters: int, n_folds: int, seed: int = 0) -> np.ndarray:
 def training_weights(folds: np.ndarray, n_folds: int, dtype) -> Array:
     """(n_folds × n) 0/1 cluster weights: row f keeps every cluster outside fold f."""
     return jnp.asarray(folds[None, :] != np.arange(n_folds)[:, None], dtype)
+
+
+def map_over_folds(fold, *fold_arrays):
+    """`fold` applied to each fold's slice of `fold_arrays` (leading axis = folds), stacked.
+
+    On an accelerator the folds run at once (`vmap`). On a CPU they run one after another
+    (`lax.map`): a vmapped solver loop keeps going until its slowest fold is done, at every level
+    of its nested loops, and SHEL's 3-fold CV measured 1.0 s vmapped against 0.35 s in turn.
+    """
+    if jax.default_backend() == "cpu":
+        return lax.map(lambda arrays: fold(*arrays), fold_arrays)
+    return jax.vmap(fold)(*fold_arrays)
 
 
 def marginal_sse(data: LMMData, design: Array, coef: Array, cluster_weights: Array) -> Array:

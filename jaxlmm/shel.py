@@ -19,7 +19,7 @@ from ._data import LMMData
 from .inference import InferenceTable, debiased_lasso
 from .losses.shel import profile_synthetic, shel_loss
 from .path import lambda_max, solve_path
-from .select import cluster_folds
+from .select import cluster_folds, map_over_folds
 from .solvers import CoordinateDescent
 
 DEFAULT_K_GRID = (1, 2, 3, 5, 8)
@@ -75,11 +75,10 @@ def user_synthetic(data: LMMData, S) -> np.ndarray:
 
 @eqx.filter_jit
 def _cv_errors(data, S_bar, base, train, test, relative, solver):
-    """Held-out errors of the SHEL Lasso path, folds vmapped. λ_max comes from the clusters in
-    `base`; fold f fits on `train[f]` and scores Σ over `test[f]` rows of ((P_w y) − (P_w X) β̂)²,
-    i.e. y − Xβ̂ − Sγ̂ with γ̂ fitted on the training clusters (own-cluster means for dummies).
-    (The full-data path is a separate program: as one more vmapped lane it would make every
-    fold wait for the largest problem.)"""
+    """Held-out errors of the SHEL Lasso path per fold (`map_over_folds`). λ_max comes from the
+    clusters in `base`; fold f fits on `train[f]` and scores Σ over `test[f]` rows of
+    ((P_w y) − (P_w X) β̂)², i.e. y − Xβ̂ − Sγ̂ with γ̂ fitted on the training clusters (own-cluster
+    means for dummies). The full-data path is a separate program."""
     fn, args = shel_loss(data, S_bar, base)
     y0 = jnp.zeros(args.X.shape[1], args.X.dtype)
     lam_max, start = lambda_max(fn, args, solver, y0)
@@ -91,7 +90,7 @@ def _cv_errors(data, S_bar, base, train, test, relative, solver):
         residual = fargs.y[:, None] - fargs.X @ path.coef.T
         return jnp.sum(test_w[data.cluster][:, None] * residual**2, axis=0)
 
-    return lams, jax.vmap(fold)(train, test)
+    return lams, map_over_folds(fold, train, test)
 
 
 @eqx.filter_jit
@@ -177,6 +176,9 @@ def _aggregate_splits(estimates, ses, dfs, level, gamma=0.5):
     return float(np.median(est)), float(np.median(se)), ci[0], ci[1], float(Q(0.0)[0])
 
 
+_profile = eqx.filter_jit(profile_synthetic)
+
+
 def split_inference(data, S_bar, relative, solver, n_splits, level, n_folds, seed, progress):
     """Cluster sample splitting: select (SHEL, λ by CV) on a random half of the clusters, refit
     OLS of P y on P X_Ŝ on the other half (P fitted on that half) with CR1 SEs; aggregate B
@@ -197,8 +199,9 @@ def split_inference(data, S_bar, relative, solver, n_splits, level, n_folds, see
             continue
         other = jnp.asarray(~half, data.X.dtype)
         rows = ~half[cluster]
-        Xp = np.asarray(profile_synthetic(data, S_bar, data.X[:, support], other))[rows]
-        yp = np.asarray(profile_synthetic(data, S_bar, data.y, other))[rows]
+        # All of X at one shape (then the selected columns): compiled once, whatever |Ŝ| is.
+        Xp = np.asarray(_profile(data, S_bar, data.X, other))[np.ix_(rows, support)]
+        yp = np.asarray(_profile(data, S_bar, data.y, other))[rows]
         used = int((~half).sum()) if S_bar is None else int(np.linalg.matrix_rank(np.asarray(S_bar)[~half]))
         fit = _cr1_ols(Xp, yp, cluster[rows], used)
         if fit is None:

@@ -1,4 +1,33 @@
+import os
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+
 import jax
+import pytest
 
 # Tests run in float64; the library itself never changes this flag.
 jax.config.update("jax_enable_x64", True)
+
+# One on-disk compilation cache per test run: the path is chosen by the first process to load
+# this file (the xdist controller) and inherited by its workers through the environment, so a
+# program compiled in one worker or module is loaded, not compiled again, in the others. It is
+# deleted at the end of the run, so no run starts warm.
+_CACHE = Path(os.environ.setdefault("JAXLMM_TEST_JIT_CACHE",
+                                    str(Path(tempfile.gettempdir()) / f"jaxlmm-tests-{uuid.uuid4().hex}")))
+jax.config.update("jax_compilation_cache_dir", str(_CACHE))
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
+
+
+def pytest_sessionfinish(session):
+    if not hasattr(session.config, "workerinput"):  # the controller (or a run without xdist)
+        shutil.rmtree(_CACHE, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+    """Drop JAX's in-memory compiled programs after each test module: the modules share few
+    programs, and without this one worker process accumulates several GB of them."""
+    yield
+    jax.clear_caches()

@@ -5,6 +5,7 @@ integral; the seed-003 BLUP identity; bad inputs."""
 
 import warnings
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -287,24 +288,27 @@ def test_cluster_identities_match_dense_inverse_and_determinant(seed, n, q):
     if np.linalg.matrix_rank(Z) < q:
         return
     data = jaxlmm.LMMData.from_arrays(rng.normal(size=(N, 2)), rng.normal(size=N), groups, Z)
-    design = eb.eb_design(data, (), True)
+    design = eqx.filter_jit(eb.eb_design)(data, (), True)
     M = rng.normal(size=(q, q))
     psi = M @ M.T + 0.1 * np.eye(q)
     sigma2 = float(rng.uniform(0.2, 2.0))
     V = _dense_V(np.asarray(data.cluster), np.asarray(data.Z), psi, sigma2)
     B = rng.normal(size=(N, 3))
     L = jnp.linalg.cholesky(psi)
-    chol = ebl._cluster_cholesky(design, L, sigma2)
-    np.testing.assert_allclose(ebl._v_inverse_apply_factored(design, L, sigma2, chol, B), np.linalg.solve(V, B),
-                               rtol=1e-8, atol=1e-10)
-    np.testing.assert_allclose(ebl._log_det_v(design, psi, sigma2), np.linalg.slogdet(V)[1], rtol=1e-10)
+    # Jitted: one compilation per drawn shape instead of one per operation.
+    @jax.jit
+    def v_inverse_apply(L, s2, B):
+        return ebl._v_inverse_apply_factored(design, L, s2, ebl._cluster_cholesky(design, L, s2), B)
+
+    np.testing.assert_allclose(v_inverse_apply(L, sigma2, B), np.linalg.solve(V, B), rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(jax.jit(ebl._log_det_v)(design, psi, sigma2), np.linalg.slogdet(V)[1], rtol=1e-10)
     # The Ψ-based log-likelihood (used by the ECM) stays exact for a singular Ψ.
     singular = psi.copy()
     singular[:, 0] = singular[0, :] = 0.0
     V0 = _dense_V(np.asarray(data.cluster), np.asarray(data.Z), singular, sigma2)
     beta_F, beta_G = jnp.asarray([0.3]), jnp.asarray([0.5, -1.0])
     mean = 0.3 + np.asarray(data.X) @ np.asarray(beta_G)
-    np.testing.assert_allclose(ebl.log_likelihood(design, beta_F, beta_G, jnp.asarray(singular), sigma2),
+    np.testing.assert_allclose(jax.jit(ebl.log_likelihood)(design, beta_F, beta_G, jnp.asarray(singular), sigma2),
                                stats.multivariate_normal(mean, V0).logpdf(np.asarray(data.y)), rtol=1e-9)
 
 

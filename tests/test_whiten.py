@@ -1,3 +1,4 @@
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -24,7 +25,7 @@ def _whitening_operator(data, a):
     """Σ_a^{-1/2} as a dense matrix (caller's order) by whitening the identity: test-only."""
     n = data.n_obs
     eye_sorted = jnp.eye(n)[data.order]
-    cols = jaxlmm._whiten.inverse_sqrt_apply(data, a, eye_sorted)
+    cols = eqx.filter_jit(jaxlmm._whiten.inverse_sqrt_apply)(data, a, eye_sorted)
     return np.asarray(data.to_caller_order(cols))
 
 

@@ -16,8 +16,10 @@ class AbstractSolver(eqx.Module):
     design); paths and fixed-point loops call it once and reuse it for every λ, since XLA
     does not hoist such work out of a loop. `run` returns `(value, result, num_steps, f, grad)`
     with f and ∇f at `value`; `jaxlmm.solve` adds the objective, the KKT residual and error
-    handling. Configuration (tolerances, step limits) lives in fields, so it is static under
-    `jit`; data go through `args` and are traced.
+    handling. `run(..., max_nonzero=k)` (a traced count, default no limit) stops early with
+    `RESULTS.saturated` once more than k coefficients are nonzero. Configuration (tolerances,
+    step limits) lives in fields, so it is static under `jit`; data go through `args` and are
+    traced.
     """
 
     rtol: eqx.AbstractVar[float]
@@ -28,7 +30,7 @@ class AbstractSolver(eqx.Module):
         return None
 
     @abc.abstractmethod
-    def run(self, fn, penalty, y0: Array, args, prepared) -> tuple: ...
+    def run(self, fn, penalty, y0: Array, args, prepared, max_nonzero=None) -> tuple: ...
 
     def tolerance(self, grad0: Array, penalty) -> Array:
         """atol + rtol · (scale of the problem): the larger of |∇f(y0)|∞ and the largest finite

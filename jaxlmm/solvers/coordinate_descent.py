@@ -26,7 +26,9 @@ class CoordinateDescent(AbstractSolver):
     coordinates is never needed. Every `anderson_memory` epochs the iterates are
     extrapolated (Anderson acceleration, kept only if it lowers the objective), which
     rescues the slow linear rate of cyclic CD on correlated designs; 0 turns it off.
-    `max_steps` counts coordinate epochs.
+    `max_steps` counts coordinate epochs. `run(..., max_nonzero=k)` stops as soon as more
+    than k coefficients are nonzero (result `saturated`; glmnet's `dfmax`): with p > N and a
+    small λ the exact solution is not wanted, only the news that the fit has filled up.
 
     Raises `ValueError` for a loss that is not `jaxlmm.losses.LeastSquares`; use
     `ProximalGradient` for a general loss.
@@ -49,8 +51,13 @@ class CoordinateDescent(AbstractSolver):
         row_scale = args.weights / args.scale
         return XT, row_scale, (XT * XT) @ row_scale
 
-    def run(self, fn, penalty, y0, args, prepared=None):
+    def run(self, fn, penalty, y0, args, prepared=None, max_nonzero=None):
         XT, row_scale, hess = self.prepare(fn, args) if prepared is None else prepared
+        limit = jnp.inf if max_nonzero is None else max_nonzero
+
+        def full(beta):
+            return jnp.sum(beta != 0) > limit
+
         movable = hess > 0
         safe_hess = jnp.where(movable, hess, 1.0)
         p = XT.shape[0]
@@ -108,8 +115,8 @@ class CoordinateDescent(AbstractSolver):
             count = jnp.sum(working)
 
             def cond(c):
-                _, _, change, n, *_ = c
-                return (change > inner_tol) & (n < self.max_steps)
+                beta, _, change, n, *_ = c
+                return (change > inner_tol) & (n < self.max_steps) & ~full(beta)
 
             def body(c):
                 beta, wr, _, n, betas, wrs, i = c
@@ -131,8 +138,8 @@ class CoordinateDescent(AbstractSolver):
             return beta, wr, epochs
 
         def round_cond(s):
-            _, _, _, done, epochs, rounds, _ = s
-            return (~done) & (epochs < self.max_steps) & (rounds < self.max_rounds)
+            beta, _, _, done, epochs, rounds, _ = s
+            return (~done) & (epochs < self.max_steps) & (rounds < self.max_rounds) & ~full(beta)
 
         def round_body(s):
             beta, wr, working, _, epochs, rounds, _ = s
@@ -148,5 +155,6 @@ class CoordinateDescent(AbstractSolver):
             round_cond, round_body, (y0, wr0, working, done0, 0, 0, g0)
         )
         result = RESULTS.where(done, RESULTS.successful, RESULTS.max_steps_reached)
+        result = RESULTS.where(full(beta), RESULTS.saturated, result)
         result = RESULTS.where(jnp.all(jnp.isfinite(beta)), result, RESULTS.nonfinite)
         return beta, result, epochs, objective(beta, wr) - penalty(beta), grad

@@ -25,6 +25,8 @@ class ProximalGradient(AbstractSolver):
     - `max_steps`: iteration limit (then `RESULTS.max_steps_reached`).
     - `restart`: use adaptive restart (default True).
     - `max_backtracks`: doublings of L allowed per iteration.
+
+    `run(..., max_nonzero=k)` stops once more than k coefficients are nonzero (`saturated`).
     """
 
     rtol: float = 1e-8
@@ -33,8 +35,9 @@ class ProximalGradient(AbstractSolver):
     restart: bool = True
     max_backtracks: int = 60
 
-    def run(self, fn, penalty, y0, args, prepared=None):
+    def run(self, fn, penalty, y0, args, prepared=None, max_nonzero=None):
         value_and_grad = jax.value_and_grad(fn)
+        limit = jnp.inf if max_nonzero is None else max_nonzero
         f0, g0 = value_and_grad(y0, args)
         tol = self.tolerance(g0, penalty)
         dtype = g0.dtype
@@ -73,8 +76,9 @@ class ProximalGradient(AbstractSolver):
             return lax.while_loop(cond, body, (x, fx, ok, L, 0))
 
         def cond(s):
-            _, _, _, _, k, kkt, result, _, _ = s
-            return (kkt > tol) & (k < self.max_steps) & (result == RESULTS.successful)
+            x, _, _, _, k, kkt, result, _, _ = s
+            full = jnp.sum(x != 0) > limit
+            return (kkt > tol) & (k < self.max_steps) & (result == RESULTS.successful) & ~full
 
         def body(s):
             x, z, t, L, k, *_ = s
@@ -99,4 +103,5 @@ class ProximalGradient(AbstractSolver):
         result = RESULTS.where(
             (result == RESULTS.successful) & (kkt > tol), RESULTS.max_steps_reached, result
         )
+        result = RESULTS.where(jnp.sum(x != 0) > limit, RESULTS.saturated, result)
         return x, result, k, f, g
