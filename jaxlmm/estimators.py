@@ -178,8 +178,8 @@ def _design(data: LMMData, intercept: bool):
 
 @eqx.filter_jit
 def _lasso_cv_at_a(data, a, train, lambdas, relative, weights, unpenalized, intercept, solver):
-    """CV errors along a λ path at one a, all folds at once. With `relative`, `lambdas` are
-    fractions of the full-data λ_max(a) (so the grid follows a)."""
+    """CV errors along a λ path at one a, all folds in one program (`map_over_folds`). With
+    `relative`, `lambdas` are fractions of the full-data λ_max(a) (so the grid follows a)."""
     fn, args = quasi_likelihood(data, a, intercept=intercept)
     y0 = jnp.zeros(args.X.shape[1], args.X.dtype)
     lam_max, start = lambda_max(fn, args, solver, y0, weights, unpenalized)

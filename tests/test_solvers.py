@@ -208,3 +208,20 @@ def test_property_l1_prox_is_the_minimiser(z, t, step):
         assert 0.5 * (bi - zi) ** 2 + step * t * abs(bi) <= vals.min() + 1e-12
     # b = prox(z) ⇔ (z − b)/step ∈ t ∂|b|  ⇔  KKT residual of the gradient (b − z)/step is 0
     np.testing.assert_allclose(pen.kkt_residual(b, (b - z) / step), 0.0, atol=1e-9)
+
+
+@pytest.mark.parametrize("solver", SOLVERS, ids=lambda s: type(s).__name__)
+def test_max_nonzero_stops_a_filling_fit(problem, solver):
+    """`run(..., max_nonzero=k)` (glmnet's dfmax) stops with `saturated` once an iterate has
+    more than k nonzero coefficients; a limit no iterate can exceed (k = p) changes nothing."""
+    data, a, fn, args, Xa, ya, tr = problem
+    y0 = jnp.zeros(data.n_features)
+    penalty = jaxlmm.L1(0.005)
+    free, free_result, *_ = jax.jit(lambda: solver.run(fn, penalty, y0, args))()
+    nnz = int(jnp.sum(free != 0))
+    assert free_result == jaxlmm.RESULTS.successful and nnz > 10
+    capped, capped_result, *_ = jax.jit(lambda k: solver.run(fn, penalty, y0, args, max_nonzero=k))(5)
+    assert capped_result == jaxlmm.RESULTS.saturated and int(jnp.sum(capped != 0)) > 5
+    loose, loose_result, *_ = jax.jit(lambda k: solver.run(fn, penalty, y0, args, max_nonzero=k))(data.n_features)
+    assert loose_result == jaxlmm.RESULTS.successful
+    np.testing.assert_allclose(loose, free, atol=1e-10)

@@ -17,7 +17,7 @@ class AbstractSolver(eqx.Module):
     does not hoist such work out of a loop. `run` returns `(value, result, num_steps, f, grad)`
     with f and ∇f at `value`; `jaxlmm.solve` adds the objective, the KKT residual and error
     handling. `run(..., max_nonzero=k)` (a traced count, default no limit) stops early with
-    `RESULTS.saturated` once more than k coefficients are nonzero. Configuration (tolerances,
+    `RESULTS.saturated` once an iterate has more than k nonzero coefficients. Configuration (tolerances,
     step limits) lives in fields, so it is static under `jit`; data go through `args` and are
     traced.
     """

@@ -26,9 +26,10 @@ class CoordinateDescent(AbstractSolver):
     coordinates is never needed. Every `anderson_memory` epochs the iterates are
     extrapolated (Anderson acceleration, kept only if it lowers the objective), which
     rescues the slow linear rate of cyclic CD on correlated designs; 0 turns it off.
-    `max_steps` counts coordinate epochs. `run(..., max_nonzero=k)` stops as soon as more
-    than k coefficients are nonzero (result `saturated`; glmnet's `dfmax`): with p > N and a
-    small λ the exact solution is not wanted, only the news that the fit has filled up.
+    `max_steps` counts coordinate epochs. `run(..., max_nonzero=k)` stops as soon as an
+    iterate has more than k nonzero coefficients (result `saturated`; glmnet's `dfmax`): with
+    p > N and a small λ the exact solution is not wanted, only the news that the fit has filled
+    up. (An iterate can carry a few more nonzeros than the solution it converges to.)
 
     Raises `ValueError` for a loss that is not `jaxlmm.losses.LeastSquares`; use
     `ProximalGradient` for a general loss.

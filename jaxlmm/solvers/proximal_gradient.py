@@ -26,7 +26,8 @@ class ProximalGradient(AbstractSolver):
     - `restart`: use adaptive restart (default True).
     - `max_backtracks`: doublings of L allowed per iteration.
 
-    `run(..., max_nonzero=k)` stops once more than k coefficients are nonzero (`saturated`).
+    `run(..., max_nonzero=k)` stops once an iterate has more than k nonzero coefficients
+    (`saturated`).
     """
 
     rtol: float = 1e-8
