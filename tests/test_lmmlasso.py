@@ -311,3 +311,31 @@ def test_cgd_vmaps_over_data_sets_and_lambda():
     nudged = converged * (1.0 + 1e-9 * jnp.arange(lanes))[:, None]
     again = np.asarray(jax.jit(jax.vmap(newton))(lane_args, batched.params.beta, nudged))
     np.testing.assert_allclose(again, converged, rtol=1e-6)
+
+
+def test_a_start_with_more_nonzeros_than_the_limit_is_still_fitted():
+    """`MixedModelCGD.run(..., max_nonzero=k)` judges its iterates, not its start. Regression:
+    an H3 replicate whose CV-Lasso cold start had 94 nonzeros (limit 88) was stopped before any
+    step at every λ, so only the degenerate warm path was left and BIC chose σ̂² = 19.5 with no
+    penalised β (truth σ² = 0.25)."""
+    from jaxlmm.lmmlasso import profile_start
+
+    args, cold = _prepared(_small_design(0))
+    p1 = args.X.shape[1]
+    crowded = cold + 0.01                                         # all p + 1 coefficients nonzero
+    penalty = jaxlmm.L1(20.0, jnp.ones(p1), jnp.zeros(p1, bool).at[:2].set(True))
+    solver = jaxlmm.MixedModelCGD()
+
+    @jax.jit
+    def fit(limit):
+        theta0, log_sigma0 = profile_start(args, crowded, "identity")
+        return solver.run("identity", args, penalty, MixedModelParams(crowded, theta0, log_sigma0), limit)
+
+    free = fit(p1)
+    capped = fit(8)
+    assert bool(free.converged) and int(jnp.sum(free.params.beta != 0)) <= 8
+    assert capped.result == jaxlmm.RESULTS.successful
+    np.testing.assert_allclose(capped.params.beta, free.params.beta, atol=1e-8)
+    # A negative limit returns the start at once (how a path marks the λ it no longer fits).
+    skipped = fit(-1)
+    assert skipped.result == jaxlmm.RESULTS.saturated and int(skipped.num_steps) == 0

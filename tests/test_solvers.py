@@ -225,3 +225,11 @@ def test_max_nonzero_stops_a_filling_fit(problem, solver):
     loose, loose_result, *_ = jax.jit(lambda k: solver.run(fn, penalty, y0, args, max_nonzero=k))(data.n_features)
     assert loose_result == jaxlmm.RESULTS.successful
     np.testing.assert_allclose(loose, free, atol=1e-10)
+    # The start does not count: from the filled-up solution, a λ whose solution is sparse is
+    # reached and not reported as saturated (regression: the limit was checked on y0 itself).
+    sparse = jaxlmm.L1(0.3)
+    target, *_ = jax.jit(lambda: solver.run(fn, sparse, y0, args))()
+    assert 0 < int(jnp.sum(target != 0)) <= 5
+    emptied, emptied_result, *_ = jax.jit(lambda k: solver.run(fn, sparse, free, args, max_nonzero=k))(5)
+    assert emptied_result == jaxlmm.RESULTS.successful
+    np.testing.assert_allclose(emptied, target, atol=1e-6)

@@ -27,9 +27,10 @@ class CoordinateDescent(AbstractSolver):
     extrapolated (Anderson acceleration, kept only if it lowers the objective), which
     rescues the slow linear rate of cyclic CD on correlated designs; 0 turns it off.
     `max_steps` counts coordinate epochs. `run(..., max_nonzero=k)` stops as soon as an
-    iterate has more than k nonzero coefficients (result `saturated`; glmnet's `dfmax`): with
-    p > N and a small λ the exact solution is not wanted, only the news that the fit has filled
-    up. (An iterate can carry a few more nonzeros than the solution it converges to.)
+    iterate has more than k nonzero coefficients and more than the start had (result
+    `saturated`; glmnet's `dfmax`): with p > N and a small λ the exact solution is not wanted,
+    only the news that the fit has filled up. A fit that ends with more than k nonzeros is
+    `saturated` too. (An iterate can carry a few more nonzeros than its limit point.)
 
     Raises `ValueError` for a loss that is not `jaxlmm.losses.LeastSquares`; use
     `ProximalGradient` for a general loss.
@@ -55,9 +56,12 @@ class CoordinateDescent(AbstractSolver):
     def run(self, fn, penalty, y0, args, prepared=None, max_nonzero=None):
         XT, row_scale, hess = self.prepare(fn, args) if prepared is None else prepared
         limit = jnp.inf if max_nonzero is None else max_nonzero
+        # Stop on growth past the limit, not on a start that is already past it: a crowded
+        # start (a CV-Lasso β at a large λ) empties on the way to its solution.
+        cap = jnp.maximum(limit, jnp.sum(y0 != 0))
 
         def full(beta):
-            return jnp.sum(beta != 0) > limit
+            return jnp.sum(beta != 0) > cap
 
         movable = hess > 0
         safe_hess = jnp.where(movable, hess, 1.0)
@@ -156,6 +160,6 @@ class CoordinateDescent(AbstractSolver):
             round_cond, round_body, (y0, wr0, working, done0, 0, 0, g0)
         )
         result = RESULTS.where(done, RESULTS.successful, RESULTS.max_steps_reached)
-        result = RESULTS.where(full(beta), RESULTS.saturated, result)
+        result = RESULTS.where(jnp.sum(beta != 0) > limit, RESULTS.saturated, result)
         result = RESULTS.where(jnp.all(jnp.isfinite(beta)), result, RESULTS.nonfinite)
         return beta, result, epochs, objective(beta, wr) - penalty(beta), grad

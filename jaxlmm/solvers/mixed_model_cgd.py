@@ -55,8 +55,11 @@ class MixedModelCGD(eqx.Module):
     Stops when the relative changes of β, of Q and of (σ, θ) are all ≤ `tol` (the paper's
     rule; the default 1e-6 is tighter than lmmlasso's 1e-4), or after `max_steps` outer
     iterations. Every block decreases Q, so Q is monotone.
-    With `max_nonzero` given, it stops as soon as more coefficients than that are nonzero
-    (result `saturated`; lmmlasso's `stopSat`): with p > N such fits head to σ² → 0.
+    With `max_nonzero` given, it stops as soon as an iterate has more nonzero coefficients
+    than that and than the start had (result `saturated`, as is a fit that ends with more than
+    `max_nonzero`; lmmlasso's `stopSat`): with p > N such fits head to σ² → 0. A negative
+    `max_nonzero` returns the start at once as `saturated` (how a λ path marks the λ it no
+    longer fits).
     """
 
     tol: float = 1e-6
@@ -77,13 +80,19 @@ class MixedModelCGD(eqx.Module):
         def objective(params):
             return nll(params) + penalty(params.beta)
 
+        limit = jnp.inf if max_nonzero is None else max_nonzero
+        # Stop on growth past the limit, not on a start that is already past it: a crowded
+        # CV-Lasso start at a large λ empties in its first β-block.
+        cap = jnp.maximum(limit, jnp.sum(params0.beta != 0))
+
         def beta_block(params):
             X_w, y_w = whiten_by_covariance(args, params.theta, params.log_sigma, structure)
             ls_args = LeastSquaresData(X_w, y_w, jnp.ones_like(y_w), jnp.asarray(1.0, y_w.dtype))
-            # A β-block that fills up stops there (the whole fit is then saturated): solving a
-            # p > N Lasso at a λ this small to convergence is the costliest part of a path.
+            # A β-block that grows past the cap stops there (so does the whole fit, saturated):
+            # solving a p > N Lasso at a λ this small to convergence is the costliest part of a
+            # path. Same cap as the outer loop, so a β-block is never cut short on its own.
             beta, result, *_ = self.beta_solver.run(LeastSquares(), penalty, params.beta, ls_args, None,
-                                                    max_nonzero=max_nonzero)
+                                                    max_nonzero=cap)
             return beta, result
 
         def variance_block(params):
@@ -100,14 +109,13 @@ class MixedModelCGD(eqx.Module):
         def relative(new, old):
             return jnp.linalg.norm(new - old) / (1.0 + jnp.linalg.norm(new))
 
-        limit = jnp.inf if max_nonzero is None else max_nonzero
-
         def saturated(params):
             return jnp.sum(params.beta != 0) > limit
 
         def cond(s):
             params, _, it, done, finite, _ = s
-            return (~done) & finite & (it < self.max_steps) & ~saturated(params)
+            growing = jnp.sum(params.beta != 0) > cap
+            return (~done) & finite & (it < self.max_steps) & ~growing & (limit >= 0)
 
         def body(s):
             params, q_old, it, _, _, beta_ok = s

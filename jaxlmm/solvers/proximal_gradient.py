@@ -26,8 +26,8 @@ class ProximalGradient(AbstractSolver):
     - `restart`: use adaptive restart (default True).
     - `max_backtracks`: doublings of L allowed per iteration.
 
-    `run(..., max_nonzero=k)` stops once an iterate has more than k nonzero coefficients
-    (`saturated`).
+    `run(..., max_nonzero=k)` stops once an iterate has more than k nonzero coefficients and
+    more than the start had (`saturated`, as is a fit that ends with more than k).
     """
 
     rtol: float = 1e-8
@@ -39,6 +39,7 @@ class ProximalGradient(AbstractSolver):
     def run(self, fn, penalty, y0, args, prepared=None, max_nonzero=None):
         value_and_grad = jax.value_and_grad(fn)
         limit = jnp.inf if max_nonzero is None else max_nonzero
+        cap = jnp.maximum(limit, jnp.sum(y0 != 0))  # growth past the limit, not a crowded start
         f0, g0 = value_and_grad(y0, args)
         tol = self.tolerance(g0, penalty)
         dtype = g0.dtype
@@ -78,7 +79,7 @@ class ProximalGradient(AbstractSolver):
 
         def cond(s):
             x, _, _, _, k, kkt, result, _, _ = s
-            full = jnp.sum(x != 0) > limit
+            full = jnp.sum(x != 0) > cap
             return (kkt > tol) & (k < self.max_steps) & (result == RESULTS.successful) & ~full
 
         def body(s):
