@@ -69,8 +69,8 @@ def main():
             values = np.array(rows[name], float)
             cells = []
             for j, paper in enumerate(PAPER[(design, name)]):
-                mean, sd = np.nanmean(values[:, j]), np.nanstd(values[:, j])
-                cells.append("–" if np.isnan(mean) else f"{mean:.2f}({sd:.2f})[{paper:.2f}]")
+                column = values[:, j][~np.isnan(values[:, j])]  # θ² is NaN without random effects
+                cells.append(f"{column.mean():.2f}({column.std():.2f})[{paper:.2f}]" if column.size else "–")
             print(f"{name:11} " + " ".join(f"{c:>17}" for c in cells) + f" {seconds[name] / reps:>6.2f}")
 
 
