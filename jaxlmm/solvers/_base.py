@@ -9,6 +9,15 @@ import jax.numpy as jnp
 from jax import Array
 
 
+def nonzero_limits(max_nonzero, start: Array) -> tuple:
+    """(limit, cap) for a `max_nonzero` run: a result with more than `limit` nonzeros is
+    `saturated`, and the loop stops once an iterate has more than `cap` = max(limit, nonzeros
+    of the start). Growth past the limit counts, not a start that is already past it: a
+    crowded start (a CV-Lasso β at a large λ) empties on the way to its solution."""
+    limit = jnp.inf if max_nonzero is None else max_nonzero
+    return limit, jnp.maximum(limit, jnp.sum(start != 0))
+
+
 class AbstractSolver(eqx.Module):
     """A solver for min_β f(β, args) + penalty(β), run entirely inside `jit`.
 

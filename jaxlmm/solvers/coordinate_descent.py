@@ -8,7 +8,7 @@ from jax import lax
 from .._solution import RESULTS
 from ..losses.least_squares import LeastSquares
 from ..penalties import soft_threshold
-from ._base import AbstractSolver
+from ._base import AbstractSolver, nonzero_limits
 
 
 class CoordinateDescent(AbstractSolver):
@@ -55,10 +55,7 @@ class CoordinateDescent(AbstractSolver):
 
     def run(self, fn, penalty, y0, args, prepared=None, max_nonzero=None):
         XT, row_scale, hess = self.prepare(fn, args) if prepared is None else prepared
-        limit = jnp.inf if max_nonzero is None else max_nonzero
-        # Stop on growth past the limit, not on a start that is already past it: a crowded
-        # start (a CV-Lasso β at a large λ) empties on the way to its solution.
-        cap = jnp.maximum(limit, jnp.sum(y0 != 0))
+        limit, cap = nonzero_limits(max_nonzero, y0)
 
         def full(beta):
             return jnp.sum(beta != 0) > cap

@@ -18,6 +18,7 @@ from ..losses.penalised_ml import (
     whiten_by_covariance,
 )
 from ..penalties import L1
+from ._base import nonzero_limits
 from .coordinate_descent import CoordinateDescent
 from .newton import damped_newton
 
@@ -80,10 +81,7 @@ class MixedModelCGD(eqx.Module):
         def objective(params):
             return nll(params) + penalty(params.beta)
 
-        limit = jnp.inf if max_nonzero is None else max_nonzero
-        # Stop on growth past the limit, not on a start that is already past it: a crowded
-        # CV-Lasso start at a large λ empties in its first β-block.
-        cap = jnp.maximum(limit, jnp.sum(params0.beta != 0))
+        limit, cap = nonzero_limits(max_nonzero, params0.beta)
 
         def beta_block(params):
             X_w, y_w = whiten_by_covariance(args, params.theta, params.log_sigma, structure)

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from .._solution import RESULTS
-from ._base import AbstractSolver
+from ._base import AbstractSolver, nonzero_limits
 
 
 class ProximalGradient(AbstractSolver):
@@ -38,8 +38,7 @@ class ProximalGradient(AbstractSolver):
 
     def run(self, fn, penalty, y0, args, prepared=None, max_nonzero=None):
         value_and_grad = jax.value_and_grad(fn)
-        limit = jnp.inf if max_nonzero is None else max_nonzero
-        cap = jnp.maximum(limit, jnp.sum(y0 != 0))  # growth past the limit, not a crowded start
+        limit, cap = nonzero_limits(max_nonzero, y0)
         f0, g0 = value_and_grad(y0, args)
         tol = self.tolerance(g0, penalty)
         dtype = g0.dtype
