@@ -32,6 +32,7 @@ from .losses.eb_ridge import (
     eb_design,
     log_integrand,
     log_posterior,
+    maximum_b,
     minimum_proper_b,
     phi_from_variance,
     posterior_moments,
@@ -159,8 +160,8 @@ def eb_ridge_map(design: EBDesign, lam, b, A, params0: EBParams | None = None, t
 
 
 class LaplaceMarginal(eqx.Module):
-    """`value` ≈ log p(y | Θ); `phi` the mode φ̂ of ℓ; `valid` (the Hessian at φ̂ is negative
-    definite and the value finite)."""
+    """`value` ≈ log p(y | Θ); `phi` the mode φ̂ of ℓ; `valid` (φ̂ is a mode: ∇²ℓ negative
+    definite and the Newton decrement ≤ 1e−6; and the value is finite)."""
 
     value: Array
     phi: Array
@@ -174,8 +175,10 @@ def laplace_log_marginal(design: EBDesign, lam, b, A: Array, phi0: Array, newton
 
     φ̂ = argmax ℓ by damped Newton from `phi0` (autodiff Hessian). Differentiable in Θ: φ̂ is
     re-expressed as one Newton step from its stopped-gradient value, which has the exact
-    implicit derivative −H⁻¹ ∂²ℓ/∂φ∂Θ at a stationary point.
+    implicit derivative −H⁻¹ ∂²ℓ/∂φ∂Θ at a stationary point. b above `maximum_b` is evaluated
+    at `maximum_b` (the evidence is flat there to working precision).
     """
+    b = jnp.minimum(b, maximum_b(design.data.n_clusters, design.d.dtype))
 
     def f(phi):
         return -log_integrand(phi, design, lam, b, A)
@@ -184,11 +187,16 @@ def laplace_log_marginal(design: EBDesign, lam, b, A: Array, phi0: Array, newton
     value, grad, hess = value_grad_hessian(f, phi_hat)
     # Envelope theorem: at the mode, d f(φ̂(Θ), Θ)/dΘ = ∂f/∂Θ, so the value needs no φ̂-derivative;
     # the log-determinant does, through one Newton step (implicit derivative −H⁻¹ ∂²f/∂φ∂Θ).
-    phi_step = phi_hat - jnp.linalg.solve(hess, grad)
+    newton = jnp.linalg.solve(hess, grad)
+    phi_step = phi_hat - newton
     sign, log_det = jnp.linalg.slogdet(jax.hessian(f)(phi_step))
     d = phi0.shape[0]
     value = -value + 0.5 * d * math.log(2.0 * math.pi) - 0.5 * log_det
-    return LaplaceMarginal(value, phi_hat, (sign > 0) & jnp.isfinite(value))
+    # A mode: the Hessian positive definite (not just det > 0) and the Newton decrement gᵀH⁻¹g,
+    # the rise in ℓ one more step would bring, negligible. Newton stopped on a ridge or a saddle
+    # gives a near-singular H and a log-determinant that makes the "evidence" arbitrarily large.
+    is_mode = (jnp.min(jnp.linalg.eigvalsh(lax.stop_gradient(hess))) > 0) & (lax.stop_gradient(grad @ newton) <= 1e-6)
+    return LaplaceMarginal(value, phi_hat, is_mode & (sign > 0) & jnp.isfinite(value))
 
 
 # ---- hyperparameters ----------------------------------------------------------------------------
@@ -208,8 +216,8 @@ class Hyperparameters(eqx.Module):
     num_steps: Array
 
 
-def _unpack(u, fixed_lam, fixed_b, fixed_A, learn_A: str, q: int, b_min: float):
-    """Free vector u → Θ. Free entries: log λ; t with b = b_min + (1 − b_min) sigmoid(t); log α
+def _unpack(u, fixed_lam, fixed_b, fixed_A, learn_A: str, q: int, b_min: float, b_max: float):
+    """Free vector u → Θ. Free entries: log λ; t with b = b_min + (b_max − b_min) sigmoid(t); log α
     (A = α I) or the log-Cholesky of a full A."""
     i = 0
     if fixed_lam is None:
@@ -217,7 +225,7 @@ def _unpack(u, fixed_lam, fixed_b, fixed_A, learn_A: str, q: int, b_min: float):
     else:
         lam = fixed_lam
     if fixed_b is None:
-        b, i = b_min + (1.0 - b_min) * jax.nn.sigmoid(u[i]), i + 1
+        b, i = b_min + (b_max - b_min) * jax.nn.sigmoid(u[i]), i + 1
     else:
         b = fixed_b
     if learn_A == "scalar":
@@ -241,15 +249,15 @@ def learn_hyperparameters(design: EBDesign, lam=None, b=None, A=None, learn_A: s
     data = design.data
     q = data.Z.shape[1]
     n = data.n_clusters
-    b_min = minimum_proper_b(n, q)
     dtype = design.d.dtype
+    b_min, b_max = minimum_proper_b(n, q), maximum_b(n, dtype)
     start = start_params(design, jnp.asarray(1.0 if lam is None else lam, dtype)) if start is None else start
     phi0 = phi_from_variance(start.psi, start.sigma2)
     u0 = []
     if lam is None:
         u0.append(jnp.zeros((), dtype))  # λ = 1: prior variance of β_G equal to σ²
     if b is None:
-        u0.append(jnp.asarray(-1.0, dtype))  # b about b_min + 0.27 (1 − b_min)
+        u0.append(jnp.asarray(-1.0, dtype))  # b about b_min + 0.27 (b_max − b_min)
     alpha0 = jnp.mean(jnp.diagonal(start.psi))
     if learn_A == "scalar":
         u0.append(jnp.log(alpha0))
@@ -258,11 +266,12 @@ def learn_hyperparameters(design: EBDesign, lam=None, b=None, A=None, learn_A: s
     u0 = jnp.concatenate([jnp.atleast_1d(x) for x in u0])
 
     def theta(u):
-        return _unpack(u, lam, b, A, learn_A, q, b_min)
+        return _unpack(u, lam, b, A, learn_A, q, b_min, b_max)
 
     def negative(u):
         laplace = laplace_log_marginal(design, *theta(u), phi0, newton_steps)
-        return -laplace.value, laplace
+        # Where no mode was found the value means nothing: +∞ makes the line search step back.
+        return jnp.where(laplace.valid, -laplace.value, jnp.inf), laplace
 
     u, laplace, steps, converged = minimise_lbfgs(jax.value_and_grad(negative, has_aux=True), u0, max_steps, gtol)
     lam_hat, b_hat, A_hat = theta(u)
@@ -287,8 +296,8 @@ class EBRidgeFit:
     (q×q), `nu`/`Phi` (the same prior as IW(ν, Φ)), `log_marginal_likelihood` (Laplace, at Θ;
     None when the prior is improper: λ = 0 or b ≤ 2q/(n + 2q)), `log_posterior` (J at the
     MAP), `learned` (which of λ, b, A were learned), `converged` (ECM and, when anything was
-    learned, L-BFGS and a negative definite Laplace Hessian), `n_iter` (ECM iterations),
-    `message`.
+    learned, L-BFGS and a Laplace mode: negative definite Hessian, Newton decrement ≤ 1e−6),
+    `n_iter` (ECM iterations), `message`.
     """
 
     coef: np.ndarray
@@ -381,8 +390,9 @@ def fit_eb_ridge(data: LMMData, lam=None, b=None, A=None, *, unpenalized=None, i
     - `data`: an `LMMData`.
     - `lam`: ridge λ ≥ 0 (0 = no ridge prior, only when the fixed effects are identifiable),
       or None to learn it.
-    - `b`: prior weight in [0, 1) (0 = no prior on Ψ), or None to learn it in (2q/(n + 2q), 1),
-      the range where the inverse-Wishart is proper.
+    - `b`: prior weight in [0, 1) (0 = no prior on Ψ), or None to learn it in (2q/(n + 2q), b_max),
+      the range where the inverse-Wishart is proper (b_max = 1 − n·eps^(1/2) approximately, see
+      `losses.eb_ridge.maximum_b`; b = b_max means Ψ ≈ A to working precision).
     - `A`: None (learn A = α I), "full" (learn a full A), a positive number α (A = α I fixed)
       or a q×q positive definite matrix (fixed).
     - `unpenalized`: column indices of X with a flat prior (besides the intercept).
@@ -434,7 +444,8 @@ def fit_eb_ridge(data: LMMData, lam=None, b=None, A=None, *, unpenalized=None, i
         lam_v, b_v, A_v = float(hyper.lam), float(hyper.b), np.asarray(hyper.A)
         outer_ok = bool(hyper.result == RESULTS.successful) and bool(hyper.valid)
         if not outer_ok:
-            message = "hyperparameters: " + (RESULTS[hyper.result] or "the Laplace Hessian is not negative definite.")
+            message = "hyperparameters: " + (RESULTS[hyper.result] or "no mode of the variance posterior was found "
+                                             "(Laplace Hessian not negative definite or Newton not converged).")
     else:
         lam_v, b_v, A_v = float(lam), float(b), A_fixed
     # The search already evaluated the evidence at its optimum; only fixed Θ needs it computed.

@@ -255,6 +255,40 @@ def test_learned_hyperparameters_maximise_the_laplace_evidence():
         assert evidence(fit.lam, fit.b, alpha * factor) < best
 
 
+def test_evidence_is_continuous_as_b_tends_to_one():
+    # As b → 1 the prior becomes a point mass at A and the evidence tends to a finite limit. The
+    # IW log-density's c log c terms cancel to O(log c); past `maximum_b` they did so below
+    # float64 precision (b = 1 − 1e−14 read −114.6 against the limit −143.25), and L-BFGS,
+    # drifting up the flat tail, stopped on such values.
+    X, y, groups, Z = _data(seed=5, n=40, size_range=(2, 2), p=2, q=4, psi=np.eye(4))
+    design = eb.eb_design(jaxlmm.LMMData.from_arrays(X, y, groups, Z), (), True)
+    start = eb.start_params(design, 1.0)
+    phi0 = eb.phi_from_variance(start.psi, start.sigma2)
+    evidence = jax.jit(lambda b: eb.laplace_log_marginal(design, 1.0, b, 0.5 * jnp.eye(4), phi0).value)
+    limit = evidence(1.0 - 1e-6)
+    for gap in (1e-9, 1e-11, 1e-12, 1e-13, 1e-14):
+        np.testing.assert_allclose(evidence(1.0 - gap), limit, atol=1e-5)
+    b_max = ebl.maximum_b(40, np.float64)
+    assert 1.0 - 1e-6 < b_max < 1.0 - 1e-7
+
+
+def test_laplace_is_valid_only_at_a_mode():
+    # A point that is not a mode (Newton stopped early, or on a ridge with a near-singular
+    # Hessian) gives a log-determinant that can make the "evidence" arbitrarily large; such
+    # values must be flagged, and the hyperparameter search must not climb on them.
+    X, y, groups, Z = _data(seed=9, n=20, size_range=(3, 6), p=4, q=2)
+    design = eb.eb_design(jaxlmm.LMMData.from_arrays(X, y, groups, Z), (), True)
+    start = eb.start_params(design, 1.0)
+    phi0 = eb.phi_from_variance(start.psi, start.sigma2)
+    A = 0.5 * jnp.eye(2)
+    one_step = eb.laplace_log_marginal(design, 1.0, 0.4, A, phi0 + 1.0, newton_steps=1)
+    converged = eb.laplace_log_marginal(design, 1.0, 0.4, A, phi0 + 1.0)
+    assert converged.valid and not one_step.valid
+    # A saddle has det(−H) > 0 when two eigenvalues are negative; only a mode passes.
+    f = lambda phi: -ebl.log_integrand(phi, design, 1.0, 0.4, A)  # noqa: E731
+    assert np.all(np.linalg.eigvalsh(np.asarray(jax.hessian(f)(converged.phi))) > 0)
+
+
 def test_eb_ridge_map_vmaps_over_lambda_and_data_sets():
     sets = []
     for seed in range(3):
