@@ -175,10 +175,9 @@ def laplace_log_marginal(design: EBDesign, lam, b, A: Array, phi0: Array, newton
 
     φ̂ = argmax ℓ by damped Newton from `phi0` (autodiff Hessian). Differentiable in Θ: φ̂ is
     re-expressed as one Newton step from its stopped-gradient value, which has the exact
-    implicit derivative −H⁻¹ ∂²ℓ/∂φ∂Θ at a stationary point. b above `maximum_b` is evaluated
-    at `maximum_b` (the evidence is flat there to working precision).
+    implicit derivative −H⁻¹ ∂²ℓ/∂φ∂Θ at a stationary point. b above `maximum_b` counts as
+    `maximum_b` (see `inverse_wishart_logpdf`; the evidence is flat there to working precision).
     """
-    b = jnp.minimum(b, maximum_b(design.data.n_clusters, design.d.dtype))
 
     def f(phi):
         return -log_integrand(phi, design, lam, b, A)

@@ -148,10 +148,10 @@ def maximum_b(n_clusters: int, dtype) -> float:
 def inverse_wishart_logpdf(L: Array, b, A: Array, n_clusters: int) -> Array:
     """log IW(Ψ; ν, Φ) with ν = c_b − q − 1 and Φ = c_b A, c_b = b n / (1 − b), so that the
     EM update is Ψ⁺ = b A + (1 − b) mean(E[b_i b_iᵀ]) (A is the prior mode). Ψ = L Lᵀ is given
-    by its Cholesky factor L. Requires b > `minimum_proper_b` (ν > q − 1); accurate up to
-    `maximum_b`."""
+    by its Cholesky factor L. Requires b > `minimum_proper_b` (ν > q − 1). A b above
+    `maximum_b` is evaluated at `maximum_b`, where the terms still cancel accurately."""
     q = L.shape[0]
-    c = prior_weight(b, n_clusters)
+    c = prior_weight(jnp.minimum(b, maximum_b(n_clusters, L.dtype)), n_clusters)
     nu = c - q - 1.0
     LA = jnp.linalg.cholesky(A)
     log_det_psi = 2.0 * jnp.sum(jnp.log(jnp.diagonal(L)))
