@@ -1,36 +1,63 @@
-# Each target creates .venv on first use and installs the package with its test extras.
+# Each target creates its virtual environment on first use. `demo`, `test`, `bench` and
+# `notebooks` install the exact versions of requirements*.lock (a new release cannot change a
+# result); `test-latest` installs the newest releases pyproject.toml allows; `lock` refreshes
+# the lock files to those newest releases (run it, then `make test`, then commit the locks).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+LOCK := requirements.lock
+NOTEBOOK_LOCK := requirements-notebooks.lock
+TEST := python -m pytest -q -n 2 -p no:cacheprovider
 
-.PHONY: demo test bench notebooks clean
+.PHONY: demo test test-latest bench notebooks lock clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[test,bench,plots]"
+	$(BIN)/pip install --quiet --no-deps -r $(LOCK)
+	$(BIN)/pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/jaxlmm demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n 2
+	$(BIN)/$(TEST)
+
+# The suite against the newest releases of every dependency, in its own environment.
+test-latest:
+	rm -rf .venv-latest
+	$(PYTHON) -m venv .venv-latest
+	.venv-latest/bin/pip install --quiet --upgrade -e ".[test,bench,plots]"
+	.venv-latest/bin/pip list --format=freeze | grep -iE '^(jax|jaxlib|numpy|scipy|equinox|optax|skscope|scikit-learn|statsmodels)=='
+	.venv-latest/bin/$(TEST)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_whiten.py
 	$(BIN)/python benchmarks/bench_lasso_path.py
 	$(BIN)/python benchmarks/bench_best_subset.py
 	$(BIN)/python benchmarks/bench_debias.py
+	$(BIN)/python benchmarks/first_call.py
 	cd benchmarks && ../$(BIN)/python bench_lmmlasso.py
 
 # Studies reproducing the seeds' tables (minutes each; not part of `make bench`):
 #   benchmarks/sim_lmmlasso_table2.py, benchmarks/study_eb_ridge.py, benchmarks/study_shel.py
 
 notebooks: $(STAMP)
-	$(BIN)/pip install --quiet -e ".[notebooks]"
+	$(BIN)/pip install --quiet --no-deps -r $(NOTEBOOK_LOCK)
 	$(BIN)/python notebooks/run.py notebooks/*.ipynb
 
+# Re-resolve both lock files to the newest releases that pyproject.toml allows (uv, in a
+# throwaway environment), for Python 3.11 as CI runs it.
+lock:
+	rm -rf .venv-lock
+	$(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/pip install --quiet uv
+	.venv-lock/bin/uv pip compile pyproject.toml --upgrade --python-version 3.11 --custom-compile-command "make lock" \
+		--extra test --extra bench --extra plots -o $(LOCK)
+	.venv-lock/bin/uv pip compile pyproject.toml --upgrade --python-version 3.11 --custom-compile-command "make lock" \
+		--extra test --extra bench --extra plots --extra notebooks -o $(NOTEBOOK_LOCK)
+	rm -rf .venv-lock
+
 clean:
-	rm -rf $(VENV) build dist *.egg-info
+	rm -rf $(VENV) .venv-latest .venv-lock build dist *.egg-info

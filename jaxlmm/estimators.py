@@ -60,7 +60,8 @@ class QuasiFit:
       iteration count skscope does not report).
     - `effective_sample_size`: tr(Σ_a^{-1}).
     - `cv`: the `CVCurve` when a, λ or k was chosen by cross-validation; `ic`: the
-      information-criterion curve {k: value} when k was chosen by GIC/EBIC.
+      information-criterion curve {k: value} when k was chosen by GIC/EBIC, and `ic_support`
+      the subset behind each value {k: column indices}.
     - `path`: the `LassoPath` at the chosen a when a path was computed.
     """
 
@@ -77,6 +78,7 @@ class QuasiFit:
     cv: CVCurve | None = None
     ic: dict | None = None
     path: LassoPath | None = None
+    ic_support: dict | None = None
 
     def predict(self, X) -> np.ndarray:
         """Marginal prediction X β̂ + intercept (no random effects)."""
@@ -506,14 +508,15 @@ def _fit_best_subset(*, data, a_values, folds, n_folds, intercept, mask, progres
         a_best = float(a_values[best[0]])
     args = _whitened(data, jnp.asarray(a_best, dtype), intercept, jnp.ones(data.n_clusters, dtype))
     coefs = _best_subset_path(args, ks, mask, solver)
-    ic = None
+    ic = ic_support = None
     if k is not None:
         j = 0
     elif by_ic:
         j, values = _choose_k_by_ic(args, coefs, ks, k_criterion, n_penalized)
         ic = dict(zip(ks.tolist(), values.tolist()))
+        ic_support = {int(k_): np.flatnonzero(_split_intercept(c, intercept)[0]) for k_, c in zip(ks, coefs)}
     else:
         j = cv.best[1]
     beta, b0 = _split_intercept(coefs[j], intercept)
     return QuasiFit(beta, float(b0), np.flatnonzero(beta), a_best, None, int(ks[j]), True, None,
-                    float(args.scale), "best_subset", cv, ic)
+                    float(args.scale), "best_subset", cv, ic, ic_support=ic_support)

@@ -22,6 +22,20 @@ class Simulated:
     sigma: float
 
 
+def _symmetric_sqrt_abs(cov: np.ndarray) -> np.ndarray:
+    """|cov|^{1/2} = V |w|^{1/2} Vᵀ, the one symmetric square root of the matrix absolute value.
+
+    The seed's covariance is not positive semi-definite (x_j and z_j, j < q, have correlation 1
+    and the cross terms make it indefinite: eigenvalues down to −0.36 for p = 50, q = 4). The
+    seed's `multivariate_normal` samples from |cov| through an SVD, but the SVD's vectors are
+    arbitrary inside the eigenvalue-1 eigenspace (multiplicity p − q), so the data it draws
+    changed with the number of BLAS threads (and so between a serial and a parallel test run).
+    The symmetric root is unique: the same distribution, drawn reproducibly.
+    """
+    w, V = np.linalg.eigh(cov)
+    return (V * np.sqrt(np.abs(w))) @ V.T
+
+
 def scope_example_design(
     seed: int = 0,
     n_clusters: int = 15,
@@ -36,8 +50,9 @@ def scope_example_design(
 ) -> Simulated:
     """The linear mixed model of the skscope example (seed 001), with unbalanced clusters allowed.
 
-    Rows of [X, Z] are N(0, [[I_p, Σ_xz], [Σ_xzᵀ, I_q]]) with Σ_xz[j, l] = rho^{|j−l|} when
-    max(j, l) ≤ q − 1 (Z is correlated with the first q columns of X) and 0 otherwise;
+    Rows of [X, Z] are N(0, |C|), C = [[I_p, Σ_xz], [Σ_xzᵀ, I_q]] with Σ_xz[j, l] = rho^{|j−l|} when
+    max(j, l) ≤ q − 1 (Z is correlated with the first q columns of X) and 0 otherwise (C is
+    indefinite; |C| is what the seed's sampler draws from, see `_symmetric_sqrt_abs`);
     b_i ~ N(0, Ψ) with Ψ_jl = psi_rho^{|j−l|}; y = Xβ + Z_i b_i + σ ε with β nonzero on
     `support`. `cluster_size` is one size for all clusters or one per cluster.
     """
@@ -47,9 +62,7 @@ def scope_example_design(
     j, l = np.meshgrid(np.arange(p), np.arange(q), indexing="ij")
     cross = np.where(np.maximum(j, l) <= q - 1, rho ** np.abs(j - l), 0.0)
     cov = np.block([[np.eye(p), cross], [cross.T, np.eye(q)]])
-    # As in the seed, x_j and z_j (j < q) have correlation 1, so `cov` is singular (and, by
-    # rounding, slightly indefinite); the SVD sampler handles that, the check would only warn.
-    XZ = rng.multivariate_normal(np.zeros(p + q), cov, size=n_obs, check_valid="ignore")
+    XZ = rng.standard_normal((n_obs, p + q)) @ _symmetric_sqrt_abs(cov)
     X, Z = XZ[:, :p], XZ[:, p:]
     beta = np.zeros(p)
     beta[list(support)] = values

@@ -86,21 +86,64 @@ def test_universal_lambda_is_the_scaled_lasso_fixed_point(seed001):
     assert {1, 5}.issubset(fit.support)
 
 
+def _exhaustive_rss(X, y, k):
+    """min over all k-subsets of the penalised columns (1..p; column 0 is the always-in
+    intercept) of the residual sum of squares, by batched normal equations."""
+    from itertools import combinations
+
+    # Project the intercept out once; then RSS(S) = ‖ỹ‖² − bᵀ G_S⁻¹ b on the projected data.
+    x0 = X[:, :1]
+    Xt = X[:, 1:] - x0 @ np.linalg.lstsq(x0, X[:, 1:], rcond=None)[0]
+    yt = y - x0 @ np.linalg.lstsq(x0, y, rcond=None)[0]
+    subsets = np.array(list(combinations(range(Xt.shape[1]), k)))
+    G = (Xt.T @ Xt)[subsets[:, :, None], subsets[:, None, :]]
+    b = (Xt.T @ yt)[subsets]
+    rss = yt @ yt - np.einsum("sk,sk->s", b, np.linalg.solve(G, b[..., None])[..., 0])
+    return rss.min()
+
+
 def test_k_by_information_criterion(seed001):
+    """GIC/EBIC over k: every criterion value equals the formula recomputed from its subset's
+    least-squares fit (an independent computation), the subsets for k ≤ 3 are the exhaustive
+    best subsets, and k is the criterion's argmin. Where the truth wins by a wide margin (EBIC
+    at a = 16: 5.5 below k = 4 and 26 below k = 2), k = 3 and the support is {1, 5, 10}."""
     sim, data = seed001
-    fit = jaxlmm.fit_quasi(data, a=2.0, k_criterion="gic", k_grid=range(1, 8))
-    assert fit.k == 3 and list(fit.support) == [1, 5, 10]
-    assert min(fit.ic, key=fit.ic.get) == 3
-    fit = jaxlmm.fit_quasi(data, a=2.0, k_criterion="ebic", k_grid=range(1, 8))
-    assert fit.k == 3
+    a, ks = 16.0, range(1, 8)
+    fn, args = quasi_likelihood(data, a, intercept=True)
+    X, y, n_eff = np.asarray(args.X), np.asarray(args.y), float(args.scale)
+    p = data.n_features
+    for criterion in ("gic", "ebic"):
+        fit = jaxlmm.fit_quasi(data, a=a, k_criterion=criterion, k_grid=ks, progress=False)
+        assert sorted(fit.ic) == list(ks) and fit.k == min(fit.ic, key=fit.ic.get)
+        np.testing.assert_array_equal(fit.support, fit.ic_support[fit.k])
+        for k in ks:
+            support = fit.ic_support[k]
+            assert len(support) == k
+            cols = np.concatenate([[0], support + 1])
+            r = y - X[:, cols] @ np.linalg.lstsq(X[:, cols], y, rcond=None)[0]
+            rss = r @ r
+            if k <= 3:
+                np.testing.assert_allclose(rss, _exhaustive_rss(X, y, k), rtol=1e-9)
+            penalty = k * np.log(p) * np.log(np.log(n_eff)) if criterion == "gic" else k * (np.log(n_eff) + np.log(p))
+            np.testing.assert_allclose(fit.ic[k], n_eff * np.log(rss / n_eff) + penalty, rtol=1e-8)
+        if criterion == "ebic":
+            runner_up = min(v for k, v in fit.ic.items() if k != 3)
+            assert fit.ic[3] < runner_up - 4.0 and fit.k == 3 and list(fit.support) == [1, 5, 10]
 
 
-def test_joint_cv_over_a_and_k(seed001):
-    sim, data = seed001
-    kw = dict(k_grid=range(1, 6), a_grid=(0.5, 8.0), progress=False)
-    fit = jaxlmm.fit_quasi(data, **kw)
-    assert fit.cv.error.shape == (2, 5) and fit.cv.error[fit.cv.best] == fit.cv.error.min()
-    assert fit.k == 3 and list(fit.support) == [1, 5, 10]
+def test_joint_cv_over_a_and_k():
+    """CV over a × k. The CV curve is flat for k ≥ 3 (an extra noise column costs about 1% of a
+    marginal error dominated by the random effects), so which k ≥ 3 wins is not asserted; what
+    the method guarantees is that too small a model loses clearly (k = 2 is ≥ 7% worse on this
+    design, with a stronger signal than seed 001's) and that the chosen k keeps the truth."""
+    sim = jaxlmm.simulate.scope_example_design(seed=0, n_clusters=30, values=(1.0, 0.8, 0.6))
+    data = jaxlmm.LMMData.from_arrays(sim.X, sim.y, sim.groups, sim.Z)
+    fit = jaxlmm.fit_quasi(data, k_grid=range(1, 6), a_grid=(0.5, 8.0), progress=False)
+    error = fit.cv.error
+    assert error.shape == (2, 5) and error[fit.cv.best] == error.min()
+    assert fit.k == fit.cv.grid[fit.cv.best] and fit.a == fit.cv.a_grid[fit.cv.best[0]]
+    assert np.all(error[:, :2] > 1.05 * error.min())
+    assert fit.k >= 3 and {1, 5, 10} <= set(fit.support.tolist()) and len(fit.support) == fit.k
 
 
 def test_one_standard_error_rule(seed001):
