@@ -66,7 +66,8 @@ CASES = {
         "t = rng.normal(size=n * m)\n"
         "Z = np.column_stack([t**k for k in range(q)])\n"
         "X = rng.normal(size=(n * m, 2))\n"
-        "y = X @ rng.normal(size=2) + np.einsum('tk,tk->t', Z, rng.normal(size=(n, q))[groups]) + rng.normal(size=n * m)\n"
+        "u = rng.normal(size=(n, q))[groups]\n"
+        "y = X @ rng.normal(size=2) + np.einsum('tk,tk->t', Z, u) + rng.normal(size=n * m)\n"
         "data = jaxlmm.LMMData.from_arrays(X, y, groups, Z)",
         "jaxlmm.fit_eb_ridge(data)",
     ),

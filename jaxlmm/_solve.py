@@ -44,9 +44,10 @@ def check_penalty(penalty, p: int) -> None:
 
 
 @eqx.filter_jit
-def _solve_jit(fn, penalty, solver, y0, args, throw, prepared=None):
-    """The in-JIT solve; `prepared` is `solver.prepare(fn, args)` when the caller reuses it."""
-    value, result, steps, f, g = solver.run(fn, penalty, y0, args, prepared)
+def _solve_jit(fn, penalty, solver, y0, args, throw, prepared=None, max_nonzero=None):
+    """The in-JIT solve; `prepared` is `solver.prepare(fn, args)` when the caller reuses it;
+    `max_nonzero` as in `AbstractSolver.run`."""
+    value, result, steps, f, g = solver.run(fn, penalty, y0, args, prepared, max_nonzero)
     objective = f + penalty(value)
     kkt = jnp.max(penalty.kkt_residual(value, g))
     result = RESULTS.where(jnp.isfinite(objective), result, RESULTS.nonfinite)

@@ -10,14 +10,15 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ._data import LMMData
-from ._solve import _solve_jit, solve
+from ._solve import solve
 from ._whiten import effective_sample_size
 from .losses import LeastSquares, LeastSquaresData, quasi_likelihood
-from .path import LassoPath, lambda_max, solve_path
-from .penalties import L0, L1
+from .path import LassoPath, solve_path
+from .penalties import L0
 from .select import (
     INFORMATION_CRITERIA,
     cluster_folds,
+    cross_validated_path,
     map_over_folds,
     marginal_sse,
     scaled_lasso,
@@ -179,23 +180,18 @@ def _design(data: LMMData, intercept: bool):
 
 
 @eqx.filter_jit
-def _lasso_cv_at_a(data, a, train, lambdas, relative, weights, unpenalized, intercept, solver):
-    """CV errors along a λ path at one a, all folds in one program (`map_over_folds`). With
-    `relative`, `lambdas` are fractions of the full-data λ_max(a) (so the grid follows a)."""
+def _lasso_cv_at_a(data, a, train, grid, relative, weights, unpenalized, intercept, solver):
+    """The full-data λ path at one a and the held-out marginal SSE of every fold along it, as
+    one program (`cross_validated_path`). With `relative`, `grid` holds fractions of the
+    full-data λ_max(a) (so the grid follows a) and the path stops early by glmnet's rule."""
     fn, args = quasi_likelihood(data, a, intercept=intercept)
-    y0 = jnp.zeros(args.X.shape[1], args.X.dtype)
-    lam_max, start = lambda_max(fn, args, solver, y0, weights, unpenalized)
-    lams = lam_max * lambdas if relative else lambdas
     design = _design(data, intercept)
-
-    def fold(cluster_weights):
-        path = solve_path(
-            fn, _fold_args(data, args, a, cluster_weights), lams, solver, start, weights, unpenalized
-        )
-        return marginal_sse(data, design, path.coef, 1.0 - cluster_weights), path.converged
-
-    sse, converged = map_over_folds(fold, train)
-    return lams, sse, converged
+    y0 = jnp.zeros(args.X.shape[1], args.X.dtype)
+    everything = jnp.ones(data.n_clusters, args.X.dtype)
+    path, sse, _ = cross_validated_path(
+        lambda cw: (fn, _fold_args(data, args, a, cw)), everything, train, 1.0 - train, grid, solver, y0,
+        lambda fargs, coef, test_w: marginal_sse(data, design, coef, test_w), weights, unpenalized, relative)
+    return path, sse, args.scale
 
 
 @eqx.filter_jit
@@ -213,21 +209,18 @@ def _universal_cv_at_a(data, a, train, n_penalized, weights, unpenalized, interc
 
 
 @eqx.filter_jit
-def _lasso_full(data, a, lambdas, relative, weights, unpenalized, intercept, solver):
+def _lasso_full(data, a, grid, relative, weights, unpenalized, intercept, solver):
     fn, args = quasi_likelihood(data, a, intercept=intercept)
     y0 = jnp.zeros(args.X.shape[1], args.X.dtype)
-    lam_max, start = lambda_max(fn, args, solver, y0, weights, unpenalized)
-    lams = lam_max * lambdas if relative else lambdas
-    return solve_path(fn, args, lams, solver, start, weights, unpenalized), args.scale
+    return solve_path(fn, args, grid, solver, y0, weights, unpenalized, relative=relative,
+                      early_stop=relative), args.scale
 
 
 @eqx.filter_jit
 def _universal_full(data, a, n_penalized, weights, unpenalized, intercept, solver):
     fn, args = quasi_likelihood(data, a, intercept=intercept)
     y0 = jnp.zeros(args.X.shape[1], args.X.dtype)
-    fit = scaled_lasso(fn, args, solver, y0, args.scale, n_penalized, weights, unpenalized)
-    sol = _solve_jit(fn, L1(fit.lam, weights, unpenalized), solver, fit.coef, args, False)
-    return fit, sol.stats["num_steps"], args.scale
+    return scaled_lasso(fn, args, solver, y0, args.scale, n_penalized, weights, unpenalized), args.scale
 
 
 @eqx.filter_jit
@@ -418,23 +411,30 @@ def _fit_lasso(*, data, a_values, folds, n_folds, intercept, mask, progress, cv_
     dtype = data.X.dtype
     grid_j = jnp.asarray(grid, dtype)
     cv = None
-    a_best = float(a_values[0])
-    index = len(grid) - 1
     if folds is not None and not path_requested:
+        # One program per a computes the full-data path and every fold along it; only the path of
+        # the best a so far is kept (n_λ × p on the host, not n_a × n_λ × p).
         train = training_weights(folds, n_folds, dtype)
-        fold_sse, lam_table = [], []
+        fold_sse, lam_table, path, a_best, best_error = [], [], None, None, np.inf
         for a in tqdm(a_values, desc="CV over a", disable=not progress or len(a_values) == 1):
-            lams, sse, _ = _lasso_cv_at_a(data, jnp.asarray(a, dtype), train, grid_j, relative,
-                                          weights, mask_j, intercept, solver)
-            fold_sse.append(np.asarray(sse))
-            lam_table.append(np.asarray(lams))
+            a_path, sse, n_eff = _lasso_cv_at_a(data, jnp.asarray(a, dtype), train, grid_j, relative, weights, mask_j,
+                                                intercept, solver)
+            # Only the λ the full-data path reached are candidates (glmnet's cv truncates likewise).
+            sse = np.where(np.asarray(a_path.fitted)[None, :], np.asarray(sse), np.nan)
+            fold_sse.append(sse)
+            lam_table.append(np.asarray(a_path.lambdas))
+            if np.nanmin(sse.sum(axis=0)) < best_error:
+                best_error, path, a_best, best_eff = np.nanmin(sse.sum(axis=0)), a_path, float(a), n_eff
         fold_sse = np.stack(fold_sse, axis=1)
         error = fold_sse.sum(axis=0) / data.n_obs
         best = _cv_best(error, fold_sse, folds, data, cv_rule)
         cv = CVCurve(a_values, np.stack(lam_table), error, fold_sse, "lam", best)
-        a_best, index = float(a_values[best[0]]), best[1]
-    path, n_eff = _lasso_full(data, jnp.asarray(a_best, dtype), grid_j, relative, weights, mask_j,
-                              intercept, solver)
+        index, n_eff = best[1], best_eff
+    else:
+        a_best = float(a_values[0])
+        path, n_eff = _lasso_full(data, jnp.asarray(a_best, dtype), grid_j, relative, weights, mask_j, intercept,
+                                  solver)
+        index = int(np.flatnonzero(np.asarray(path.fitted))[-1])
     coef_all = np.asarray(path.coef)
     beta, b0 = _split_intercept(coef_all, intercept)
     converged = np.asarray(path.converged)
@@ -466,11 +466,10 @@ def _fit_universal(*, data, a_values, folds, n_folds, intercept, mask, progress,
         best = _cv_best(error, fold_sse, folds, data, cv_rule)
         cv = CVCurve(a_values, np.stack(lam_table), error, fold_sse, "lam", best)
         a_best = float(a_values[best[0]])
-    fit, steps, n_eff = _universal_full(data, jnp.asarray(a_best, dtype), n_penalized, weights,
-                                        mask_j, intercept, solver)
+    fit, n_eff = _universal_full(data, jnp.asarray(a_best, dtype), n_penalized, weights, mask_j, intercept, solver)
     beta, b0 = _split_intercept(np.asarray(fit.coef), intercept)
     return QuasiFit(beta, float(b0), np.flatnonzero(beta), a_best, float(fit.lam), None,
-                    bool(fit.converged), int(steps), float(n_eff), "lasso", cv)
+                    bool(fit.converged), int(fit.num_steps), float(n_eff), "lasso", cv)
 
 
 def _fit_best_subset(*, data, a_values, folds, n_folds, intercept, mask, progress, cv_rule, k, k_grid,

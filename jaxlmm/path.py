@@ -11,6 +11,22 @@ from ._solution import RESULTS
 from ._solve import _solve_jit
 from .penalties import L1
 
+# glmnet's path-stopping constants (`glmnet.control`): a path stops once the fit explains
+# `DEVIANCE_RATIO_MAX` of the null loss, or once a step explains less than `DEVIANCE_CHANGE_MIN`
+# of what is explained so far; never before `MIN_LAMBDAS` values are fitted.
+DEVIANCE_RATIO_MAX = 0.999
+DEVIANCE_CHANGE_MIN = 1e-5
+MIN_LAMBDAS = 5
+
+
+def kkt_lambda(grad: Array, weights=None, unpenalized=None) -> Array:
+    """max_{k ∉ U} |∂_k f| / w_k: the smallest λ at which a point whose penalised coefficients are
+    0 satisfies the KKT conditions (w_k = inf and U contribute nothing)."""
+    ratio = jnp.abs(grad) / (1.0 if weights is None else weights)
+    if unpenalized is not None:
+        ratio = jnp.where(unpenalized, 0.0, ratio)
+    return jnp.max(jnp.where(jnp.isfinite(ratio), ratio, 0.0))
+
 
 def lambda_max(fn, args, solver, y0, weights=None, unpenalized=None, prepared=None) -> tuple[Array, Array]:
     """The smallest λ at which every penalised coefficient is 0, and the solution there.
@@ -18,16 +34,12 @@ def lambda_max(fn, args, solver, y0, weights=None, unpenalized=None, prepared=No
     Solves the problem with λ = ∞ (penalised coefficients pinned at 0, unpenalised ones
     fitted), then λ_max = max_{k ∉ U} |∂_k f| / w_k by the KKT conditions. Works for any
     smooth loss the solver accepts. `prepared`: `solver.prepare(fn, args)`, when the caller
-    already has it.
+    already has it. (`solve_path(..., relative=True)` does the same as the first step of its
+    scan, without a second compiled copy of the solver.)
     """
     pinned = L1(jnp.asarray(jnp.inf, y0.dtype), weights, unpenalized)
     start = _solve_jit(fn, pinned, solver, y0, args, False, prepared).value
-    grad = jax.grad(fn)(start, args)
-    ratio = jnp.abs(grad) / (1.0 if weights is None else weights)
-    if unpenalized is not None:
-        ratio = jnp.where(unpenalized, 0.0, ratio)
-    ratio = jnp.where(jnp.isfinite(ratio), ratio, 0.0)
-    return jnp.max(ratio), start
+    return kkt_lambda(jax.grad(fn)(start, args), weights, unpenalized), start
 
 
 def lambda_grid(lam_max, n_lambda: int = 100, min_ratio: float = 1e-2) -> Array:
@@ -38,7 +50,10 @@ def lambda_grid(lam_max, n_lambda: int = 100, min_ratio: float = 1e-2) -> Array:
 
 class LassoPath(eqx.Module):
     """Solutions along a λ path: `lambdas` (n_λ), `coef` (n_λ × p), `result` codes,
-    `objective`, `kkt_residual` and `num_steps` per λ."""
+    `objective`, `kkt_residual` and `num_steps` per λ; `fitted` (n_λ): False for the λ after an
+    early stop, whose rows repeat the last fitted solution; `lambda_max` and `start` (the
+    solution at λ_max, i.e. with the penalised coefficients at 0) when the grid was relative,
+    else NaN and `y0`."""
 
     lambdas: Array
     coef: Array
@@ -46,6 +61,9 @@ class LassoPath(eqx.Module):
     objective: Array
     kkt_residual: Array
     num_steps: Array
+    fitted: Array
+    lambda_max: Array
+    start: Array
 
     @property
     def converged(self) -> Array:
@@ -53,20 +71,61 @@ class LassoPath(eqx.Module):
 
 
 @eqx.filter_jit
-def solve_path(fn, args, lambdas, solver, y0, weights=None, unpenalized=None) -> LassoPath:
-    """Solve the weighted Lasso at each λ in `lambdas`, warm-starting each from the last.
+def solve_path(fn, args, lambdas, solver, y0, weights=None, unpenalized=None, *, relative=False,
+               early_stop: bool = False) -> LassoPath:
+    """Solve the weighted Lasso at each λ of a decreasing grid, warm-starting each from the last.
 
-    Runs as one `lax.scan`, never raises (inspect `result`), and can be `vmap`ped over data,
-    folds or starting points. Order `lambdas` from large to small (start at λ_max, with `y0`
-    the solution there) for warm starts to pay off.
+    - `relative=False`: λ_k = `lambdas[k]`; the first solve starts from `y0` (for warm starts,
+      the solution at λ_max).
+    - `relative=True`: λ_k = λ_max · `lambdas[k]`. The scan's first step solves the λ = ∞
+      problem from `y0` (penalised coefficients pinned at 0, the unpenalised ones fitted) and
+      reads λ_max off its KKT conditions. It may be a traced boolean, so one compiled program
+      serves a full-data path (relative) and cross-validation folds that follow its λ values.
+    - `early_stop=True` (static): glmnet's rule for automatic grids — after at least 5 λ,
+      stop once the fit explains 99.9% of the loss at λ_max, or once a step explains less than
+      1e-5 of what is explained so far. The remaining λ are not solved (`fitted` False) and
+      repeat the last solution: the tail of a grid where nothing changes any more is where
+      coordinate descent is slowest (p > N near interpolation, or nearly collinear columns).
+
+    One `lax.scan` with one copy of the solver (a skipped step calls it with `max_nonzero=-1`,
+    which returns at once, rather than through a `lax.cond` that `vmap` would turn into both
+    branches). Never raises (inspect `result`); `vmap`s over data, folds or starting points.
     """
-
     prepared = solver.prepare(fn, args)
+    dtype = y0.dtype
+    relative = jnp.asarray(relative)
+    unbounded = jnp.asarray(jnp.inf, dtype)
 
-    def step(beta, lam):
-        sol = _solve_jit(fn, L1(lam, weights, unpenalized), solver, beta, args, False, prepared)
-        out = (sol.value, sol.result, sol.objective, sol.kkt_residual, sol.stats["num_steps"])
-        return sol.value, out
+    def fit(beta, lam, skip):
+        sol = _solve_jit(fn, L1(lam, weights, unpenalized), solver, beta, args, False, prepared,
+                         jnp.where(skip, -1, unbounded))
+        loss = sol.objective - L1(lam, weights, unpenalized)(sol.value)
+        return sol, loss
 
-    _, (coef, result, objective, kkt, steps) = lax.scan(step, y0, lambdas)
-    return LassoPath(lambdas, coef, result, objective, kkt, steps)
+    # Step 0: λ = ∞ (only for a relative grid). It gives λ_max, the start and the null loss.
+    pinned, null_loss = fit(y0, unbounded, ~relative)
+    start = jnp.where(relative, pinned.value, y0)
+    lam_max = jnp.where(relative, kkt_lambda(jax.grad(fn)(start, args), weights, unpenalized), jnp.nan)
+    null_loss = jnp.where(relative, null_loss, fn(y0, args))
+    lams = jnp.where(relative, lam_max * lambdas, lambdas)
+
+    def step(carry, inputs):
+        beta, explained, stopped, previous = carry
+        lam, index = inputs
+        sol, loss = fit(beta, lam, stopped)
+        gain = null_loss - loss
+        saturated = (loss <= (1.0 - DEVIANCE_RATIO_MAX) * null_loss) | (gain - explained < DEVIANCE_CHANGE_MIN * gain)
+        fitted = ~stopped
+        stop_now = early_stop & fitted & (index + 1 >= MIN_LAMBDAS) & saturated
+        # A skipped λ repeats the last fitted solution and its status (the solver did not run).
+        new = (sol.result, sol.objective, sol.kkt_residual)
+        result, objective, kkt = (RESULTS.where(fitted, new[0], previous[0]),
+                                  *(jnp.where(fitted, a, b) for a, b in zip(new[1:], previous[1:])))
+        out = (sol.value, result, objective, kkt, jnp.where(fitted, sol.stats["num_steps"], 0), fitted)
+        carry = (sol.value, jnp.where(fitted, gain, explained), stopped | stop_now, (result, objective, kkt))
+        return carry, out
+
+    nothing = (pinned.result, pinned.objective, pinned.kkt_residual)
+    init = (start, jnp.zeros((), dtype), jnp.asarray(False), nothing)
+    _, (coef, result, objective, kkt, steps, fitted) = lax.scan(step, init, (lams, jnp.arange(lams.shape[0])))
+    return LassoPath(lams, coef, result, objective, kkt, steps, fitted, lam_max, start)

@@ -10,7 +10,7 @@ from jax import Array, lax
 
 from ._data import LMMData
 from ._solve import _solve_jit
-from .path import lambda_max
+from .path import solve_path
 from .penalties import L1
 
 
@@ -43,6 +43,58 @@ def map_over_folds(fold, *fold_arrays):
     return jax.vmap(fold)(*fold_arrays)
 
 
+def cross_validated_path(loss, base: Array, train: Array, test: Array, grid: Array, solver, y0: Array, score,
+                         weights=None, unpenalized=None, relative: bool = True):
+    """A λ path on the `base` clusters and the held-out scores of the same λ values on every fold.
+
+    - `loss(cluster_weights)` → `(fn, args)`: the datafit on the clusters with weight 1.
+    - `base` (n): 0/1 weights of the clusters the path is fitted on (all, or a sample split's
+      half); `train`, `test` (n_folds × n): 0/1 weights of each fold's training and test
+      clusters.
+    - `grid`: λ as fractions of λ_max on `base` (`relative=True`, glmnet's convention, with the
+      path stopped early by glmnet's rule) or as values (`relative=False`, every λ fitted). The
+      folds follow the base path's λ values, so errors line up by λ.
+    - `score(args, coef, test_weights)` → per-λ held-out error of a fold's path `coef`.
+
+    Each fold starts from the base solution at λ_max. Returns `(path, scores, fitted)`: the
+    base `LassoPath`, scores (n_folds × n_λ) and which λ each fold fitted. On a CPU it is one
+    `lax.scan` over the base and the folds in turn (one compiled copy of the solver; a vmapped
+    solver loop would run until its slowest fold is done, at every level of its nested loops);
+    on an accelerator the folds run at once.
+    """
+    early_stop = relative
+
+    def path_of(train_w, lams, start, first):
+        fn, args = loss(train_w)
+        path = solve_path(fn, args, lams, solver, start, weights, unpenalized, relative=first & relative,
+                          early_stop=early_stop)
+        return args, path
+
+    if jax.default_backend() != "cpu":
+        _, path = path_of(base, grid, y0, jnp.asarray(True))
+
+        def fold(train_w, test_w):
+            args, fold_path = path_of(train_w, path.lambdas, path.start, jnp.asarray(False))
+            return score(args, fold_path.coef, test_w), fold_path.fitted
+
+        scores, fitted = jax.vmap(fold)(train, test)
+        return path, scores, fitted
+
+    def element(carry, inputs):
+        lams, start, full = carry
+        train_w, test_w, first = inputs
+        args, path = path_of(train_w, lams, start, first)
+        full = jax.tree.map(lambda new, old: jnp.where(first, new, old), path, full)
+        return (path.lambdas, jnp.where(first, path.start, start), full), (score(args, path.coef, test_w), path.fitted)
+
+    shapes = jax.eval_shape(lambda: path_of(base, grid, y0, jnp.asarray(True))[1])
+    empty = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+    first = jnp.arange(train.shape[0] + 1) == 0
+    inputs = (jnp.concatenate([base[None], train]), jnp.concatenate([jnp.zeros_like(base)[None], test]), first)
+    (_, _, path), (scores, fitted) = lax.scan(element, (grid, y0, empty), inputs)
+    return path, scores[1:], fitted[1:]
+
+
 def marginal_sse(data: LMMData, design: Array, coef: Array, cluster_weights: Array) -> Array:
     """Σ over clusters with weight 1 of ‖y_i − X_i β‖²: marginal (no BLUP) prediction error.
     `coef` may be a stack (… × p) of coefficient vectors."""
@@ -68,12 +120,13 @@ INFORMATION_CRITERIA = {"gic": gic, "ebic": ebic}
 
 class ScaledLasso(eqx.Module):
     """The scaled-Lasso fixed point: `lam` = σ̂ sqrt(2 log p / n_eff), `coef` the Lasso at
-    that λ, `sigma` = σ̂, `converged`."""
+    that λ, `sigma` = σ̂, `converged`, `num_steps` (solver steps of the last solve)."""
 
     lam: Array
     coef: Array
     sigma: Array
     converged: Array
+    num_steps: Array
 
 
 @eqx.filter_jit
@@ -83,28 +136,29 @@ def scaled_lasso(
 ) -> ScaledLasso:
     """Universal λ = σ̂ sqrt(2 log p / n_eff) with σ̂ from the scaled-Lasso fixed point
     (Sun & Zhang 2012): σ̂² = 2 f(β̂(λ)), i.e. RSS / tr(Σ_a^{-1}) for the quasi-likelihood,
-    iterated with warm starts until σ̂ changes by less than `rtol`. `prepared`:
-    `solver.prepare(fn, args)` when the caller shares it across many responses (it depends on
-    the design only, as in the node-wise Lassos of `debiased_lasso`)."""
+    iterated with warm starts until σ̂ changes by less than `rtol`. The first iteration is the
+    λ = ∞ fit (penalised coefficients at 0), so one compiled copy of the solver serves all.
+    `prepared`: `solver.prepare(fn, args)` when the caller shares it across many responses (it
+    depends on the design only, as in the node-wise Lassos of `debiased_lasso`)."""
     lam0 = jnp.sqrt(2.0 * jnp.log(n_penalized) / n_eff)
     if prepared is None:
         prepared = solver.prepare(fn, args)
-    _, start = lambda_max(fn, args, solver, y0, weights, unpenalized, prepared)
-    sigma0 = jnp.sqrt(2.0 * fn(start, args))
+    dtype = y0.dtype
 
     def cond(s):
-        _, _, change, it = s
+        *_, it, change = s
         return (change > rtol) & (it < max_iter)
 
     def body(s):
-        beta, sigma, _, it = s
-        sol = _solve_jit(fn, L1(sigma * lam0, weights, unpenalized), solver, beta, args, False, prepared)
+        beta, sigma, _, _, _, it, _ = s
+        lam = jnp.where(it == 0, jnp.inf, sigma * lam0)
+        sol = _solve_jit(fn, L1(lam, weights, unpenalized), solver, beta, args, False, prepared)
         new_sigma = jnp.sqrt(2.0 * fn(sol.value, args))
-        return sol.value, new_sigma, jnp.abs(new_sigma - sigma) / sigma, it + 1
+        change = jnp.where(it == 0, jnp.inf, jnp.abs(new_sigma - sigma) / sigma)
+        return sol.value, new_sigma, lam, sol.converged, jnp.asarray(sol.stats["num_steps"], jnp.int32), it + 1, change
 
-    beta, sigma, change, _ = lax.while_loop(cond, body, (start, sigma0, jnp.inf, 0))
-    sol = _solve_jit(fn, L1(sigma * lam0, weights, unpenalized), solver, beta, args, False, prepared)
-    converged = (change <= rtol) & sol.converged
-    return ScaledLasso(sigma * lam0, sol.value, sigma, converged)
-
-
+    one = jnp.ones((), dtype)
+    init = (y0, one, one, jnp.asarray(False), jnp.zeros((), jnp.int32), 0, jnp.asarray(jnp.inf, dtype))
+    beta, sigma, lam, solved, steps, _, change = lax.while_loop(cond, body, init)
+    # β is the Lasso at `lam` = σ_prev·λ₀; σ̂ = sqrt(2f(β)) differs from σ_prev by ≤ rtol.
+    return ScaledLasso(lam, beta, sigma, (change <= rtol) & solved, steps)

@@ -18,8 +18,8 @@ from tqdm.auto import tqdm
 from ._data import LMMData
 from .inference import InferenceTable, debiased_lasso
 from .losses.shel import profile_synthetic, shel_loss
-from .path import lambda_max, solve_path
-from .select import cluster_folds, map_over_folds
+from .path import solve_path
+from .select import cluster_folds, cross_validated_path
 from .solvers import CoordinateDescent
 
 DEFAULT_K_GRID = (1, 2, 3, 5, 8)
@@ -74,31 +74,27 @@ def user_synthetic(data: LMMData, S) -> np.ndarray:
 
 
 @eqx.filter_jit
-def _cv_errors(data, S_bar, base, train, test, relative, solver):
-    """Held-out errors of the SHEL Lasso path per fold (`map_over_folds`). λ_max comes from the
-    clusters in `base`; fold f fits on `train[f]` and scores Σ over `test[f]` rows of
-    ((P_w y) − (P_w X) β̂)², i.e. y − Xβ̂ − Sγ̂ with γ̂ fitted on the training clusters (own-cluster
-    means for dummies). The full-data path is a separate program."""
-    fn, args = shel_loss(data, S_bar, base)
-    y0 = jnp.zeros(args.X.shape[1], args.X.dtype)
-    lam_max, start = lambda_max(fn, args, solver, y0)
-    lams = lam_max * relative
+def _cv_path(data, S_bar, base, train, test, relative, solver):
+    """The SHEL Lasso path on the clusters in `base` (λ from its λ_max down `relative`, stopped
+    early by glmnet's rule) and the held-out errors of every fold along it, as one program
+    (`cross_validated_path`). Fold f fits on `train[f]` and scores Σ over `test[f]` rows of
+    ((P_w y) − (P_w X) β̂)², i.e. y − Xβ̂ − Sγ̂ with γ̂ fitted on the training clusters
+    (own-cluster means for dummies)."""
+    y0 = jnp.zeros(data.n_features, data.X.dtype)
 
-    def fold(train_w, test_w):
-        _, fargs = shel_loss(data, S_bar, train_w)
-        path = solve_path(fn, fargs, lams, solver, start)
-        residual = fargs.y[:, None] - fargs.X @ path.coef.T
+    def score(fargs, coef, test_w):
+        residual = fargs.y[:, None] - fargs.X @ coef.T
         return jnp.sum(test_w[data.cluster][:, None] * residual**2, axis=0)
 
-    return lams, map_over_folds(fold, train, test)
+    path, sse, _ = cross_validated_path(lambda w: shel_loss(data, S_bar, w), base, train, test, relative, solver,
+                                        y0, score)
+    return path, sse
 
 
 @eqx.filter_jit
-def _fit_path(data, S_bar, base, lams, solver):
+def _fit_at(data, S_bar, base, lam, solver):
     fn, args = shel_loss(data, S_bar, base)
-    y0 = jnp.zeros(args.X.shape[1], args.X.dtype)
-    _, start = lambda_max(fn, args, solver, y0)
-    return solve_path(fn, args, lams, solver, start)
+    return solve_path(fn, args, lam[None], solver, jnp.zeros(args.X.shape[1], args.X.dtype))
 
 
 def _select(data, S_bar, base, folds, n_folds, relative, solver, lam=None):
@@ -107,16 +103,16 @@ def _select(data, S_bar, base, folds, n_folds, relative, solver, lam=None):
     dtype = data.X.dtype
     base_w = jnp.asarray(base, dtype)
     if lam is not None:
-        path = _fit_path(data, S_bar, base_w, jnp.asarray([lam], dtype), solver)
+        path = _fit_at(data, S_bar, base_w, jnp.asarray(lam, dtype), solver)
         return np.asarray(path.coef[0]), float(lam), None, bool(path.converged[0])
     in_fold = folds[None, :] == np.arange(n_folds)[:, None]
     train = jnp.asarray(base[None, :] * ~in_fold, dtype)
     test = jnp.asarray(base[None, :] * in_fold, dtype)
-    lams, sse = _cv_errors(data, S_bar, base_w, train, test, jnp.asarray(relative, dtype), solver)
+    path, sse = _cv_path(data, S_bar, base_w, train, test, jnp.asarray(relative, dtype), solver)
     error = np.asarray(sse).sum(axis=0) / float(np.sum(np.asarray(data.cluster_sizes) * base))
+    error = np.where(np.asarray(path.fitted), error, np.nan)  # only λ the base path reached
     best = int(np.nanargmin(error))
-    path = _fit_path(data, S_bar, base_w, lams, solver)
-    return np.asarray(path.coef[best]), float(lams[best]), error, bool(path.converged[best])
+    return np.asarray(path.coef[best]), float(path.lambdas[best]), error, bool(path.converged[best])
 
 
 # ---- inference ---------------------------------------------------------------------------------

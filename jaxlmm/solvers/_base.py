@@ -9,6 +9,14 @@ import jax.numpy as jnp
 from jax import Array
 
 
+def attainable(rtol, dtype) -> Array:
+    """`rtol`, raised to 1000·eps of `dtype` where it is smaller: a relative tolerance below the
+    rounding error of the residuals and gradients it is checked on can never be met (float32's
+    eps is 1.2e-7, so a 1e-7 tolerance made every solve run to `max_steps`). In float64 the
+    floor is 2.2e-13 and changes no usual setting."""
+    return jnp.maximum(rtol, 1e3 * jnp.finfo(dtype).eps)
+
+
 def nonzero_limits(max_nonzero, start: Array) -> tuple:
     """(limit, cap) for a `max_nonzero` run: a result with more than `limit` nonzeros is
     `saturated`, and the loop stops once an iterate has more than `cap` = max(limit, nonzeros
@@ -26,7 +34,9 @@ class AbstractSolver(eqx.Module):
     does not hoist such work out of a loop. `run` returns `(value, result, num_steps, f, grad)`
     with f and ∇f at `value`; `jaxlmm.solve` adds the objective, the KKT residual and error
     handling. `run(..., max_nonzero=k)` (a traced count, default no limit) stops early with
-    `RESULTS.saturated` once an iterate has more than k nonzero coefficients. Configuration (tolerances,
+    `RESULTS.saturated` once an iterate has more than k nonzero coefficients; a negative k
+    returns the start at once (how a λ path skips the λ it no longer fits, without a
+    `lax.cond`, which under `vmap` would run the solve anyway). Configuration (tolerances,
     step limits) lives in fields, so it is static under `jit`; data go through `args` and are
     traced.
     """
@@ -47,4 +57,5 @@ class AbstractSolver(eqx.Module):
         t = jnp.broadcast_to(penalty.thresholds(), grad0.shape)
         t_max = jnp.max(jnp.where(jnp.isfinite(t), t, 0.0), initial=0.0)
         scale = jnp.maximum(jnp.max(jnp.abs(grad0)), t_max)
-        return self.atol + self.rtol * jnp.maximum(scale, jnp.finfo(grad0.dtype).tiny)
+        rtol = attainable(self.rtol, grad0.dtype)
+        return self.atol + rtol * jnp.maximum(scale, jnp.finfo(grad0.dtype).tiny)

@@ -27,7 +27,8 @@ class ProximalGradient(AbstractSolver):
     - `max_backtracks`: doublings of L allowed per iteration.
 
     `run(..., max_nonzero=k)` stops once an iterate has more than k nonzero coefficients and
-    more than the start had (`saturated`, as is a fit that ends with more than k).
+    more than the start had (`saturated`, as is a fit that ends with more than k); a negative k
+    returns the start unchanged, as `saturated`.
     """
 
     rtol: float = 1e-8
@@ -79,7 +80,7 @@ class ProximalGradient(AbstractSolver):
         def cond(s):
             x, _, _, _, k, kkt, result, _, _ = s
             full = jnp.sum(x != 0) > cap
-            return (kkt > tol) & (k < self.max_steps) & (result == RESULTS.successful) & ~full
+            return (kkt > tol) & (k < self.max_steps) & (result == RESULTS.successful) & ~full & (limit >= 0)
 
         def body(s):
             x, z, t, L, k, *_ = s
