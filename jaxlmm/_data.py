@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Hashable, Sequence
 
 import equinox as eqx
@@ -38,6 +39,11 @@ def _encode_groups(groups, n_rows: int) -> tuple[np.ndarray, tuple[Hashable, ...
     Labels are sorted when they can be (as R's factor levels are); otherwise kept in order of
     first appearance.
     """
+    ndim = getattr(groups, "ndim", 1)  # arrays and data frames; lists may hold tuple labels
+    if ndim == 2 and 1 in groups.shape:  # a column or row vector of labels
+        groups = np.asarray(groups).ravel()
+    elif ndim != 1:
+        raise ValueError(f"`groups` must be one label per row (1-D); got shape {groups.shape}.")
     # NumPy scalars become Python objects: labels live in a static (hashed, compared) field.
     labels = [g.item() if isinstance(g, np.generic) else g for g in groups]
     if len(labels) != n_rows:
@@ -45,8 +51,12 @@ def _encode_groups(groups, n_rows: int) -> tuple[np.ndarray, tuple[Hashable, ...
     for label in labels:
         if isinstance(label, float) and not np.isfinite(label):
             raise ValueError("`groups` contains NaN or inf; every row needs a cluster label.")
-        if label is None:
-            raise ValueError("`groups` contains None; every row needs a cluster label.")
+        if label is None or type(label).__name__ in ("NAType", "NaTType"):
+            raise ValueError(f"`groups` contains {label!r}; every row needs a cluster label.")
+        try:
+            hash(label)
+        except TypeError:
+            raise ValueError(f"`groups` labels must be hashable scalars; got {type(label).__name__}.") from None
     try:
         unique = sorted(set(labels))
     except TypeError:
@@ -141,7 +151,8 @@ class LMMData(eqx.Module):
             raise ValueError("`X` has no columns (p = 0): there are no fixed effects to fit.")
         if np.ptp(y_arr) == 0:
             raise ValueError("`y` is constant: there is nothing to explain.")
-        Z_arr = np.ones((n_rows, 1)) if Z is None else _as_2d("Z", Z, n_rows)
+        # The default Z takes the dtype of X and y, so float32 data stay float32.
+        Z_arr = np.ones((n_rows, 1), _float_dtype(X_arr, y_arr)) if Z is None else _as_2d("Z", Z, n_rows)
         if Z_arr.shape[1] == 0:
             raise ValueError("`Z` has no columns; pass Z=None for a random intercept.")
         cluster, labels = _encode_groups(groups, n_rows)
@@ -189,6 +200,25 @@ class LMMData(eqx.Module):
             if not np.array_equal(np.asarray(d.cluster), np.asarray(first.cluster)):
                 raise ValueError(f"`datasets[{i}]` has other cluster sizes than `datasets[0]`.")
         return jax.tree.map(lambda *xs: jnp.stack(xs), *datasets)
+
+    def fingerprint(self) -> str:
+        """A digest of the data as clusters of rows (x_t, y_t, z_t): fits record it so that
+        post-fit functions (`debias`, `variance_components`) can refuse other data. It does not
+        depend on the row order or on the group labels, which no estimator depends on either."""
+        rows = np.column_stack([np.asarray(a).reshape(self.n_obs, -1) for a in (self.X, self.y, self.Z)])
+        rows = np.ascontiguousarray(rows)
+        unique, rank = np.unique(rows.view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1]))).ravel(),
+                                 return_inverse=True)
+        cluster = np.asarray(self.cluster)
+        order = np.lexsort((rank, cluster))
+        bounds = np.flatnonzero(np.diff(cluster[order])) + 1
+        members = sorted(part.astype(np.int64).tobytes() for part in np.split(rank[order], bounds))
+        digest = hashlib.blake2b(digest_size=16)
+        digest.update(str((rows.shape, rows.dtype, self.X.shape)).encode())
+        digest.update(unique.tobytes())
+        for part in members:
+            digest.update(len(part).to_bytes(8, "little") + part)
+        return digest.hexdigest()
 
     @property
     def n_obs(self) -> int:

@@ -10,7 +10,7 @@ from jax import Array
 class RESULTS(eqxi.Enumeration):
     """Why a solve stopped. Messages say which knob to turn."""
 
-    successful = ""
+    successful = "Successful: the tolerance was met."
     max_steps_reached = (
         "The solver reached `max_steps` before the KKT residual met the tolerance. Increase "
         "`max_steps`, loosen `rtol`/`atol`, or warm-start from a nearby solution (a λ path)."

@@ -43,6 +43,18 @@ def check_penalty(penalty, p: int) -> None:
         raise ValueError(f"`penalty` must be jaxlmm.L1 or jaxlmm.L0; got {type(penalty).__name__}.")
 
 
+def check_loss(fn, y0, args) -> None:
+    """`fn(y0, args)` must be a real scalar: checked by tracing shapes only (`eval_shape`), so a
+    `y0` of the wrong length is named here instead of failing deep inside the solver."""
+    try:
+        out = jax.eval_shape(fn, y0, args)
+    except (TypeError, ValueError, IndexError) as error:
+        raise ValueError(f"`fn(y0, args)` cannot be evaluated: check that `y0` (length {y0.shape[0]}) matches the "
+                         f"columns of the data in `args`. JAX said: {str(error).splitlines()[0]}") from None
+    if getattr(out, "shape", None) != () or not jnp.issubdtype(out.dtype, jnp.floating):
+        raise ValueError(f"`fn` must return a real scalar; it returns {out}.")
+
+
 @eqx.filter_jit
 def _solve_jit(fn, penalty, solver, y0, args, throw, prepared=None, max_nonzero=None):
     """The in-JIT solve; `prepared` is `solver.prepare(fn, args)` when the caller reuses it;
@@ -80,6 +92,7 @@ def solve(fn, penalty, solver, y0, args=None, *, throw: bool = True) -> Solution
     if y0.ndim != 1:
         raise ValueError(f"`y0` must be a 1-D array of coefficients; got shape {y0.shape}.")
     check_penalty(penalty, y0.shape[0])
+    check_loss(fn, y0, args)
     if isinstance(solver, BestSubset):
         if not isinstance(penalty, L0):
             raise ValueError("BestSubset solves an L0 constraint; pass `penalty=jaxlmm.L0(k)`.")

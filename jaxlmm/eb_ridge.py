@@ -25,7 +25,9 @@ from jax import Array, lax
 from jax.flatten_util import ravel_pytree
 
 from ._data import LMMData
+from ._scale import data_scale, rescaled
 from ._solution import RESULTS
+from ._validate import check_data, check_indices, check_scalar
 from .losses.eb_ridge import (
     EBDesign,
     EBParams,
@@ -161,7 +163,7 @@ def eb_ridge_map(design: EBDesign, lam, b, A, params0: EBParams | None = None, t
 
 class LaplaceMarginal(eqx.Module):
     """`value` ≈ log p(y | Θ); `phi` the mode φ̂ of ℓ; `valid` (φ̂ is a mode: ∇²ℓ negative
-    definite and the Newton decrement ≤ 1e−6; and the value is finite)."""
+    definite and the Newton decrement ≤ max(1e−6, 100 eps (1 + |ℓ|)); and the value is finite)."""
 
     value: Array
     phi: Array
@@ -194,7 +196,10 @@ def laplace_log_marginal(design: EBDesign, lam, b, A: Array, phi0: Array, newton
     # A mode: the Hessian positive definite (not just det > 0) and the Newton decrement gᵀH⁻¹g,
     # the rise in ℓ one more step would bring, negligible. Newton stopped on a ridge or a saddle
     # gives a near-singular H and a log-determinant that makes the "evidence" arbitrarily large.
-    is_mode = (jnp.min(jnp.linalg.eigvalsh(lax.stop_gradient(hess))) > 0) & (lax.stop_gradient(grad @ newton) <= 1e-6)
+    # The bound follows the dtype: f carries rounding of ~eps·|f|, so float32 cannot meet 1e-6.
+    negligible = jnp.maximum(1e-6, 100 * jnp.finfo(value.dtype).eps * (1.0 + jnp.abs(lax.stop_gradient(value))))
+    decrement = lax.stop_gradient(grad @ newton)
+    is_mode = (jnp.min(jnp.linalg.eigvalsh(lax.stop_gradient(hess))) > 0) & (decrement <= negligible)
     return LaplaceMarginal(value, phi_hat, is_mode & (sign > 0) & jnp.isfinite(value))
 
 
@@ -401,21 +406,14 @@ def fit_eb_ridge(data: LMMData, lam=None, b=None, A=None, *, unpenalized=None, i
     indices, no penalised column left, unpenalised columns that are collinear, or a request to
     learn hyperparameters with λ = 0 or b ≤ 2q/(n + 2q) fixed (the evidence is then undefined).
     """
-    if not isinstance(data, LMMData):
-        raise ValueError("`data` must be an LMMData (use LMMData.from_arrays).")
+    check_data(data)
     q, p, n = data.Z.shape[1], data.n_features, data.n_clusters
-    if lam is not None:
-        lam_f = float(lam)
-        if not np.isfinite(lam_f) or lam_f < 0:
-            raise ValueError(f"`lam` must be a finite number ≥ 0 or None; got {lam}.")
-    if b is not None:
-        b_f = float(b)
-        if not np.isfinite(b_f) or not 0.0 <= b_f < 1.0:
-            raise ValueError(f"`b` must be in [0, 1) or None; got {b}.")
+    lam = check_scalar("lam", lam)
+    b = check_scalar("b", b)
+    if b is not None and not b < 1.0:
+        raise ValueError(f"`b` must be in [0, 1) or None; got {b}.")
     learn_A, A_fixed = _check_A(A, q)
-    unpen = () if unpenalized is None else tuple(int(j) for j in np.atleast_1d(np.asarray(unpenalized, int)))
-    if any(j < 0 or j >= p for j in unpen) or len(set(unpen)) != len(unpen):
-        raise ValueError(f"`unpenalized` must be distinct column indices in 0..{p - 1}; got {list(unpen)}.")
+    unpen = () if unpenalized is None else tuple(int(j) for j in check_indices("unpenalized", unpenalized, p))
     if len(unpen) == p:
         raise ValueError("`unpenalized` lists every column of X: there is nothing for the ridge prior to act on.")
     k = len(unpen) + int(intercept)
@@ -433,6 +431,14 @@ def fit_eb_ridge(data: LMMData, lam=None, b=None, A=None, *, unpenalized=None, i
     if learned and b is not None and float(b) <= minimum_proper_b(n, q):
         raise ValueError(f"`b` = {b} ≤ 2q/(n + 2q) = {minimum_proper_b(n, q):.3g} makes the inverse-Wishart prior "
                          "improper, so the marginal likelihood is undefined: give `lam` and `A` too, or a larger b.")
+    # Fit on y / s_y and X / s_x (powers of two, `_scale`): β = (s_y/s_x) β̃, Ψ = s_y² Ψ̃, σ² = s_y² σ̃²,
+    # and the priors map exactly with λ̃ = λ s_x⁻² (the prior variance σ²/λ of β) and Ã = A / s_y².
+    units = data_scale(data)
+    data = rescaled(data, units)
+    if lam is not None:
+        lam = lam / units.x**2
+    if A_fixed is not None:
+        A_fixed = A_fixed / units.y / units.y
     design = eb_design(data, unpen, intercept)
     dtype = data.y.dtype
     outer_ok, message = True, ""
@@ -443,8 +449,10 @@ def fit_eb_ridge(data: LMMData, lam=None, b=None, A=None, *, unpenalized=None, i
         lam_v, b_v, A_v = float(hyper.lam), float(hyper.b), np.asarray(hyper.A)
         outer_ok = bool(hyper.result == RESULTS.successful) and bool(hyper.valid)
         if not outer_ok:
-            message = "hyperparameters: " + (RESULTS[hyper.result] or "no mode of the variance posterior was found "
-                                             "(Laplace Hessian not negative definite or Newton not converged).")
+            no_mode = ("no mode of the variance posterior was found (Laplace Hessian not negative definite or "
+                       "Newton not converged).")
+            searched = hyper.result == RESULTS.successful
+            message = "hyperparameters: " + (no_mode if searched else RESULTS[hyper.result])
     else:
         lam_v, b_v, A_v = float(lam), float(b), A_fixed
     # The search already evaluated the evidence at its optimum; only fixed Θ needs it computed.
@@ -461,20 +469,28 @@ def fit_eb_ridge(data: LMMData, lam=None, b=None, A=None, *, unpenalized=None, i
     beta_F = np.asarray(fit.params.beta_F)
     coef[list(unpen)] = beta_F[int(intercept):]
     c = b_v * n / (1.0 - b_v)
+    # Back to the caller's scale. log p(y) gains −N log s_y and the Jacobian of the flat-prior
+    # coefficients (k of them, k − intercept on columns of X): +k log s_y − (k − intercept) log s_x;
+    # J gains −N log s_y − c_b q log s_y (its log|Ψ| term).
+    s, ratio = units.y, units.y / units.x
+    log_s, log_x = np.log(units.y), np.log(units.x)
+    evidence_shift = -data.n_obs * log_s + k * log_s - (k - int(intercept)) * log_x
+    posterior_shift = -data.n_obs * log_s - (c * q * log_s if b_v > 0 else 0.0)
+    A_caller = np.asarray(A_v) * s * s
     return EBRidgeFit(
-        coef=coef,
-        intercept=float(beta_F[0]) if intercept else 0.0,
-        psi=np.asarray(fit.params.psi),
-        sigma2=float(fit.params.sigma2),
-        ranef=np.asarray(mu),
+        coef=coef * ratio,
+        intercept=float(beta_F[0]) * s if intercept else 0.0,
+        psi=np.asarray(fit.params.psi) * s * s,
+        sigma2=float(fit.params.sigma2) * s * s,
+        ranef=np.asarray(mu) * s,
         groups=data.labels,
-        lam=lam_v,
+        lam=lam_v * units.x**2,
         b=b_v,
-        A=np.asarray(A_v),
+        A=A_caller,
         nu=c - q - 1.0,
-        Phi=c * np.asarray(A_v),
-        log_marginal_likelihood=None if evidence is None else float(evidence.value),
-        log_posterior=float(fit.log_posterior),
+        Phi=c * A_caller,
+        log_marginal_likelihood=None if evidence is None else float(evidence.value) + evidence_shift,
+        log_posterior=float(fit.log_posterior) + posterior_shift,
         learned=learned,
         converged=outer_ok and em_ok and (evidence is None or bool(evidence.valid)),
         n_iter=int(fit.num_steps),

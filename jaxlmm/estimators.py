@@ -10,7 +10,9 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ._data import LMMData
+from ._scale import data_scale, rescaled
 from ._solve import solve
+from ._validate import check_data, check_grid, check_same_data, check_scalar, check_unpenalized, check_weights
 from ._whiten import effective_sample_size
 from .losses import LeastSquares, LeastSquaresData, quasi_likelihood
 from .path import LassoPath, solve_path
@@ -64,6 +66,7 @@ class QuasiFit:
       information-criterion curve {k: value} when k was chosen by GIC/EBIC, and `ic_support`
       the subset behind each value {k: column indices}.
     - `path`: the `LassoPath` at the chosen a when a path was computed.
+    - `data_fingerprint`: `LMMData.fingerprint()` of the data fitted (post-fit functions check it).
     """
 
     coef: np.ndarray
@@ -80,6 +83,7 @@ class QuasiFit:
     ic: dict | None = None
     path: LassoPath | None = None
     ic_support: dict | None = None
+    data_fingerprint: str | None = None
 
     def predict(self, X) -> np.ndarray:
         """Marginal prediction X β̂ + intercept (no random effects)."""
@@ -88,8 +92,7 @@ class QuasiFit:
 
 def single_fit(fit, data: LMMData) -> tuple[np.ndarray, float, float]:
     """(β̂, β̂_0, a) of a `QuasiFit` at one λ or k, checked against `data`, or a ValueError."""
-    if not isinstance(data, LMMData):
-        raise ValueError(f"`data` must be an LMMData (use LMMData.from_arrays); got {type(data)}.")
+    check_data(data)
     if not isinstance(fit, QuasiFit):
         raise ValueError(f"`fit` must be a QuasiFit from jaxlmm.fit_quasi; got {type(fit).__name__}.")
     coef = np.asarray(fit.coef)
@@ -100,64 +103,8 @@ def single_fit(fit, data: LMMData) -> tuple[np.ndarray, float, float]:
             f"`fit` has {coef.shape[0]} coefficients but `data` has p = {data.n_features} columns: "
             "pass the data the model was fitted on."
         )
+    check_same_data(fit, data)
     return coef, float(fit.intercept), float(fit.a)
-
-
-# ---- validation (before anything is traced) ---------------------------------------------------
-
-
-def _check_scalar(name, value, allow_none=True):
-    if value is None and allow_none:
-        return None
-    try:
-        v = float(np.asarray(value))
-    except (TypeError, ValueError):
-        raise ValueError(f"`{name}` must be a non-negative number; got {value!r}.") from None
-    if not np.isfinite(v) or v < 0:
-        raise ValueError(f"`{name}` must be a finite number ≥ 0; got {value!r}.")
-    return v
-
-
-def _check_grid(name, values, integer=False, upper=None):
-    arr = np.atleast_1d(np.asarray(values, dtype=float))
-    if arr.ndim != 1 or arr.size == 0:
-        raise ValueError(f"`{name}` must be a non-empty 1-D sequence; got shape {arr.shape}.")
-    if not np.all(np.isfinite(arr)) or np.any(arr < 0):
-        raise ValueError(f"`{name}` must hold finite values ≥ 0; got {values!r}.")
-    if integer:
-        if np.any(arr != np.round(arr)):
-            raise ValueError(f"`{name}` must hold integers; got {values!r}.")
-        if upper is not None and np.any(arr > upper):
-            raise ValueError(f"`{name}` values must be ≤ p = {upper}; got {values!r}.")
-        return arr.astype(int)
-    return arr
-
-
-def _check_unpenalized(unpenalized, p) -> np.ndarray:
-    mask = np.zeros(p, bool)
-    if unpenalized is None:
-        return mask
-    arr = np.asarray(unpenalized)
-    if arr.dtype == bool:
-        if arr.shape != (p,):
-            raise ValueError(f"`unpenalized` as a mask must have length p = {p}; got {arr.shape}.")
-        return arr.copy()
-    arr = arr.astype(int).ravel()
-    if np.any((arr < 0) | (arr >= p)):
-        raise ValueError(f"`unpenalized` indices must lie in [0, {p}); got {unpenalized!r}.")
-    mask[arr] = True
-    return mask
-
-
-def _check_weights(weights, p) -> np.ndarray | None:
-    if weights is None:
-        return None
-    arr = np.asarray(weights, dtype=float)
-    if arr.shape != (p,):
-        raise ValueError(f"`weights` must have length p = {p}; got shape {arr.shape}.")
-    if np.any(np.isnan(arr)) or np.any(arr < 0):
-        raise ValueError("`weights` must be ≥ 0 (inf drops a coefficient); got NaN or < 0.")
-    return arr
 
 
 # ---- jitted programs: a is traced and folds share one shape, so nothing recompiles across a ---
@@ -293,7 +240,8 @@ def fit_quasi(
       Σ_test ‖y_i − X_i β̂‖² over `a_grid`, jointly with λ (on a path of `n_lambda` values
       from λ_max(a) down to `lambda_min_ratio`·λ_max(a)) or with k when those are tuned too.
     - `lam=None` (and `k=None`): λ by the same CV. `lam="universal"`: the scaled-Lasso choice
-      λ = σ̂ sqrt(2 log p / tr(Σ_a^{-1})). `lam` a 1-D array: the whole path (warm-started
+      λ = σ̂ sqrt(2 log p / tr(Σ_a^{-1})) (the rule assumes unit-scale columns of X: it is
+      equivariant to rescaling y, and X by powers of two). `lam` a 1-D array: the whole path (warm-started
       from λ_max), returned as an n_λ × p `coef`.
     - `k` given: best subset by splicing (skscope `ScopeSolver`). `k=None` with
       `k_criterion="gic"`/`"ebic"`: k over `k_grid` by that criterion with
@@ -313,13 +261,17 @@ def fit_quasi(
     - `solver`: the in-JIT solver for the Lasso (default `CoordinateDescent(rtol=1e-7)`);
       `best_subset`: a `BestSubset` with skscope options.
 
+    Every fit runs on y / s_y and X / s_x (powers of two nearest the sd of y and the root mean
+    square of X) and is reported on the caller's scale, so it is equivariant to the units of
+    the data up to the dtype's range (the universal λ, whose rule assumes the caller's column
+    scale, to the units of y).
+
     Returns a `QuasiFit`.
     """
-    if not isinstance(data, LMMData):
-        raise ValueError(f"`data` must be an LMMData (use LMMData.from_arrays); got {type(data)}.")
+    check_data(data)
     p = data.n_features
-    a = _check_scalar("a", a)
-    a_values = np.array([a]) if a is not None else _check_grid("a_grid", a_grid)
+    a = check_scalar("a", a)
+    a_values = np.array([a]) if a is not None else check_grid("a_grid", a_grid)
     if k is not None and lam is not None:
         raise ValueError("Give `lam` (Lasso) or `k` (best subset), not both.")
     if k is not None:
@@ -331,8 +283,8 @@ def fit_quasi(
         raise ValueError(f"`cv_rule` must be 'min' or '1se'; got {cv_rule!r}.")
     if k_criterion not in ("cv", *INFORMATION_CRITERIA):
         raise ValueError(f"`k_criterion` must be 'cv', 'gic' or 'ebic'; got {k_criterion!r}.")
-    user_mask = _check_unpenalized(unpenalized, p)
-    user_weights = _check_weights(weights, p)
+    user_mask = check_unpenalized(unpenalized, p)
+    user_weights = check_weights(weights, p)
     if lambda_min_ratio is None:
         lambda_min_ratio = 1e-2 if p > data.n_obs else 1e-4
     if not 0 < lambda_min_ratio < 1:
@@ -341,7 +293,54 @@ def fit_quasi(
         raise ValueError(f"`n_lambda` must be a positive integer; got {n_lambda!r}.")
     needs_cv = a is None or (lam is None and k is None and k_criterion == "cv")
     folds = cluster_folds(data.n_clusters, n_folds, seed) if needs_cv else None
+    fit = _fit_quasi_rescaled(data, a, a_values, lam, k, folds, user_mask, user_weights, n_lambda, lambda_min_ratio,
+                              k_grid, k_criterion, n_folds, intercept, cv_rule, progress, solver, best_subset)
+    return dataclasses.replace(fit, data_fingerprint=data.fingerprint())
 
+
+def _fit_quasi_rescaled(data, a, a_values, lam, k, folds, user_mask, user_weights, n_lambda, lambda_min_ratio,
+                        k_grid, k_criterion, n_folds, intercept, cv_rule, progress, solver, best_subset) -> QuasiFit:
+    """`fit_quasi` on y / s_y and X / s_x (`_scale`), reported on the caller's scale: with
+    β = (s_y/s_x) β̃, the objective is s_y² times the same objective in β̃ with λ̃ = λ / (s_y s_x),
+    so λ (and the CV and IC curves) map back exactly. The universal λ's rule depends on the
+    columns' scale: it keeps the caller's through weights w̃ = w / s_x (then λ = s_y λ̃)."""
+    scale = data_scale(data)
+    data = rescaled(data, scale)
+    universal = isinstance(lam, str)
+    if universal and scale.x != 1.0:
+        user_weights = (np.ones(data.n_features) if user_weights is None else user_weights) / scale.x
+    lam_unit = scale.y if universal else scale.y * scale.x
+    fit = _fit_quasi_unit(data, a, a_values, lam, k, folds, user_mask, user_weights, n_lambda, lambda_min_ratio,
+                          k_grid, k_criterion, n_folds, intercept, cv_rule, progress, solver, best_subset, lam_unit)
+    return fit if scale.identity else _unscaled_fit(fit, scale, intercept, lam_unit)
+
+
+def _unscaled_fit(fit: QuasiFit, scale, intercept: bool, lam_unit) -> QuasiFit:
+    s, ratio = scale.y, scale.y / scale.x
+    coef_factor = np.concatenate([[s], np.full(fit.coef.shape[-1], ratio)]) if intercept else ratio
+    cv = fit.cv
+    if cv is not None:
+        grid = cv.grid * lam_unit if cv.parameter == "lam" else cv.grid
+        cv = dataclasses.replace(cv, grid=grid, error=cv.error * s * s, fold_error=cv.fold_error * s * s)
+    path = fit.path
+    if path is not None:  # JAX arrays in the fit's dtype
+        s, coef_factor, lam_unit = (jnp.asarray(v, path.coef.dtype) for v in (s, coef_factor, lam_unit))
+        path = LassoPath(path.lambdas * lam_unit, path.coef * coef_factor, path.result, path.objective * s * s,
+                         path.kkt_residual * lam_unit, path.num_steps, path.fitted, path.lambda_max * lam_unit,
+                         path.start * coef_factor)
+    s = scale.y
+    ic = fit.ic
+    if ic is not None:
+        shift = fit.effective_sample_size * 2 * np.log(s)
+        ic = {k_: value + shift for k_, value in ic.items()}
+    lam = None if fit.lam is None else (fit.lam * lam_unit if np.ndim(fit.lam) else float(fit.lam) * lam_unit)
+    return dataclasses.replace(fit, coef=fit.coef * ratio, intercept=fit.intercept * s, lam=lam, cv=cv, path=path,
+                               ic=ic)
+
+
+def _fit_quasi_unit(data, a, a_values, lam, k, folds, user_mask, user_weights, n_lambda, lambda_min_ratio,
+                    k_grid, k_criterion, n_folds, intercept, cv_rule, progress, solver, best_subset,
+                    lam_scale) -> QuasiFit:
     dtype = data.X.dtype
     mask = np.concatenate([[True], user_mask]) if intercept else user_mask
     w = None
@@ -358,7 +357,7 @@ def fit_quasi(
         lam is None and k_criterion != "cv"
     ):
         if k is None:
-            k_grid = _check_grid(
+            k_grid = check_grid(
                 "k_grid", k_grid if k_grid is not None else range(1, min(n_penalized, 20) + 1),
                 integer=True, upper=n_penalized,
             )
@@ -377,7 +376,7 @@ def fit_quasi(
         grid = np.geomspace(1.0, lambda_min_ratio, n_lambda)
         relative = True
     else:
-        grid = _check_grid("lam", lam)
+        grid = check_grid("lam", lam) / lam_scale
         relative = False
     # An array of λ with a given is a path; with a=None it is the λ grid of the CV over a × λ.
     path_requested = lam is not None and np.ndim(lam) > 0 and a is not None

@@ -15,6 +15,7 @@ from jax.scipy.special import ndtr, ndtri
 
 from ._covariance import cluster_sum
 from ._data import LMMData
+from ._scale import data_scale, rescaled
 from .estimators import single_fit
 from .losses import LeastSquaresData, quasi_likelihood
 from .select import scaled_lasso
@@ -57,6 +58,13 @@ class InferenceTable:
     def __len__(self) -> int:
         return len(self.coords)
 
+    def rescaled(self, factor: float, **extra_factors: float) -> InferenceTable:
+        """The table for coefficients multiplied by `factor` (p-values unchanged); `extra`
+        entries named in `extra_factors` are multiplied by theirs."""
+        extra = {k: v * extra_factors.get(k, 1.0) for k, v in self.extra.items()}
+        return dataclasses.replace(self, estimate=self.estimate * factor, std_error=self.std_error * factor,
+                                   ci_low=self.ci_low * factor, ci_high=self.ci_high * factor, extra=extra)
+
     def __str__(self) -> str:
         head = f"{'coef':>6} " + " ".join(f"{c:>10}" for c in self.COLUMNS)
         lines = [f"{self.method}, {100 * self.level:g}% intervals", head]
@@ -97,7 +105,8 @@ class DebiasedLasso(eqx.Module):
 
 @eqx.filter_jit
 def debiased_lasso(
-    data: LMMData, a, coef: Array, intercept, coords: Array, level=0.95, solver=None, batch_size: int = 64
+    data: LMMData, a, coef: Array, intercept, coords: Array, level=0.95, solver=None, batch_size: int = 64,
+    column_scale=1.0,
 ) -> DebiasedLasso:
     """Debiased quasi-likelihood Lasso (Li, Cai & Li 2022) for the columns `coords` of X.
 
@@ -110,13 +119,20 @@ def debiased_lasso(
         β̂_j^db = β̂_j + ŵ_jᵀ r̂_a / ŵ_jᵀ X_{a,j};
         se_j = sqrt(Σ_i (Σ_{t ∈ i} ŵ_{j,t} r̂_{a,t})²) / ŵ_jᵀ X_{a,j}   (cluster-robust).
 
+    A row is invalid (NaN, `valid` False) when its node-wise Lasso did not converge, ŵ_jᵀX_{a,j}
+    vanishes, or another column has squared correlation ≥ 1 − 1e-8 with X_{a,j} (intercept
+    projected out): β_j is then not identifiable and a finite se would be meaningless.
+
     The node-wise Lassos share the design, so they run `vmap`ped in chunks of `batch_size`
     (`lax.map`). Pure and jit/vmap-able (a sweep over stacked data sets can call it); `debias`
     is the validated entry point for a `QuasiFit`.
 
     **Arguments:** `data`; `a` ≥ 0; `coef` β̂ (length p) and `intercept` β̂_0 of the fit;
     `coords` the column indices (int array); `level` of the intervals; `solver` for the
-    node-wise Lassos (default `CoordinateDescent(rtol=1e-7)`); `batch_size` Lassos per chunk.
+    node-wise Lassos (default `CoordinateDescent(rtol=1e-7)`); `batch_size` Lassos per chunk;
+    `column_scale` c: the node-wise λ_j are those of the design c·X (penalty weights 1/c), so a
+    caller that rescaled X by 1/c internally gets the λ_j of its own X (the scaled-Lasso rule
+    depends on the columns' scale).
     """
     solver = CoordinateDescent(rtol=1e-7) if solver is None else solver
     fn, args = quasi_likelihood(data, a, intercept=True)
@@ -127,11 +143,17 @@ def debiased_lasso(
     unpenalized = jnp.zeros(p + 1, bool).at[0].set(True)
     # The solver's data-only work (for CD: Xᵀ and the coordinate Hessians) is shared by all j.
     prepared = solver.prepare(fn, args)
+    # Columns with the intercept projected out: a near-twin of column j (squared correlation
+    # within `collinear` of 1) makes β_j unidentifiable, and the node-wise Lasso would hide it.
+    x0 = X_a[:, 0]
+    centred = X_a[:, 1:] - jnp.outer(x0, (x0 @ X_a[:, 1:]) / (x0 @ x0))
+    norms = jnp.linalg.norm(centred, axis=0)
+    collinear = jnp.maximum(1e-8, 1e3 * jnp.finfo(dtype).eps)
 
     def node(j):
         column = j + 1  # column 0 is the intercept
         x_j = X_a[:, column]
-        drop_j = jnp.ones(p + 1, dtype).at[column].set(jnp.inf)  # w = inf keeps κ_j at 0
+        drop_j = jnp.full(p + 1, 1.0 / column_scale, dtype).at[column].set(jnp.inf)  # w = inf keeps κ_j at 0
         node_args = LeastSquaresData(X_a, x_j, args.weights, args.scale)
         fit = scaled_lasso(
             fn, node_args, solver, jnp.zeros(p + 1, dtype), args.scale, p, drop_j, unpenalized, prepared=prepared
@@ -140,7 +162,9 @@ def debiased_lasso(
         denominator = w @ x_j
         estimate = coef[j] + w @ residual / denominator
         std_error = cluster_robust_std_error(data, w * residual, denominator)
-        usable = fit.converged & (denominator > 1e3 * jnp.finfo(dtype).eps * (x_j @ x_j))
+        corr = (centred[:, j] @ centred) / jnp.maximum(norms[j] * norms, jnp.finfo(dtype).tiny)
+        twin = jnp.max(jnp.where(jnp.arange(p) == j, 0.0, corr**2)) >= 1.0 - collinear
+        usable = fit.converged & (denominator > 1e3 * jnp.finfo(dtype).eps * (x_j @ x_j)) & ~twin
         return estimate, std_error, fit.lam, usable & jnp.isfinite(estimate) & jnp.isfinite(std_error)
 
     estimate, std_error, node_lam, valid = jax.lax.map(node, coords, batch_size=batch_size)
@@ -170,6 +194,11 @@ def debias(
       (memory grows as batch_size × N). Default: 1 on CPU, where a sequential loop was
       fastest (p = 1000, N = 400: 0.65 s at 1, 1.05 s at 64, 2.3 s at 1000), 128 on a GPU.
 
+    Computed on y / s_y and X / s_x (powers of two) and reported on the caller's scale; the
+    node-wise λ_j keep the scaled-Lasso rule on the caller's columns, so the table is equivariant
+    to the units of y, not to those of X (standardise X's columns first if their units are
+    arbitrary).
+
     Returns an `InferenceTable` (`extra["node_lam"]`: the λ_j used; `extra["initial"]`: β̂_j).
     """
     coef, intercept, a = single_fit(fit, data)
@@ -191,17 +220,24 @@ def debias(
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"`batch_size` must be a positive integer; got {batch_size!r}.")
     dtype = data.X.dtype
+    # On y / s_y and X / s_x (exact powers of two): estimates scale by s_y/s_x; the node-wise
+    # Lassos keep the caller's column scale (`column_scale`), their λ_j are in units of s_x².
+    scale = data_scale(data)
+    ratio = scale.y / scale.x
     out = debiased_lasso(
-        data, jnp.asarray(a, dtype), jnp.asarray(coef, dtype), jnp.asarray(intercept, dtype),
-        jnp.asarray(coords_arr, jnp.int32), jnp.asarray(level, dtype), solver,
-        min(batch_size, len(coords_arr)),
+        rescaled(data, scale), jnp.asarray(a, dtype), jnp.asarray(coef / ratio, dtype),
+        jnp.asarray(intercept / scale.y, dtype), jnp.asarray(coords_arr, jnp.int32), jnp.asarray(level, dtype),
+        solver, min(batch_size, len(coords_arr)), jnp.asarray(scale.x, dtype),
     )
+    out = eqx.tree_at(lambda o: (o.estimate, o.std_error, o.ci_low, o.ci_high, o.node_lam), out,
+                      (out.estimate * ratio, out.std_error * ratio, out.ci_low * ratio, out.ci_high * ratio,
+                       out.node_lam * scale.x**2))
     valid = np.asarray(out.valid)
     if not valid.all():
         warnings.warn(
             f"debias: no inference for columns {coords_arr[~valid].tolist()} (a node-wise Lasso did "
-            "not converge, or the column has no variation left after whitening and removing the "
-            "intercept); their rows are NaN and `valid` is False.",
+            "not converge, the column has no variation left after whitening and removing the "
+            "intercept, or another column is collinear with it); their rows are NaN and `valid` is False.",
             RuntimeWarning,
             stacklevel=2,
         )

@@ -20,7 +20,9 @@ from ._covariance import (
     covariance_start,
 )
 from ._data import LMMData
+from ._scale import data_scale, rescaled
 from ._solution import RESULTS
+from ._validate import check_count, check_data, check_fraction, check_indices, check_scalar, check_weights
 from .estimators import fit_quasi
 from .losses.penalised_ml import MixedModelData, MixedModelParams, mixed_model_nll, whiten_by_covariance
 from .penalties import L1
@@ -81,18 +83,6 @@ def information_criteria(fit: MixedModelFit, n_obs: int) -> tuple[Array, Array, 
     return 2.0 * fit.nll + math.log(n_obs) * npar, 2.0 * fit.nll + 2.0 * npar, nnz
 
 
-def _fit_from(args, structure, penalty, beta0, solver, max_nonzero=None) -> MixedModelFit:
-    theta0, log_sigma0 = profile_start(args, beta0, structure)
-    return solver.run(structure, args, penalty, MixedModelParams(beta0, theta0, log_sigma0), max_nonzero)
-
-
-def _fit_at_infinity(args, structure, weights, unpenalized, solver) -> MixedModelFit:
-    """λ = ∞: penalised β pinned at 0, the unpenalised ones and the variances by ML."""
-    y = args.y
-    beta0 = jnp.zeros(args.X.shape[1], y.dtype).at[0].set(jnp.mean(y))
-    return _fit_from(args, structure, L1(jnp.asarray(jnp.inf, y.dtype), weights, unpenalized), beta0, solver)
-
-
 def _kkt_lambda(args, structure, params: MixedModelParams, weights, unpenalized) -> Array:
     """max_k |∂_k(−log L)| / w_k over penalised k at `params` (their penalised β at 0)."""
     X_w, y_w = whiten_by_covariance(args, params.theta, params.log_sigma, structure)
@@ -130,33 +120,45 @@ def lmmlasso_path(args: MixedModelData, structure: str, relative_grid: Array, we
     slowest lane is done at every level of the nested solver loops.
     """
     y = args.y
-    at_inf = _fit_at_infinity(args, structure, weights, unpenalized, solver)
-    lambdas = _lambda_max(args, structure, at_inf, cold_start, weights, unpenalized) * relative_grid
+    n_lambda = relative_grid.shape[0]
+    n_theta = profile_start(args, cold_start, structure)[0].shape[-1]
+    max_nonzero = max_df - n_theta - 1
 
-    max_nonzero = max_df - at_inf.params.theta.shape[-1] - 1
+    # One compiled copy of the solver runs every fit, in one scan over 1 + 2 n_λ steps: the
+    # λ = ∞ fit (which sets λ_max), the warm sweep (each λ from the previous solution), then the
+    # cold sweep (each λ afresh from `cold_start`). Both sweeps go from λ_max down and stop
+    # fitting once a fit saturates: smaller λ only saturate sooner, and those fits (p > N,
+    # dozens of active columns) are the costly ones. A stopped sweep still calls the solver,
+    # with λ = ∞ and no nonzero allowed, so that it returns at once (result `saturated`, BIC =
+    # inf) — not through a `lax.cond`, which under `vmap` runs both branches.
+    step_index = jnp.arange(1 + 2 * n_lambda)
+    is_warm = (step_index >= 1) & (step_index <= n_lambda)
+    grid_index = jnp.where(is_warm, step_index - 1, step_index - 1 - n_lambda)
+    inf_beta = jnp.zeros(args.X.shape[1], y.dtype).at[0].set(jnp.mean(y))
 
-    # Both sweeps go from λ_max down and stop fitting once a fit saturates: smaller λ only
-    # saturate sooner, and those fits (p > N, dozens of active columns) are the costly ones. A
-    # stopped sweep still calls the solver, with λ = ∞ and no nonzero allowed, so that it
-    # returns at once (result `saturated`, BIC = inf) — not through a `lax.cond`, which under
-    # `vmap` runs both branches, i.e. the very fits that stopping is meant to avoid.
-    def penalty_and_limit(stopped, lam):
-        lam = jnp.where(stopped, jnp.inf, lam)
-        return L1(lam, weights, unpenalized), jnp.where(stopped, -1, max_nonzero)
+    def step(carry, k):
+        previous, lam_max, stopped_warm, stopped_cold = carry
+        warm, first = is_warm[k], k == 0
+        stopped = jnp.where(warm, stopped_warm, stopped_cold) & ~first
+        lam = jnp.where(first | stopped, jnp.inf, lam_max * relative_grid[jnp.clip(grid_index[k], 0, n_lambda - 1)])
+        limit = jnp.where(first, jnp.inf, jnp.where(stopped, -1, max_nonzero))
+        beta0 = jnp.where(first, inf_beta, cold_start)
+        theta0, log_sigma0 = profile_start(args, beta0, structure)
+        start = jax.tree.map(lambda a, b: jnp.where(warm, a, b), previous, MixedModelParams(beta0, theta0, log_sigma0))
+        fit = solver.run(structure, args, L1(lam, weights, unpenalized), start, limit)
+        lam_max = jnp.where(first, _lambda_max(args, structure, fit, cold_start, weights, unpenalized), lam_max)
+        saturated = fit.result == RESULTS.saturated
+        stopped_warm = stopped_warm | (warm & saturated)
+        stopped_cold = stopped_cold | (~warm & ~first & saturated)
+        return (fit.params, lam_max, stopped_warm, stopped_cold), (fit, lam)
 
-    def warm_step(carry, lam):
-        params, stopped = carry
-        penalty, limit = penalty_and_limit(stopped, lam)
-        fit = solver.run(structure, args, penalty, params, limit)
-        return (fit.params, stopped | (fit.result == RESULTS.saturated)), fit
-
-    def cold_step(stopped, lam):
-        penalty, limit = penalty_and_limit(stopped, lam)
-        fit = _fit_from(args, structure, penalty, cold_start, solver, limit)
-        return stopped | (fit.result == RESULTS.saturated), fit
-
-    _, warm = lax.scan(warm_step, (at_inf.params, jnp.asarray(False)), lambdas)
-    _, cold = lax.scan(cold_step, jnp.asarray(False), lambdas)
+    theta0, log_sigma0 = profile_start(args, inf_beta, structure)
+    false = jnp.asarray(False)
+    init = (MixedModelParams(inf_beta, theta0, log_sigma0), jnp.zeros((), y.dtype), false, false)
+    (_, lam_max, _, _), (fits, _) = lax.scan(step, init, step_index)
+    lambdas = lam_max * relative_grid
+    warm = jax.tree.map(lambda x: x[1 : 1 + n_lambda], fits)
+    cold = jax.tree.map(lambda x: x[1 + n_lambda :], fits)
     n_obs = y.shape[0]
 
     def scored(fit):
@@ -174,12 +176,43 @@ def lmmlasso_path(args: MixedModelData, structure: str, relative_grid: Array, we
 
 @eqx.filter_jit
 def _fit_single(args, structure, lam, weights, unpenalized, cold_start, solver):
-    """One λ from both starts: cold (the Lasso start) and warm from the λ = ∞ fit."""
-    at_inf = _fit_at_infinity(args, structure, weights, unpenalized, solver)
-    penalty = L1(lam, weights, unpenalized)
-    warm = solver.run(structure, args, penalty, at_inf.params)
-    cold = _fit_from(args, structure, penalty, cold_start, solver)
-    return warm, cold
+    """One λ from both starts: warm from the λ = ∞ fit, and cold (the Lasso start). The three
+    fits run as one scan over a single compiled copy of the solver (three inlined copies made
+    this the largest program of a fit: 6 s of compilation)."""
+    y = args.y
+    inf_beta = jnp.zeros(args.X.shape[1], y.dtype).at[0].set(jnp.mean(y))
+    lams = jnp.stack([jnp.asarray(jnp.inf, y.dtype), lam, lam]).astype(y.dtype)
+
+    def step(previous, k):
+        beta0 = jnp.where(k == 0, inf_beta, cold_start)
+        theta0, log_sigma0 = profile_start(args, beta0, structure)
+        fresh = MixedModelParams(beta0, theta0, log_sigma0)
+        start = jax.tree.map(lambda a, b: jnp.where(k == 1, a, b), previous, fresh)
+        fit = solver.run(structure, args, L1(lams[k], weights, unpenalized), start)
+        return fit.params, fit
+
+    theta0, log_sigma0 = profile_start(args, inf_beta, structure)
+    _, fits = lax.scan(step, MixedModelParams(inf_beta, theta0, log_sigma0), jnp.arange(3))
+    bic = information_criteria(fits, y.shape[0])[0]
+    return jax.tree.map(lambda x: x[1], fits), jax.tree.map(lambda x: x[2], fits), bic[1], bic[2]
+
+
+@eqx.filter_jit
+def _model_data(data, design, structure):
+    """`mixed_model_nll`'s data as one compiled program (its eager ops compiled one by one)."""
+    return mixed_model_nll(data, design, structure)[1]
+
+
+@eqx.filter_jit
+def _summary(fit, args, structure):
+    """Ψ̂, σ̂², BLUPs, BIC and AIC of a fit, as one program."""
+    params = fit.params
+    L = cholesky_factor(params.theta, structure, args.data.Z.shape[1])
+    psi = L @ L.T
+    sigma2 = jnp.exp(2.0 * params.log_sigma)
+    ranef = blup(args.data, psi, sigma2, args.y - args.X @ params.beta)
+    bic, aic, _ = information_criteria(fit, args.y.shape[0])
+    return psi, sigma2, ranef, bic, aic
 
 
 # ---- the estimator ----------------------------------------------------------------------------
@@ -192,11 +225,15 @@ class LMMLassoFit:
     - `coef` (p, the scale of the caller's X), `intercept`, `support` (indices of β̂_k ≠ 0).
     - `sigma2` σ̂², `psi` Ψ̂ (q × q), `ranef` BLUPs (n × q, one row per label in `groups`).
     - `loglik` (ML log-likelihood, no penalty), `bic`, `aic`, `objective` Q_λ (with the
-      ½N log 2π constant, on the fitting scale), `converged`, `n_iter` (outer iterations).
+      ½N log 2π constant), `converged`, `n_iter` (outer iterations).
     - `lam` (on the fitting scale: standardised columns when `standardize=True`), `cov`,
       `unpenalized` (column indices of X), `weights` (penalty weights, None if plain),
       `adaptive`, `start` ("cold": from the Lasso start, "warm": from the path or λ_max).
-    - `path`: the `LMMLassoPath` (BIC curves for both starts) when λ was chosen.
+    - `path`: the `LMMLassoPath` (BIC curves for both starts) when λ was chosen; its λ and BIC
+      are on the caller's scale, its stacked fits on the internal one (y and X divided by the
+      powers of two nearest their scales; standardised columns).
+
+    Every number is on the caller's scale: the fit runs on rescaled data (`fit_lmmlasso`).
     """
 
     coef: np.ndarray
@@ -315,8 +352,7 @@ def fit_lmmlasso(
 
     Returns an `LMMLassoFit`.
     """
-    if not isinstance(data, LMMData):
-        raise ValueError(f"`data` must be an LMMData (use LMMData.from_arrays); got {type(data)}.")
+    check_data(data)
     if cov not in COVARIANCE_STRUCTURES:
         raise ValueError(f"`cov` must be one of {COVARIANCE_STRUCTURES}; got {cov!r}.")
     p, n_obs = data.n_features, data.n_obs
@@ -328,40 +364,36 @@ def fit_lmmlasso(
                 f"`data`: every cluster has at most rank(Z_i) ≤ q = {q} rows, so σ² and Ψ cannot be "
                 "told apart; use fewer random effects or larger clusters."
             )
-    if lam is not None:
-        lam_value = np.asarray(lam, dtype=float)
-        if lam_value.ndim != 0 or not np.isfinite(lam_value) or lam_value < 0:
-            raise ValueError(f"`lam` must be one finite number ≥ 0 (or None for a BIC path); got {lam!r}.")
-    if not 0 < lambda_min_ratio < 1:
-        raise ValueError(f"`lambda_min_ratio` must lie in (0, 1); got {lambda_min_ratio}.")
-    if not isinstance(n_lambda, int) or n_lambda < 1:
-        raise ValueError(f"`n_lambda` must be a positive integer; got {n_lambda!r}.")
-    if unpenalized is None:
-        unpen_idx = _default_unpenalized(data)
-    else:
-        unpen_idx = np.unique(np.atleast_1d(np.asarray(unpenalized, dtype=int)))
-        if np.any((unpen_idx < 0) | (unpen_idx >= p)):
-            raise ValueError(f"`unpenalized` indices must lie in [0, {p}); got {unpenalized!r}.")
-    if weights is not None:
-        w_user = np.asarray(weights, dtype=float)
-        if w_user.shape != (p,):
-            raise ValueError(f"`weights` must have length p = {p}; got shape {w_user.shape}.")
-        if np.any(np.isnan(w_user)) or np.any(w_user < 0):
-            raise ValueError("`weights` must be ≥ 0 (inf drops a column); got NaN or < 0.")
-    else:
-        w_user = np.ones(p)
+    lam = check_scalar("lam", lam)
+    lambda_min_ratio = check_fraction("lambda_min_ratio", lambda_min_ratio)
+    n_lambda = check_count("n_lambda", n_lambda)
+    unpen_idx = _default_unpenalized(data) if unpenalized is None else check_indices("unpenalized", unpenalized, p)
+    w_user = check_weights(weights, p)
+    w_user = np.ones(p) if w_user is None else w_user
+    if lam == 0.0 and cov != "none" and np.linalg.matrix_rank(np.column_stack([np.ones(n_obs), data.X])) >= n_obs:
+        raise ValueError(
+            f"`lam` = 0 with rank([1, X]) = N = {n_obs}: X fits y exactly, so the likelihood is unbounded "
+            "(σ² → 0). Use lam > 0 or fewer columns."
+        )
     solver = MixedModelCGD() if solver is None else solver
     max_df = n_obs / 2 if max_df is None else float(max_df)
 
+    # Fit on y / s_y and X / s_x (powers of two, `_scale`): with β = (s_y/s_x) β̃, σ² = s_y² σ̃²,
+    # Ψ = s_y² Ψ̃, −log L = −log L̃ + N log s_y, so λ |β| = λ̃ |β̃| needs λ̃ = λ s_y / s_x (λ s_y on
+    # standardised columns, which do not see s_x).
+    units = data_scale(data)
+    data = rescaled(data, units)
+    lam_unit = units.y if standardize else units.y / units.x
+    lam_fit = None if lam is None else lam * lam_unit
     design, center, scale = _standardised_design(data, standardize)
     dtype = data.X.dtype
-    _, args = mixed_model_nll(data, jnp.asarray(design, dtype), cov)
+    args = _model_data(data, jnp.asarray(design, dtype), cov)
     mask = np.zeros(p + 1, bool)
     mask[0] = True
     mask[unpen_idx + 1] = True
     cold = jnp.asarray(_cold_start(data, center, scale, seed), dtype)
 
-    def stage(w, cold_beta, min_ratio=lambda_min_ratio):
+    def stage(w, cold_beta, lam, min_ratio=lambda_min_ratio):
         w_full = jnp.asarray(np.concatenate([[1.0], w]), dtype)
         if lam is None:
             grid = jnp.asarray(np.geomspace(1.0, min_ratio, n_lambda), dtype)
@@ -370,12 +402,12 @@ def fit_lmmlasso(
             chosen = path.cold if bool(path.best_is_cold) else path.warm
             fit = jax.tree.map(lambda x: x[i], chosen)
             return fit, float(path.lambdas[i]), "cold" if bool(path.best_is_cold) else "warm", path
-        warm, cold_fit = _fit_single(args, cov, jnp.asarray(lam, dtype), w_full, jnp.asarray(mask), cold_beta, solver)
-        bic_w, bic_c = (float(information_criteria(f, n_obs)[0]) for f in (warm, cold_fit))
+        warm, cold_fit, bic_w, bic_c = _fit_single(args, cov, jnp.asarray(lam, dtype), w_full, jnp.asarray(mask),
+                                                   cold_beta, solver)
         use_cold = bool(cold_fit.converged) and (bic_c <= bic_w or not bool(warm.converged))
         return (cold_fit if use_cold else warm), float(lam), "cold" if use_cold else "warm", None
 
-    fit, lam_used, start, path = stage(w_user, cold)
+    fit, lam_used, start, path = stage(w_user, cold, lam_fit)
     stage_weights = None if weights is None else w_user
     if adaptive:
         first = np.abs(np.asarray(fit.params.beta)[1:])
@@ -389,28 +421,38 @@ def fit_lmmlasso(
         # weakly selected column could ever re-enter, and |S| collapsed to the strong ones).
         finite = w_adaptive[np.isfinite(w_adaptive) & ~np.isin(np.arange(p), unpen_idx)]
         spread = finite.min() / finite.max() if finite.size else 1.0
-        fit, lam_used, start, path = stage(w_adaptive, fit.params.beta, lambda_min_ratio * spread)
+        # Weights 1/|β̂| on the fitting scale absorb s_y: the caller's λ applies as it is.
+        fit, lam_used, start, path = stage(w_adaptive, fit.params.beta, lam, lambda_min_ratio * spread)
         stage_weights = w_adaptive
-    return _summarise(fit, data, args, cov, design, center, scale, lam_used, unpen_idx, stage_weights,
-                      adaptive, start, path)
+    # λ w |β| = λ̃ w̃ |β̃|: plain weights are the caller's; adaptive ones are 1/|β̂| on the fitting
+    # scale, so on the caller's they are w̃ / lam_unit and λ = λ̃.
+    if adaptive:
+        lam_caller, stage_weights = lam_used, stage_weights / lam_unit
+    else:
+        lam_caller = lam_used / lam_unit
+    return _summarise(fit, data, args, cov, center, scale, lam_caller, unpen_idx, stage_weights, adaptive, start,
+                      path, units, lam_caller / lam_used if lam_used else 1.0)
 
 
-def _summarise(fit, data, args, cov, design, center, scale, lam, unpen_idx, weights, adaptive, start, path):
-    params = fit.params
-    beta_std = np.asarray(params.beta)
+def _summarise(fit, data, args, cov, center, scale, lam, unpen_idx, weights, adaptive, start, path, units,
+               lam_factor):
+    """The fit on the caller's scale (`units`: the internal rescaling of y and X)."""
+    beta_std = np.asarray(fit.params.beta)
     coef = beta_std[1:] / scale
     intercept = float(beta_std[0] - center @ coef)
-    q = data.Z.shape[1]
-    L = cholesky_factor(params.theta, cov, q)
-    psi = L @ L.T
-    sigma2 = jnp.exp(2.0 * params.log_sigma)
-    residual = args.y - args.X @ params.beta
-    ranef = np.asarray(blup(data, psi, sigma2, residual))
-    bic, aic, _ = information_criteria(fit, data.n_obs)
+    psi, sigma2, ranef, bic, aic = _summary(fit, args, cov)
+    ranef = np.asarray(ranef)
+    s, log_s = units.y, math.log(units.y)
+    shift = data.n_obs * log_s  # −log L = −log L̃ + N log s_y
+    if path is not None and not units.identity:
+        path = eqx.tree_at(lambda t: (t.lambdas, t.bic_warm, t.bic_cold), path,
+                           (path.lambdas * lam_factor, path.bic_warm + 2 * shift, path.bic_cold + 2 * shift))
+    coef = coef * (s / units.x)
     return LMMLassoFit(
-        coef=coef, intercept=intercept, support=np.flatnonzero(coef), sigma2=float(sigma2), psi=np.asarray(psi),
-        ranef=ranef, groups=data.labels, loglik=-float(fit.nll), bic=float(bic), aic=float(aic),
-        objective=float(fit.objective), converged=bool(fit.converged), n_iter=int(fit.num_steps), lam=lam,
-        cov=cov, unpenalized=unpen_idx, weights=weights, adaptive=adaptive, start=start, path=path,
+        coef=coef, intercept=intercept * s, support=np.flatnonzero(coef), sigma2=float(sigma2) * s * s,
+        psi=np.asarray(psi) * s * s, ranef=ranef * s, groups=data.labels, loglik=-float(fit.nll) - shift,
+        bic=float(bic) + 2 * shift, aic=float(aic) + 2 * shift, objective=float(fit.objective) + shift,
+        converged=bool(fit.converged), n_iter=int(fit.num_steps), lam=lam, cov=cov, unpenalized=unpen_idx,
+        weights=weights, adaptive=adaptive, start=start, path=path,
     )
 

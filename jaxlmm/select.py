@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numbers
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -17,7 +19,7 @@ from .penalties import L1
 def cluster_folds(n_clusters: int, n_folds: int, seed: int = 0) -> np.ndarray:
     """Fold id (0..n_folds-1) per cluster: clusters shuffled, then dealt round-robin, so a
     cluster is never split between training and test data."""
-    if not 2 <= n_folds <= n_clusters:
+    if isinstance(n_folds, bool) or not isinstance(n_folds, numbers.Integral) or not 2 <= n_folds <= n_clusters:
         raise ValueError(
             f"`n_folds` must be between 2 and the number of clusters ({n_clusters}); got {n_folds}."
         )

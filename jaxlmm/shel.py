@@ -16,6 +16,8 @@ from scipy import stats
 from tqdm.auto import tqdm
 
 from ._data import LMMData
+from ._scale import data_scale, rescaled
+from ._validate import check_count, check_data, check_fraction, check_scalar
 from .inference import InferenceTable, debiased_lasso
 from .losses.shel import profile_synthetic, shel_loss
 from .path import solve_path
@@ -210,13 +212,13 @@ def split_inference(data, S_bar, relative, solver, n_splits, level, n_folds, see
                           {"selection_frequency": np.isfinite(estimates[:, coords]).mean(axis=0)})
 
 
-def debiased_inference(data, S_bar, coef, coords, level, solver):
+def debiased_inference(data, S_bar, coef, coords, level, solver, column_scale=1.0):
     """Debiased Lasso (as for the quasi-likelihood, with a = 0) on the profiled data (P X, P y),
     cluster-robust SEs."""
     Xp = profile_synthetic(data, S_bar, data.X)
     yp = profile_synthetic(data, S_bar, data.y)
     profiled = LMMData(Xp, yp, data.Z, data.cluster, data.order, data.z_basis, data.z_singular, data.labels)
-    out = debiased_lasso(profiled, 0.0, jnp.asarray(coef), 0.0, jnp.asarray(coords), level, solver, 1)
+    out = debiased_lasso(profiled, 0.0, jnp.asarray(coef), 0.0, jnp.asarray(coords), level, solver, 1, column_scale)
     return InferenceTable(np.asarray(coords), np.asarray(out.estimate), np.asarray(out.std_error),
                           np.asarray(out.ci_low), np.asarray(out.ci_high), np.asarray(out.p_value), level,
                           "SHEL debiased Lasso on the profiled data, cluster-robust", np.asarray(out.valid),
@@ -314,26 +316,34 @@ def fit_shel(
     cluster or has K ≥ n columns, K ≥ n or K < 1, K given with non-PCA synthetic variables,
     negative or non-finite λ, an unknown `inference`, `n_splits` < 1, `level` ∉ (0, 1).
     """
-    if not isinstance(data, LMMData):
-        raise ValueError("`data` must be an LMMData (use LMMData.from_arrays).")
+    check_data(data)
     n, p, N = data.n_clusters, data.n_features, data.n_obs
-    if lam is not None and (not np.isfinite(float(lam)) or float(lam) < 0):
-        raise ValueError(f"`lam` must be a finite number ≥ 0 or None; got {lam}.")
+    lam = check_scalar("lam", lam)
     if inference not in (None, "split", "debiased"):
         raise ValueError(f"`inference` must be None, 'split' or 'debiased'; got {inference!r}.")
-    if not 0 < level < 1:
-        raise ValueError(f"`level` must be in (0, 1); got {level}.")
-    if int(n_splits) < 1:
-        raise ValueError(f"`n_splits` must be ≥ 1; got {n_splits}.")
+    level = check_fraction("level", level)
+    n_splits = check_count("n_splits", n_splits)
+    n_lambda = check_count("n_lambda", n_lambda)
+    if lambda_min_ratio is not None:
+        lambda_min_ratio = check_fraction("lambda_min_ratio", lambda_min_ratio)
     if isinstance(synthetic, str) and synthetic not in ("pca", "dummies"):
         raise ValueError(f"`synthetic` must be 'pca', 'dummies' or an N × K array; got {synthetic!r}.")
     kind = synthetic if isinstance(synthetic, str) else "user"
     if K is not None and kind != "pca":
         raise ValueError("`K` applies to synthetic='pca' only.")
-    if K is not None and not (1 <= int(K) < n):
+    if K is not None and not (check_count("K", K) < n):
         raise ValueError(f"`K` must satisfy 1 ≤ K < n = {n} (the number of clusters); got {K}.")
+    if kind == "dummies" and not np.any(np.asarray(data.cluster_sizes) > 1):
+        raise ValueError("`synthetic`='dummies' needs clusters with more than one row: with one row per cluster "
+                         "the cluster indicators absorb y entirely and nothing is left for X.")
     folds = cluster_folds(n, n_folds, seed)
     solver = CoordinateDescent(rtol=1e-7) if solver is None else solver
+    # Fit on y / s_y and X / s_x (powers of two, `_scale`): β = (s_y/s_x) β̃ and the objective is
+    # s_y² times the same one in β̃ with λ̃ = λ / (s_y s_x); the synthetic variables are unchanged.
+    caller_data, units = data, data_scale(data)
+    data = rescaled(data, units)
+    coef_factor, lam_factor = units.y / units.x, units.y * units.x
+    lam = None if lam is None else lam / lam_factor
     ratio = (0.01 if p > N else 1e-4) if lambda_min_ratio is None else lambda_min_ratio
     relative = np.geomspace(1.0, ratio, n_lambda)
     everything = np.ones(n)
@@ -366,8 +376,9 @@ def fit_shel(
         Ks = (K_hat,)
     S_jax = None if S_bar is None else jnp.asarray(S_bar, dtype)
 
-    # γ̂ = (SᵀS)⁺Sᵀ(y − Xβ̂): the profiled-out coefficients at β̂.
-    residual = np.asarray(data.y - data.X @ jnp.asarray(coef, dtype))
+    # γ̂ = (SᵀS)⁺Sᵀ(y − Xβ̂): the profiled-out coefficients at β̂ (on the caller's scale).
+    unit_coef, coef = coef, coef * coef_factor
+    residual = np.asarray(caller_data.y - caller_data.X @ jnp.asarray(coef, dtype))
     cluster = np.asarray(data.cluster)
     if S_bar is None:
         gamma = np.bincount(cluster, residual, n) / np.bincount(cluster, minlength=n)
@@ -380,18 +391,20 @@ def fit_shel(
 
     table = None
     if inference == "split":
-        table = split_inference(data, S_jax, relative, solver, int(n_splits), level, n_folds, seed + 1, progress)
+        table = split_inference(data, S_jax, relative, solver, int(n_splits), level, n_folds, seed + 1,
+                                progress).rescaled(coef_factor)
     elif inference == "debiased":
-        table = debiased_inference(data, S_jax, coef, np.flatnonzero(coef), level, solver)
+        table = debiased_inference(data, S_jax, unit_coef, np.flatnonzero(unit_coef), level, solver,
+                                   float(units.x)).rescaled(coef_factor, node_lam=units.x**2)
     return SHELFit(
         coef=coef,
         support=np.flatnonzero(coef),
         gamma=gamma,
         synthetic=synthetic_rows,
         K=int(K_hat),
-        lam=lam_hat,
+        lam=lam_hat * lam_factor,
         kind=kind,
-        cv_error=cv_error,
+        cv_error=None if cv_error is None else cv_error * units.y * units.y,
         lambda_ratios=None if lam is not None else np.asarray(relative),
         K_grid=tuple(Ks),
         inference=table,

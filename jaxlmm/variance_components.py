@@ -11,6 +11,7 @@ from jax import Array
 
 from ._covariance import blup, cluster_cross, cluster_sum, covariance_basis, project_psd
 from ._data import LMMData
+from ._scale import data_scale, rescaled
 from ._whiten import inverse_apply
 from .estimators import single_fit
 
@@ -134,17 +135,21 @@ def variance_components(fit, data: LMMData, structure="identity") -> VarianceCom
             "random effects (the within-cluster projection leaves nothing)."
         )
     dtype = data.X.dtype
-    residual = data.y - data.X @ jnp.asarray(coef, dtype) - intercept
-    est = estimate_variance_components(data, jnp.asarray(a, dtype), residual, jnp.asarray(basis, dtype))
+    # On y / s_y and X / s_x (exact powers of two): variances scale by s_y², BLUPs by s_y.
+    scale = data_scale(data)
+    unit = rescaled(data, scale)
+    residual = unit.y - unit.X @ jnp.asarray(coef * scale.x / scale.y, dtype) - intercept / scale.y
+    est = estimate_variance_components(unit, jnp.asarray(a, dtype), residual, jnp.asarray(basis, dtype))
     psi_raw = np.asarray(est.psi_unprojected)
     psi = np.asarray(est.psi)
+    projected = not np.allclose(psi, psi_raw, rtol=0, atol=1e-12 * max(1.0, np.abs(psi_raw).max()))
     return VarianceComponents(
-        sigma2=float(est.sigma2),
-        psi=psi,
-        eta=np.asarray(est.eta),
-        psi_unprojected=psi_raw,
-        projected=not np.allclose(psi, psi_raw, rtol=0, atol=1e-12 * max(1.0, np.abs(psi_raw).max())),
-        ranef=np.asarray(est.ranef),
+        sigma2=float(est.sigma2) * scale.y * scale.y,
+        psi=psi * scale.y * scale.y,
+        eta=np.asarray(est.eta) * scale.y * scale.y,
+        psi_unprojected=psi_raw * scale.y * scale.y,
+        projected=projected,
+        ranef=np.asarray(est.ranef) * scale.y,
         groups=data.labels,
         structure=structure,
         basis=basis,

@@ -18,7 +18,7 @@ from ..losses.penalised_ml import (
     whiten_by_covariance,
 )
 from ..penalties import L1
-from ._base import nonzero_limits
+from ._base import attainable, nonzero_limits
 from .coordinate_descent import CoordinateDescent
 from .newton import damped_newton
 
@@ -82,6 +82,7 @@ class MixedModelCGD(eqx.Module):
             return nll(params) + penalty(params.beta)
 
         limit, cap = nonzero_limits(max_nonzero, params0.beta)
+        tol = attainable(self.tol, args.y.dtype)  # 1e-6 is 8 eps in float32: floor at 1000 eps
 
         def beta_block(params):
             X_w, y_w = whiten_by_covariance(args, params.theta, params.log_sigma, structure)
@@ -124,9 +125,9 @@ class MixedModelCGD(eqx.Module):
             old_cov = jnp.append(params.theta, jnp.exp(params.log_sigma))
             new_cov = jnp.append(theta, jnp.exp(log_sigma))
             done = (
-                (relative(beta, params.beta) <= self.tol)
-                & (jnp.abs(q_new - q_old) / (1.0 + jnp.abs(q_new)) <= self.tol)
-                & (relative(new_cov, old_cov) <= self.tol)
+                (relative(beta, params.beta) <= tol)
+                & (jnp.abs(q_new - q_old) / (1.0 + jnp.abs(q_new)) <= tol)
+                & (relative(new_cov, old_cov) <= tol)
             )
             beta_ok = beta_ok & (beta_result == RESULTS.successful)
             return new, q_new, it + 1, done, jnp.isfinite(q_new), beta_ok

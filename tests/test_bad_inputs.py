@@ -1,0 +1,251 @@
+"""Every bad or edge-case input the public API is known to meet, with its expected outcome: a
+`ValueError` naming the argument (raised before anything is traced), a result code / invalid
+row, or acceptance where the input is legitimate. One list, so a new case is one line."""
+
+import logging
+import re
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+import pytest
+
+import jaxlmm
+from jaxlmm.losses import LeastSquares, LeastSquaresData
+
+SIZES = [4, 5, 3, 6, 4, 5, 4, 3, 5, 6]
+N = sum(SIZES)
+
+
+def _arrays(seed=0, p=6):
+    rng = np.random.default_rng(seed)
+    groups = np.repeat(np.arange(len(SIZES)), SIZES)
+    X = rng.normal(size=(N, p))
+    y = X[:, 0] - 0.5 * X[:, 1] + rng.normal(size=len(SIZES))[groups] + rng.normal(size=N)
+    return X, y, groups
+
+
+X, Y, GROUPS = _arrays()
+DATA = jaxlmm.LMMData.from_arrays(X, Y, GROUPS)
+OTHER = jaxlmm.LMMData.from_arrays(*_arrays(seed=1))  # same shapes, other numbers
+SINGLETONS = jaxlmm.LMMData.from_arrays(X[:10], Y[:10], np.arange(10))
+
+
+@pytest.fixture(scope="module")
+def quasi_fit():
+    return jaxlmm.fit_quasi(DATA, a=1.0, lam=0.1)
+
+
+def _ls_args():
+    return LeastSquaresData(jnp.asarray(X), jnp.asarray(Y), jnp.ones(N), float(N))
+
+
+# (case id, callable, regex the ValueError message must match)
+VALUE_ERRORS = [
+    # -- data --------------------------------------------------------------------------------
+    ("y NaN", lambda: jaxlmm.LMMData.from_arrays(X, np.where(np.arange(N) == 3, np.nan, Y), GROUPS), "`y`"),
+    ("y 2-D", lambda: jaxlmm.LMMData.from_arrays(X, np.c_[Y, Y], GROUPS), "`y` must be a 1-D"),
+    ("y constant", lambda: jaxlmm.LMMData.from_arrays(X, np.ones(N), GROUPS), "`y` is constant"),
+    ("X 1-D", lambda: jaxlmm.LMMData.from_arrays(X[:, 0], Y, GROUPS), "`X` must be a 2-D"),
+    ("X rows", lambda: jaxlmm.LMMData.from_arrays(X[:-1], Y, GROUPS), "`X` has"),
+    ("X inf", lambda: jaxlmm.LMMData.from_arrays(np.where(X > 2, np.inf, X), Y, GROUPS), "`X` contains NaN or inf"),
+    ("X strings", lambda: jaxlmm.LMMData.from_arrays(X.astype(str), Y, GROUPS), "`X` must hold real numbers"),
+    ("X no columns", lambda: jaxlmm.LMMData.from_arrays(X[:, :0], Y, GROUPS), "`X` has no columns"),
+    ("groups length", lambda: jaxlmm.LMMData.from_arrays(X, Y, GROUPS[:-1]), "`groups` has"),
+    ("groups one cluster", lambda: jaxlmm.LMMData.from_arrays(X, Y, np.zeros(N)), "at least 2"),
+    ("groups NaN", lambda: jaxlmm.LMMData.from_arrays(X, Y, np.where(np.arange(N) == 0, np.nan, GROUPS)),
+     "`groups` contains NaN"),
+    ("groups None", lambda: jaxlmm.LMMData.from_arrays(X, Y, [None] + list(GROUPS[1:])), "`groups` contains None"),
+    ("groups pd.NA", lambda: jaxlmm.LMMData.from_arrays(X, Y, pd.array([pd.NA] + list(GROUPS[1:]), dtype="Int64")),
+     "`groups` contains <NA>"),
+    ("groups 2-D", lambda: jaxlmm.LMMData.from_arrays(X, Y, np.c_[GROUPS, GROUPS]), "`groups` must be one label"),
+    ("groups unhashable", lambda: jaxlmm.LMMData.from_arrays(X, Y, [[g] for g in GROUPS]), "`groups`"),
+    ("Z singular", lambda: jaxlmm.LMMData.from_arrays(X, Y, GROUPS, np.c_[np.ones(N), np.ones(N)]), "`Z` is singular"),
+    ("stack layouts", lambda: jaxlmm.LMMData.stack([DATA, SINGLETONS]), "`datasets\\[1\\]`"),
+    # -- fit_quasi ---------------------------------------------------------------------------
+    ("quasi data", lambda: jaxlmm.fit_quasi((X, Y)), "`data` must be an LMMData"),
+    ("quasi a < 0", lambda: jaxlmm.fit_quasi(DATA, a=-1.0), "`a`"),
+    ("quasi a str", lambda: jaxlmm.fit_quasi(DATA, a="1"), "`a`"),
+    ("quasi lam < 0", lambda: jaxlmm.fit_quasi(DATA, a=1.0, lam=-0.1), "`lam`"),
+    ("quasi lam str", lambda: jaxlmm.fit_quasi(DATA, a=1.0, lam="abc"), "`lam`"),
+    ("quasi lam NaN", lambda: jaxlmm.fit_quasi(DATA, a=1.0, lam=[0.1, np.nan]), "`lam`"),
+    ("quasi k float", lambda: jaxlmm.fit_quasi(DATA, a=1.0, k=1.5), "`k` must be an integer"),
+    ("quasi k bool", lambda: jaxlmm.fit_quasi(DATA, a=1.0, k=True), "`k` must be an integer"),
+    ("quasi k > p", lambda: jaxlmm.fit_quasi(DATA, a=1.0, k=7), "`k` must be between"),
+    ("quasi lam and k", lambda: jaxlmm.fit_quasi(DATA, a=1.0, lam=0.1, k=2), "not both"),
+    ("quasi unpenalized 1.7", lambda: jaxlmm.fit_quasi(DATA, a=1.0, lam=0.1, unpenalized=[1.7]),
+     "`unpenalized` must hold integer"),
+    ("quasi unpenalized range", lambda: jaxlmm.fit_quasi(DATA, a=1.0, lam=0.1, unpenalized=[6]), "`unpenalized`"),
+    ("quasi unpenalized repeated", lambda: jaxlmm.fit_quasi(DATA, a=1.0, lam=0.1, unpenalized=[1, 1]),
+     "`unpenalized` contains repeated"),
+    ("quasi all unpenalized", lambda: jaxlmm.fit_quasi(DATA, a=1.0, lam=0.1, unpenalized=range(6)), "Every column"),
+    ("quasi weights length", lambda: jaxlmm.fit_quasi(DATA, a=1.0, lam=0.1, weights=[1.0]), "`weights`"),
+    ("quasi weights NaN", lambda: jaxlmm.fit_quasi(DATA, a=1.0, lam=0.1, weights=[np.nan] * 6), "`weights`"),
+    ("quasi cv_rule", lambda: jaxlmm.fit_quasi(DATA, a=1.0, cv_rule="max"), "`cv_rule`"),
+    ("quasi k_criterion", lambda: jaxlmm.fit_quasi(DATA, a=1.0, k_criterion="aic"), "`k_criterion`"),
+    ("quasi lambda_min_ratio", lambda: jaxlmm.fit_quasi(DATA, a=1.0, lambda_min_ratio=0.0), "`lambda_min_ratio`"),
+    ("quasi n_lambda", lambda: jaxlmm.fit_quasi(DATA, a=1.0, n_lambda=0), "`n_lambda`"),
+    ("quasi n_folds float", lambda: jaxlmm.fit_quasi(DATA, a=1.0, n_folds=2.5), "`n_folds`"),
+    ("quasi n_folds > n", lambda: jaxlmm.fit_quasi(DATA, a=1.0, n_folds=11), "`n_folds`"),
+    ("quasi a_grid empty", lambda: jaxlmm.fit_quasi(DATA, a_grid=[]), "`a_grid`"),
+    ("quasi k_grid > p", lambda: jaxlmm.fit_quasi(DATA, a=1.0, k_grid=[1, 9]), "`k_grid`"),
+    # -- post-fit functions --------------------------------------------------------------------
+    ("debias other data", lambda: jaxlmm.debias(_fit(), OTHER), "not the data `fit` was fitted on"),
+    ("variance_components other data", lambda: jaxlmm.variance_components(_fit(), OTHER),
+     "not the data `fit` was fitted on"),
+    ("debias coords", lambda: jaxlmm.debias(_fit(), DATA, coords=[6]), "`coords`"),
+    ("debias coords float", lambda: jaxlmm.debias(_fit(), DATA, coords=[0.5]), "`coords`"),
+    ("debias level", lambda: jaxlmm.debias(_fit(), DATA, level=1.0), "`level`"),
+    ("debias path", lambda: jaxlmm.debias(jaxlmm.fit_quasi(DATA, a=1.0, lam=[0.2, 0.1]), DATA), "λ path"),
+    ("debias not a fit", lambda: jaxlmm.debias(np.zeros(6), DATA), "`fit` must be a QuasiFit"),
+    # -- fit_lmmlasso ------------------------------------------------------------------------
+    ("lmmlasso lam list", lambda: jaxlmm.fit_lmmlasso(DATA, lam=[1.0, 2.0]), "`lam`"),
+    ("lmmlasso lam str", lambda: jaxlmm.fit_lmmlasso(DATA, lam="1"), "`lam`"),
+    ("lmmlasso cov", lambda: jaxlmm.fit_lmmlasso(DATA, lam=1.0, cov="ar1"), "`cov`"),
+    ("lmmlasso lam 0, p+1 >= N", lambda: jaxlmm.fit_lmmlasso(jaxlmm.LMMData.from_arrays(
+        np.random.default_rng(0).normal(size=(N, N)), Y, GROUPS), lam=0.0), "likelihood is unbounded"),
+    ("lmmlasso unpenalized 1.5", lambda: jaxlmm.fit_lmmlasso(DATA, lam=1.0, unpenalized=[1.5]), "`unpenalized`"),
+    ("lmmlasso weights", lambda: jaxlmm.fit_lmmlasso(DATA, lam=1.0, weights=[-1.0] * 6), "`weights`"),
+    ("lmmlasso lambda_min_ratio", lambda: jaxlmm.fit_lmmlasso(DATA, lambda_min_ratio=1.0), "`lambda_min_ratio`"),
+    ("lmmlasso n_lambda", lambda: jaxlmm.fit_lmmlasso(DATA, n_lambda=2.0), "`n_lambda`"),
+    ("lmmlasso singleton clusters", lambda: jaxlmm.fit_lmmlasso(SINGLETONS, lam=1.0), "cannot be told apart"),
+    # -- fit_shel ----------------------------------------------------------------------------
+    ("shel lam list", lambda: jaxlmm.fit_shel(DATA, lam=[0.1, 0.2], K=1), "`lam`"),
+    ("shel lam str", lambda: jaxlmm.fit_shel(DATA, lam="abc", K=1), "`lam`"),
+    ("shel synthetic", lambda: jaxlmm.fit_shel(DATA, synthetic="means"), "`synthetic`"),
+    ("shel synthetic varies", lambda: jaxlmm.fit_shel(DATA, synthetic=np.arange(N, dtype=float)), "varies within"),
+    ("shel dummies singletons", lambda: jaxlmm.fit_shel(SINGLETONS, synthetic="dummies"),
+     "more than one row"),
+    ("shel K 0", lambda: jaxlmm.fit_shel(DATA, K=0), "`K`"),
+    ("shel K float", lambda: jaxlmm.fit_shel(DATA, K=1.5), "`K`"),
+    ("shel K with dummies", lambda: jaxlmm.fit_shel(DATA, synthetic="dummies", K=1), "`K` applies"),
+    ("shel level", lambda: jaxlmm.fit_shel(DATA, K=1, level=95), "`level`"),
+    ("shel n_splits", lambda: jaxlmm.fit_shel(DATA, K=1, n_splits=0), "`n_splits`"),
+    ("shel inference", lambda: jaxlmm.fit_shel(DATA, K=1, inference="bootstrap"), "`inference`"),
+    # -- fit_eb_ridge ------------------------------------------------------------------------
+    ("eb lam list", lambda: jaxlmm.fit_eb_ridge(DATA, lam=[0.1, 0.2]), "`lam`"),
+    ("eb lam str", lambda: jaxlmm.fit_eb_ridge(DATA, lam="abc"), "`lam`"),
+    ("eb b 1", lambda: jaxlmm.fit_eb_ridge(DATA, b=1.0), "`b`"),
+    ("eb b str", lambda: jaxlmm.fit_eb_ridge(DATA, b="0.5"), "`b`"),
+    ("eb A shape", lambda: jaxlmm.fit_eb_ridge(DATA, lam=1.0, b=0.5, A=np.eye(2)), "`A` must be q×q"),
+    ("eb A not pd", lambda: jaxlmm.fit_eb_ridge(DATA, lam=1.0, b=0.5, A=-1.0), "`A`"),
+    ("eb unpenalized 0.5", lambda: jaxlmm.fit_eb_ridge(DATA, unpenalized=[0.5]), "`unpenalized`"),
+    ("eb learn with lam 0", lambda: jaxlmm.fit_eb_ridge(DATA, lam=0.0), "`lam` = 0"),
+    # -- solve ---------------------------------------------------------------------------------
+    ("solve y0 length", lambda: jaxlmm.solve(LeastSquares(), jaxlmm.L1(0.1), jaxlmm.CoordinateDescent(),
+                                             jnp.zeros(7), _ls_args()), "`y0`"),
+    ("solve y0 2-D", lambda: jaxlmm.solve(LeastSquares(), jaxlmm.L1(0.1), jaxlmm.CoordinateDescent(),
+                                          jnp.zeros((6, 1)), _ls_args()), "`y0` must be a 1-D"),
+    ("solve lam < 0", lambda: jaxlmm.solve(LeastSquares(), jaxlmm.L1(-1.0), jaxlmm.CoordinateDescent(),
+                                           jnp.zeros(6), _ls_args()), "`lam`"),
+    ("solve weights length", lambda: jaxlmm.solve(LeastSquares(), jaxlmm.L1(0.1, jnp.ones(3)),
+                                                  jaxlmm.CoordinateDescent(), jnp.zeros(6), _ls_args()), "`weights`"),
+    ("solve L0 with CD", lambda: jaxlmm.solve(LeastSquares(), jaxlmm.L0(2), jaxlmm.CoordinateDescent(),
+                                              jnp.zeros(6), _ls_args()), "BestSubset"),
+    ("solve penalty type", lambda: jaxlmm.solve(LeastSquares(), 0.1, jaxlmm.CoordinateDescent(), jnp.zeros(6),
+                                                _ls_args()), "`penalty`"),
+    ("solve vector loss", lambda: jaxlmm.solve(lambda b, a: a.X @ b, jaxlmm.L1(0.1), jaxlmm.ProximalGradient(),
+                                               jnp.zeros(6), _ls_args()), "real scalar"),
+]
+
+_FIT = {}
+
+
+def _fit():
+    if "fit" not in _FIT:
+        _FIT["fit"] = jaxlmm.fit_quasi(DATA, a=1.0, lam=0.1)
+    return _FIT["fit"]
+
+
+@pytest.mark.parametrize("case,call,match", VALUE_ERRORS, ids=[c[0] for c in VALUE_ERRORS])
+def test_value_error_names_the_argument(case, call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+def _library_programs() -> set[str]:
+    """Names of jaxlmm's jitted programs (what a fit compiles; small eager ops do not count)."""
+    root = Path(jaxlmm.__file__).parent
+    return {name for path in root.rglob("*.py")
+            for name in re.findall(r"@eqx\.filter_jit\s*\ndef (\w+)", path.read_text(encoding="utf-8"))}
+
+
+def test_no_value_error_case_traces_anything():
+    """The ValueErrors above come from validation, not from inside a traced program: none of
+    the calls compiles one of the library's programs (JAX's compile log says which)."""
+    programs = _library_programs()
+    assert {"_solve_jit", "_fit_single", "_lasso_cv_at_a", "_learn"} <= programs
+    _fit()  # compiled legitimately beforehand
+    compiled = []
+    handler = logging.Handler()
+    handler.emit = lambda record: compiled.append(record.getMessage())
+    logger = logging.getLogger("jax")
+    logger.addHandler(handler)
+    try:
+        with jax.log_compiles(True):
+            for case, call, _ in VALUE_ERRORS:
+                if case.startswith(("solve y0", "solve vector", "debias path")):
+                    continue  # eval_shape traces the loss (shapes only); a path fit is legitimate work
+                with pytest.raises(ValueError):
+                    call()
+    finally:
+        logger.removeHandler(handler)
+    names = set(re.findall(r"Compiling jit\((\w+)\)", "\n".join(compiled)))
+    assert not names & programs, names & programs
+
+
+# -- accepted edge cases: legitimate inputs that used to fail -------------------------------------
+
+
+def test_groups_as_a_column_vector_and_pandas_labels():
+    reference = DATA.fingerprint()
+    assert jaxlmm.LMMData.from_arrays(X, Y, GROUPS[:, None]).fingerprint() == reference
+    assert jaxlmm.LMMData.from_arrays(X, Y, pd.Series(GROUPS).astype("category")).fingerprint() == reference
+    strings = jaxlmm.LMMData.from_arrays(X, Y, pd.Series([f"g{g}" for g in GROUPS], dtype="string"))
+    assert strings.fingerprint() == reference  # the fingerprint ignores labels and row order
+
+
+def test_fingerprint_sees_any_change_and_ignores_row_order():
+    perm = np.random.default_rng(5).permutation(N)
+    assert jaxlmm.LMMData.from_arrays(X[perm], Y[perm], GROUPS[perm] + 100).fingerprint() == DATA.fingerprint()
+    nudged = Y.copy()
+    nudged[7] = np.nextafter(nudged[7], np.inf)
+    assert jaxlmm.LMMData.from_arrays(X, nudged, GROUPS).fingerprint() != DATA.fingerprint()
+    moved = GROUPS.copy()
+    moved[0] = 1  # one row to another cluster
+    assert jaxlmm.LMMData.from_arrays(X, Y, moved).fingerprint() != DATA.fingerprint()
+
+
+# -- result codes: a number that cannot be trusted is flagged -------------------------------------
+
+
+def test_debias_marks_a_near_collinear_column_invalid():
+    """Column 6 equals column 2 up to 1e-9: β_2 and β_6 are not identifiable, so their rows are
+    invalid (before: valid, se 0.066 and p = 6e-5 for a coefficient that is truly 0)."""
+    twin = np.c_[X, X[:, 2] + 1e-9 * np.random.default_rng(1).normal(size=N)]
+    data = jaxlmm.LMMData.from_arrays(twin, Y, GROUPS)
+    fit = jaxlmm.fit_quasi(data, a=1.0, lam=0.05)
+    with pytest.warns(RuntimeWarning, match="collinear"):
+        table = jaxlmm.debias(fit, data, coords=[0, 2, 6])
+    assert table.valid.tolist() == [True, False, False]
+    assert np.isnan(table.std_error[1:]).all() and np.isfinite(table.std_error[0])
+
+
+def test_successful_result_says_so():
+    sol = jaxlmm.solve(LeastSquares(), jaxlmm.L1(0.1), jaxlmm.CoordinateDescent(), jnp.zeros(6), _ls_args())
+    assert sol.converged and "Successful" in repr(sol.result)
+
+
+def test_float32_data_fit_in_float32_to_an_honest_status():
+    """float32 data (JAX's default dtype) are fitted in float32 with tolerances the dtype can meet:
+    the path converges at every λ in a few epochs (before: 100,000 epochs per λ, and a false
+    success), and agrees with the float64 fit. `benchmarks/float32.py` times every method."""
+    data = jaxlmm.LMMData.from_arrays(X.astype(np.float32), Y.astype(np.float32), GROUPS)
+    fit = jaxlmm.fit_quasi(data, a=1.0, n_lambda=30, progress=False)
+    assert fit.path.coef.dtype == jnp.float32  # computed in float32, not promoted
+    assert np.asarray(fit.path.converged)[np.asarray(fit.path.fitted)].all()
+    assert np.max(np.asarray(fit.path.num_steps)) < 1_000
+    reference = jaxlmm.fit_quasi(DATA, a=1.0, lam=fit.lam)
+    np.testing.assert_allclose(fit.coef, reference.coef, atol=1e-3)
