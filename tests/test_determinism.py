@@ -1,0 +1,121 @@
+"""Determinism and hygiene: a fixed seed gives bit-identical results on repeated calls, in a
+fresh process and whatever the BLAS thread count, and no public call changes `jax.config`."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import numpy as np
+import pytest
+
+import jaxlmm
+
+# The work whose bits must not depend on the process: simulated data, a CV fit, debiasing,
+# variance components and an lmmLasso fit. Printed as one digest per result.
+SCRIPT = textwrap.dedent("""
+    import hashlib, json
+    import numpy as np
+    import jax
+    jax.config.update("jax_enable_x64", True)
+    import jaxlmm
+
+    def digest(*arrays):
+        h = hashlib.sha256()
+        for a in arrays:
+            h.update(np.ascontiguousarray(np.asarray(a, np.float64)).tobytes())
+        return h.hexdigest()[:16]
+
+    sim = jaxlmm.simulate.scope_example_design(seed=3, n_clusters=12)
+    data = jaxlmm.LMMData.from_arrays(sim.X, sim.y, sim.groups, sim.Z)
+    fit = jaxlmm.fit_quasi(data, a_grid=(0.5, 4.0), n_lambda=20, progress=False)
+    table = jaxlmm.debias(fit, data, coords=[0, 1, 2])
+    vc = jaxlmm.variance_components(fit, data)
+    lmm = jaxlmm.fit_lmmlasso(data, lam=8.0)
+    print("DIGESTS " + json.dumps({
+        "data": digest(sim.X, sim.y, sim.Z),
+        "quasi": digest(fit.coef, [fit.intercept, fit.lam, fit.a], fit.cv.error),
+        "debias": digest(table.estimate, table.std_error),
+        "variance": digest([vc.sigma2], vc.psi),
+        "lmmlasso": digest(lmm.coef, [lmm.sigma2, lmm.loglik], lmm.psi),
+    }))
+""")
+
+# One BLAS thread, against the default: NumPy's LAPACK results (an SVD's signs and vectors in a
+# degenerate eigenspace) once depended on it, so the serial and the xdist run simulated different
+# data. XLA's own thread pool is left as it is: the serial and the parallel run share it, and its
+# reductions may round differently with another thread count (it changes lmmLasso's last bits).
+THREADS = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def _digests(env_extra):
+    env = {k: v for k, v in os.environ.items() if k not in THREADS}
+    env.update(env_extra)
+    proc = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("DIGESTS ")][-1]
+    return json.loads(line[len("DIGESTS "):])
+
+
+def test_results_are_bit_identical_across_processes_and_thread_counts():
+    default = _digests({})
+    single = _digests(THREADS)
+    assert default == single
+
+
+def test_repeated_calls_are_bit_identical():
+    sim = jaxlmm.simulate.scope_example_design(seed=3, n_clusters=12)
+    again = jaxlmm.simulate.scope_example_design(seed=3, n_clusters=12)
+    np.testing.assert_array_equal(sim.X, again.X)
+    np.testing.assert_array_equal(sim.y, again.y)
+    data = jaxlmm.LMMData.from_arrays(sim.X, sim.y, sim.groups, sim.Z)
+    first, second = (jaxlmm.fit_quasi(data, a=1.0, n_lambda=20, progress=False) for _ in range(2))
+    np.testing.assert_array_equal(first.coef, second.coef)
+    np.testing.assert_array_equal(first.cv.error, second.cv.error)
+
+
+def _config():
+    return {k: repr(v) for k, v in jax.config.values.items()}
+
+
+@pytest.fixture(scope="module")
+def small():
+    rng = np.random.default_rng(0)
+    sizes = [5, 4, 6, 5, 4, 6, 5, 5]
+    groups = np.repeat(np.arange(len(sizes)), sizes)
+    X = rng.normal(size=(len(groups), 5))
+    y = X[:, 0] + rng.normal(size=len(sizes))[groups] + rng.normal(size=len(groups))
+    return jaxlmm.LMMData.from_arrays(X, y, groups)
+
+
+PUBLIC_CALLS = {
+    "fit_quasi": lambda d: jaxlmm.fit_quasi(d, a=1.0, n_lambda=10, progress=False),
+    "fit_quasi best subset": lambda d: jaxlmm.fit_quasi(d, a=1.0, k=2, progress=False),
+    "debias": lambda d: jaxlmm.debias(jaxlmm.fit_quasi(d, a=1.0, lam=0.1), d, coords=[0]),
+    "variance_components": lambda d: jaxlmm.variance_components(jaxlmm.fit_quasi(d, a=1.0, lam=0.1), d),
+    "fit_lmmlasso": lambda d: jaxlmm.fit_lmmlasso(d, lam=3.0),
+    "fit_shel": lambda d: jaxlmm.fit_shel(d, K=1, n_lambda=10, progress=False),
+    "fit_eb_ridge": lambda d: jaxlmm.fit_eb_ridge(d, lam=1.0, b=0.5, A=1.0),
+    "whiten": lambda d: jaxlmm.whiten(d, 1.0),
+    "blup": lambda d: jaxlmm.blup(d, np.eye(1), 1.0, d.y),
+    "simulate": lambda d: jaxlmm.simulate.scope_example_design(seed=0, n_clusters=6),
+    "cli enable_compilation_cache (env set)": lambda d: _cli_cache(),
+}
+
+
+def _cli_cache():
+    """With JAX_COMPILATION_CACHE_DIR given (the tests' conftest sets the directory), the
+    command line leaves the configuration alone."""
+    from jaxlmm.cli import enable_compilation_cache
+
+    assert jax.config.jax_compilation_cache_dir
+    enable_compilation_cache()
+
+
+@pytest.mark.parametrize("name", list(PUBLIC_CALLS))
+def test_public_calls_leave_jax_config_unchanged(small, name):
+    before = _config()
+    PUBLIC_CALLS[name](small)
+    assert _config() == before
