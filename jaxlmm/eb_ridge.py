@@ -170,7 +170,8 @@ class LaplaceMarginal(eqx.Module):
     valid: Array
 
 
-def laplace_log_marginal(design: EBDesign, lam, b, A: Array, phi0: Array, newton_steps: int = 50) -> LaplaceMarginal:
+def laplace_log_marginal(design: EBDesign, lam, b, A: Array, phi0: Array, newton_steps: int = 50,
+                         differentiable: bool = True) -> LaplaceMarginal:
     """Laplace approximation over the d = q(q+1)/2 + 1 variance parameters:
 
         log p(y | Θ) ≈ ℓ(φ̂) + (d/2) log 2π − ½ log|−∇²ℓ(φ̂)|,
@@ -179,18 +180,25 @@ def laplace_log_marginal(design: EBDesign, lam, b, A: Array, phi0: Array, newton
     re-expressed as one Newton step from its stopped-gradient value, which has the exact
     implicit derivative −H⁻¹ ∂²ℓ/∂φ∂Θ at a stationary point. b above `maximum_b` counts as
     `maximum_b` (see `inverse_wishart_logpdf`; the evidence is flat there to working precision).
+    `differentiable=False` (static) takes the log-determinant at φ̂ itself: the same value to
+    the Newton tolerance, one Hessian fewer to compile, for callers that never differentiate.
     """
 
     def f(phi):
         return -log_integrand(phi, design, lam, b, A)
 
-    phi_hat = lax.stop_gradient(damped_newton(f, lax.stop_gradient(phi0), newton_steps))
-    value, grad, hess = value_grad_hessian(f, phi_hat)
+    if differentiable:
+        phi_hat = lax.stop_gradient(damped_newton(f, lax.stop_gradient(phi0), newton_steps))
+        value, grad, hess = value_grad_hessian(f, phi_hat)
+    else:  # the derivatives of Newton's last step, at φ̂ when it converged
+        phi_hat, (value, grad, hess) = damped_newton(f, phi0, newton_steps, return_derivatives=True)
     # Envelope theorem: at the mode, d f(φ̂(Θ), Θ)/dΘ = ∂f/∂Θ, so the value needs no φ̂-derivative;
     # the log-determinant does, through one Newton step (implicit derivative −H⁻¹ ∂²f/∂φ∂Θ).
     newton = jnp.linalg.solve(hess, grad)
-    phi_step = phi_hat - newton
-    sign, log_det = jnp.linalg.slogdet(jax.hessian(f)(phi_step))
+    if differentiable:
+        sign, log_det = jnp.linalg.slogdet(jax.hessian(f)(phi_hat - newton))
+    else:
+        sign, log_det = jnp.linalg.slogdet(hess)
     d = phi0.shape[0]
     value = -value + 0.5 * d * math.log(2.0 * math.pi) - 0.5 * log_det
     # A mode: the Hessian positive definite (not just det > 0) and the Newton decrement gᵀH⁻¹g,
@@ -242,12 +250,45 @@ def _unpack(u, fixed_lam, fixed_b, fixed_A, learn_A: str, q: int, b_min: float, 
     return lam, b, A
 
 
+def _central_differences(f, phi0):
+    """(f(u), aux), ∇f(u) with the gradient by central differences, for f(u, phi_start) →
+    (value, LaplaceMarginal). Θ has a handful of free members, and autodiff through the Laplace
+    approximation needs third derivatives of the log-likelihood, whose program took 25–30 s to
+    compile; this one compiles the evidence alone, once: the 2d + 1 evaluations run in one
+    scan, the centre first (its inner Newton solve from `phi0`), then the perturbed points
+    from the centre's mode (one or two Newton steps each). Steps h = eps^(1/3)(1 + |u|) balance
+    truncation and rounding (gradient error ~ eps^(2/3)); where one side has no mode (f = +∞),
+    the other side's one-sided difference is used."""
+
+    def value_and_grad(u):
+        d = u.shape[0]
+        h = jnp.cbrt(jnp.finfo(u.dtype).eps) * (1.0 + jnp.abs(u))
+        points = jnp.concatenate([u[None], u + jnp.diag(h), u - jnp.diag(h)])
+
+        def step(phi_start, k):
+            value, aux = f(points[k], phi_start)
+            return jnp.where(k == 0, aux.phi, phi_start), (value, aux)
+
+        _, (values, auxes) = lax.scan(step, phi0, jnp.arange(2 * d + 1))
+        centre, aux = values[0], jax.tree.map(lambda x: x[0], auxes)
+        plus, minus = values[1 : d + 1], values[d + 1 :]
+        ok_plus, ok_minus = jnp.isfinite(plus), jnp.isfinite(minus)
+        grad = jnp.where(ok_plus & ok_minus, (plus - minus) / (2.0 * h),
+                         jnp.where(ok_plus, (plus - centre) / h, jnp.where(ok_minus, (centre - minus) / h, 0.0)))
+        return (centre, aux), grad
+
+    return value_and_grad
+
+
 def learn_hyperparameters(design: EBDesign, lam=None, b=None, A=None, learn_A: str = "scalar",
                           start: EBParams | None = None, max_steps: int = 200, gtol: float = 1e-5,
-                          newton_steps: int = 50) -> Hyperparameters:
+                          newton_steps: int = 50, gradient: str = "differences") -> Hyperparameters:
     """Maximise the Laplace log marginal likelihood over the free members of Θ (those given as
     None; `learn_A` "scalar" learns A = α I, "full" a full A, "none" keeps `A` fixed) by
-    L-BFGS (optax's direction, Armijo backtracking) on the unconstrained scale. Pure and jit-able (the
+    L-BFGS (optax's direction, Armijo backtracking) on the unconstrained scale, with the
+    gradient by central differences (`_central_differences`; `gradient="autodiff"` differentiates
+    the Laplace approximation instead: the same optimum, a 3× faster run on this CPU, a program
+    that compiles for ~30 s rather than ~8 s — the choice for long sweeps). Pure and jit-able (the
     choice of free members is static).
     """
     data = design.data
@@ -272,12 +313,18 @@ def learn_hyperparameters(design: EBDesign, lam=None, b=None, A=None, learn_A: s
     def theta(u):
         return _unpack(u, lam, b, A, learn_A, q, b_min, b_max)
 
-    def negative(u):
-        laplace = laplace_log_marginal(design, *theta(u), phi0, newton_steps)
+    def negative(u, phi_start):
+        laplace = laplace_log_marginal(design, *theta(u), phi_start, newton_steps, gradient == "autodiff")
         # Where no mode was found the value means nothing: +∞ makes the line search step back.
         return jnp.where(laplace.valid, -laplace.value, jnp.inf), laplace
 
-    u, laplace, steps, converged = minimise_lbfgs(jax.value_and_grad(negative, has_aux=True), u0, max_steps, gtol)
+    if gradient == "autodiff":
+        objective = jax.value_and_grad(lambda u: negative(u, phi0), has_aux=True)
+    elif gradient == "differences":
+        objective = _central_differences(negative, phi0)
+    else:
+        raise ValueError(f"`gradient` must be 'differences' or 'autodiff'; got {gradient!r}.")
+    u, laplace, steps, converged = minimise_lbfgs(objective, u0, max_steps, gtol)
     lam_hat, b_hat, A_hat = theta(u)
     result = RESULTS.where(
         ~jnp.isfinite(laplace.value),

@@ -147,12 +147,13 @@ def test_degenerate_basin_is_avoided(h1):
     mask = np.zeros(design.shape[1], bool)
     mask[:2] = True
     cold_beta = jnp.asarray(_cold_start(data, center, scale, 0))
-    warm, cold = _fit_single(args, "identity", jnp.asarray(60.0), jnp.ones(design.shape[1]), jnp.asarray(mask),
-                             cold_beta, jaxlmm.solvers.MixedModelCGD())
+    warm, cold, *bics = _fit_single(args, "identity", jnp.asarray(60.0), jnp.ones(design.shape[1]),
+                                    jnp.asarray(mask), cold_beta, jaxlmm.solvers.MixedModelCGD())
     assert int(jnp.sum(warm.params.beta != 0)) == 2  # intercept and x2 only
     assert float(warm.objective) < 550 < float(cold.objective)
     np.testing.assert_allclose(float(cold.objective), fits.loc[fits["lambda"] == 60, "objective"].iloc[0], rtol=1e-4)
     bic_warm, bic_cold = (float(information_criteria(f, data.n_obs)[0]) for f in (warm, cold))
+    np.testing.assert_allclose(np.asarray(bics, float), [bic_warm, bic_cold], rtol=1e-12)
     assert bic_cold < bic_warm - 500
     path_fit = fit_lmmlasso(data)
     assert path_fit.start == "cold"

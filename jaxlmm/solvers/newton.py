@@ -19,20 +19,23 @@ def value_grad_hessian(f, x):
     return value, grad, hess
 
 
-def damped_newton(f, x, max_steps: int):
+def damped_newton(f, x, max_steps: int, return_derivatives: bool = False):
     """Minimise f from x by Newton steps with the Hessian's eigenvalues replaced by their
     absolute values (so saddles are left downhill) and Armijo backtracking.
 
-    Stops when a step moves x by ≤ 1e-10 (relative), when no decrease can be found, or after
-    `max_steps`. Meant for d ≲ 20 parameters: each step forms the d×d Hessian by autodiff.
+    Stops when a step would move x by ≤ 1e-10 (relative; x then stays where f, ∇f and ∇²f were
+    last evaluated), when no decrease can be found, or after `max_steps`. Meant for d ≲ 20
+    parameters: each step forms the d×d Hessian by autodiff. With `return_derivatives`, returns
+    (x, (f, ∇f, ∇²f)) with the derivatives of the last Newton step — at x itself when it stopped
+    on a small step — so a caller that needs them at the optimum does not trace them again.
     """
 
     def cond(s):
-        _, it, done = s
+        _, it, done, _ = s
         return (~done) & (it < max_steps)
 
     def body(s):
-        x, it, _ = s
+        x, it, _, _ = s
         value, grad, hess = value_grad_hessian(f, x)
         w, V = jnp.linalg.eigh(hess)
         floor = 1e-10 * jnp.maximum(1.0, jnp.max(jnp.abs(w)))
@@ -55,9 +58,12 @@ def damped_newton(f, x, max_steps: int):
         f_one = f(x + step)
         t, f_t, _ = lax.while_loop(lambda s: s[2], halve, (one, f_one, too_long(one, f_one)))
         accepted = f_t <= value
-        new = jnp.where(accepted, x + t * step, x)
-        small = jnp.max(jnp.abs(new - x)) <= 1e-10 * (1.0 + jnp.max(jnp.abs(x)))
-        return new, it + 1, small | ~accepted
+        small = jnp.max(jnp.abs(t * step)) <= 1e-10 * (1.0 + jnp.max(jnp.abs(x)))
+        new = jnp.where(accepted & ~small, x + t * step, x)
+        return new, it + 1, small | ~accepted, (value, grad, hess)
 
-    x, _, _ = lax.while_loop(cond, body, (x, 0, jnp.asarray(False)))
-    return x
+    d = x.shape[0]
+    zero = jnp.zeros((), x.dtype)
+    derivatives = (zero, jnp.zeros(d, x.dtype), jnp.zeros((d, d), x.dtype))
+    x, _, _, derivatives = lax.while_loop(cond, body, (x, 0, jnp.asarray(False), derivatives))
+    return (x, derivatives) if return_derivatives else x
