@@ -38,6 +38,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_best_subset.py
 	$(BIN)/python benchmarks/bench_debias.py
 	$(BIN)/python benchmarks/first_call.py
+	$(BIN)/python benchmarks/float32.py
 	cd benchmarks && ../$(BIN)/python bench_lmmlasso.py
 
 # Studies reproducing the seeds' tables (minutes each; not part of `make bench`):

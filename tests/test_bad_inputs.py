@@ -87,6 +87,8 @@ VALUE_ERRORS = [
     ("quasi k_criterion", lambda: jaxlmm.fit_quasi(DATA, a=1.0, k_criterion="aic"), "`k_criterion`"),
     ("quasi lambda_min_ratio", lambda: jaxlmm.fit_quasi(DATA, a=1.0, lambda_min_ratio=0.0), "`lambda_min_ratio`"),
     ("quasi n_lambda", lambda: jaxlmm.fit_quasi(DATA, a=1.0, n_lambda=0), "`n_lambda`"),
+    ("quasi n_lambda bool", lambda: jaxlmm.fit_quasi(DATA, a=1.0, n_lambda=True), "`n_lambda`"),
+    ("quasi lambda_min_ratio str", lambda: jaxlmm.fit_quasi(DATA, a=1.0, lambda_min_ratio="0.1"), "`lambda_min_ratio`"),
     ("quasi n_folds float", lambda: jaxlmm.fit_quasi(DATA, a=1.0, n_folds=2.5), "`n_folds`"),
     ("quasi n_folds > n", lambda: jaxlmm.fit_quasi(DATA, a=1.0, n_folds=11), "`n_folds`"),
     ("quasi a_grid empty", lambda: jaxlmm.fit_quasi(DATA, a_grid=[]), "`a_grid`"),

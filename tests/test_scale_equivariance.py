@@ -137,3 +137,20 @@ def test_eb_ridge_fixed_hyperparameters(raw, fy, fx):
                                                           rel=1e-9, abs=1e-6)
     expected = fit.log_posterior - (n_obs + c_b * q) * np.log(fy)
     assert other.log_posterior == pytest.approx(expected, rel=1e-9, abs=1e-6)
+
+
+def test_eb_ridge_learned_hyperparameters_follow_the_units(raw):
+    """X·1e-4 once stopped at the starting λ and reported success: the learned λ must move with
+    the units (λ·f_x², A·f_y²) and the fit must not change."""
+    fy, fx = np.float64(3.0), np.float64(1e-4)
+    data, scaled = _pair(raw, fy, fx)
+    fit, other = jaxlmm.fit_eb_ridge(data), jaxlmm.fit_eb_ridge(scaled)
+    assert fit.converged and other.converged, (fit.message, other.message)
+    # Both searches stop on L-BFGS's tolerance on an evidence that is flat towards b → 1: the
+    # maxima agree to 1e-5 relative (after the Jacobian of y, −(N − 1) log f_y; measured 1e-6),
+    # the maximisers to a percent.
+    shift = -(data.n_obs - 1) * np.log(fy)
+    assert other.log_marginal_likelihood == pytest.approx(fit.log_marginal_likelihood + shift, rel=1e-5)
+    assert other.lam == pytest.approx(fit.lam * fx * fx, rel=1e-2)
+    np.testing.assert_allclose(other.A, fit.A * fy * fy, rtol=1e-2)
+    np.testing.assert_allclose(other.coef, fit.coef * fy / fx, rtol=1e-2, atol=1e-3 * np.abs(fit.coef * fy / fx).max())
