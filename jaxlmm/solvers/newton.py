@@ -23,7 +23,7 @@ def damped_newton(f, x, max_steps: int, return_derivatives: bool = False):
     """Minimise f from x by Newton steps with the Hessian's eigenvalues replaced by their
     absolute values (so saddles are left downhill) and Armijo backtracking.
 
-    Stops when a step would move x by ≤ 1e-10 (relative; x then stays where f, ∇f and ∇²f were
+    Stops when a step would move x by ≤ max(1e-10, 100 eps) (relative; x then stays where f, ∇f and ∇²f were
     last evaluated), when no decrease can be found, or after `max_steps`. Meant for d ≲ 20
     parameters: each step forms the d×d Hessian by autodiff. With `return_derivatives`, returns
     (x, (f, ∇f, ∇²f)) with the derivatives of the last Newton step — at x itself when it stopped
@@ -58,10 +58,12 @@ def damped_newton(f, x, max_steps: int, return_derivatives: bool = False):
         f_one = f(x + step)
         t, f_t, _ = lax.while_loop(lambda s: s[2], halve, (one, f_one, too_long(one, f_one)))
         accepted = f_t <= value
-        small = jnp.max(jnp.abs(t * step)) <= 1e-10 * (1.0 + jnp.max(jnp.abs(x)))
+        small = jnp.max(jnp.abs(t * step)) <= step_tol * (1.0 + jnp.max(jnp.abs(x)))
         new = jnp.where(accepted & ~small, x + t * step, x)
         return new, it + 1, small | ~accepted, (value, grad, hess)
 
+    # 1e-10, or 100 eps where that is larger (float32: a step below rounding never comes).
+    step_tol = max(1e-10, 100 * float(jnp.finfo(x.dtype).eps))
     d = x.shape[0]
     zero = jnp.zeros((), x.dtype)
     derivatives = (zero, jnp.zeros(d, x.dtype), jnp.zeros((d, d), x.dtype))
