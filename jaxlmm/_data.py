@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Hashable, Sequence
 
@@ -219,6 +220,14 @@ class LMMData(eqx.Module):
         for part in members:
             digest.update(len(part).to_bytes(8, "little") + part)
         return digest.hexdigest()
+
+    def with_index_labels(self) -> LMMData:
+        """The same data with labels 0..n−1. `labels` is a static field, so it is part of every
+        compiled program's cache key: the estimators fit on this copy, and data sets that differ
+        only in their labels share compiled programs."""
+        if self.labels == tuple(range(len(self.labels))):
+            return self
+        return dataclasses.replace(self, labels=tuple(range(len(self.labels))))
 
     @property
     def n_obs(self) -> int:

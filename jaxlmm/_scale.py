@@ -55,7 +55,9 @@ def data_scale(data: LMMData) -> DataScale:
 
 
 def rescaled(data: LMMData, scale: DataScale) -> LMMData:
-    """`data` with y / s_y and X / s_x (Z is left as it is: Ψ carries y's units)."""
+    """`data` with y / s_y and X / s_x (Z is left as it is: Ψ carries y's units), and labels
+    0..n−1 (`LMMData.with_index_labels`: the labels never reach a compiled program)."""
+    data = data.with_index_labels()
     if scale.identity:
         return data
     # On the host (no small eager programs to compile); Python floats keep float32 data float32.

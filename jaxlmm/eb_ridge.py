@@ -480,7 +480,7 @@ def fit_eb_ridge(data: LMMData, lam=None, b=None, A=None, *, unpenalized=None, i
                          "improper, so the marginal likelihood is undefined: give `lam` and `A` too, or a larger b.")
     # Fit on y / s_y and X / s_x (powers of two, `_scale`): β = (s_y/s_x) β̃, Ψ = s_y² Ψ̃, σ² = s_y² σ̃²,
     # and the priors map exactly with λ̃ = λ s_x⁻² (the prior variance σ²/λ of β) and Ã = A / s_y².
-    units = data_scale(data)
+    units, labels = data_scale(data), data.labels
     data = rescaled(data, units)
     if lam is not None:
         lam = lam / units.x**2
@@ -530,7 +530,7 @@ def fit_eb_ridge(data: LMMData, lam=None, b=None, A=None, *, unpenalized=None, i
         psi=np.asarray(fit.params.psi) * s * s,
         sigma2=float(fit.params.sigma2) * s * s,
         ranef=np.asarray(mu) * s,
-        groups=data.labels,
+        groups=labels,
         lam=lam_v * units.x**2,
         b=b_v,
         A=A_caller,

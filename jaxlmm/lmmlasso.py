@@ -381,7 +381,7 @@ def fit_lmmlasso(
     # Fit on y / s_y and X / s_x (powers of two, `_scale`): with β = (s_y/s_x) β̃, σ² = s_y² σ̃²,
     # Ψ = s_y² Ψ̃, −log L = −log L̃ + N log s_y, so λ |β| = λ̃ |β̃| needs λ̃ = λ s_y / s_x (λ s_y on
     # standardised columns, which do not see s_x).
-    units = data_scale(data)
+    units, labels = data_scale(data), data.labels
     data = rescaled(data, units)
     lam_unit = units.y if standardize else units.y / units.x
     lam_fit = None if lam is None else lam * lam_unit
@@ -430,8 +430,9 @@ def fit_lmmlasso(
         lam_caller, stage_weights = lam_used, stage_weights / lam_unit
     else:
         lam_caller = lam_used / lam_unit
-    return _summarise(fit, data, args, cov, center, scale, lam_caller, unpen_idx, stage_weights, adaptive, start,
-                      path, units, lam_caller / lam_used if lam_used else 1.0)
+    summary = _summarise(fit, data, args, cov, center, scale, lam_caller, unpen_idx, stage_weights, adaptive, start,
+                         path, units, lam_caller / lam_used if lam_used else 1.0)
+    return dataclasses.replace(summary, groups=labels)
 
 
 def _summarise(fit, data, args, cov, center, scale, lam, unpen_idx, weights, adaptive, start, path, units,

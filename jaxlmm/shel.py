@@ -379,7 +379,7 @@ def fit_shel(
         S_bar = S_bar[:, : K_hat + 1]
         cv_error = None if lam is not None else np.stack([c[5] for c in candidates])
     else:
-        S_bar = None if kind == "dummies" else user_synthetic(data, synthetic)
+        S_bar = None if kind == "dummies" else user_synthetic(caller_data, synthetic)
         S_j = None if S_bar is None else jnp.asarray(S_bar, dtype)
         coef, lam_hat, error, converged = _select(data, S_j, everything, folds, n_folds, relative, solver, lam,
                                                   cv_solver)
@@ -421,5 +421,5 @@ def fit_shel(
         K_grid=tuple(Ks),
         inference=table,
         converged=converged,
-        groups=data.labels,
+        groups=caller_data.labels,
     )

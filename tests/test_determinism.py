@@ -119,3 +119,31 @@ def test_public_calls_leave_jax_config_unchanged(small, name):
     before = _config()
     PUBLIC_CALLS[name](small)
     assert _config() == before
+
+
+def test_labels_do_not_reach_compiled_programs(small):
+    """`labels` is a static field of LMMData; the estimators fit on a copy with labels 0..n−1,
+    so data that differ only in their labels (a sweep over replicates with their own group
+    names) reuse the compiled programs instead of compiling them again."""
+    import logging
+
+    X, y = np.asarray(small.X), np.asarray(small.y)
+    groups = np.asarray(small.cluster)
+    first = jaxlmm.LMMData.from_arrays(X, y, groups)
+    renamed = jaxlmm.LMMData.from_arrays(X, y, [f"site-{g}" for g in groups])
+    calls = [lambda d: jaxlmm.fit_quasi(d, a=1.0, lam=0.1), lambda d: jaxlmm.fit_lmmlasso(d, lam=3.0),
+             lambda d: jaxlmm.fit_shel(d, K=1, lam=0.1, progress=False)]
+    for call in calls:
+        call(first)
+    compiled = []
+    handler = logging.Handler()
+    handler.emit = lambda record: compiled.append(record.getMessage())
+    logger = logging.getLogger("jax")
+    logger.addHandler(handler)
+    try:
+        with jax.log_compiles(True):
+            fits = [call(renamed) for call in calls]
+    finally:
+        logger.removeHandler(handler)
+    assert fits[1].groups == renamed.labels  # reported with the caller's labels
+    assert not [m for m in compiled if m.startswith("Compiling jit(_")], compiled[:3]
