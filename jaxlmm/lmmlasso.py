@@ -26,6 +26,7 @@ from ._validate import check_count, check_data, check_fraction, check_indices, c
 from .estimators import fit_quasi
 from .losses.penalised_ml import MixedModelData, MixedModelParams, mixed_model_nll, whiten_by_covariance
 from .penalties import L1
+from .solvers.coordinate_descent import CoordinateDescent
 from .solvers.mixed_model_cgd import MixedModelCGD, MixedModelFit
 
 
@@ -295,7 +296,10 @@ def _cold_start(data: LMMData, center, scale, seed) -> np.ndarray:
     """β from a cross-validated Lasso that ignores the grouping (a = 0 in `fit_quasi`; 5 cluster
     folds, 40 λ), mapped to the standardised scale. The paper's `startValue = 1` is a 10-fold
     CV Lasso; 5 folds halve the cost and the start only has to land in the right basin."""
-    lasso = fit_quasi(data, a=0.0, n_lambda=40, n_folds=min(5, data.n_clusters), seed=seed, progress=False)
+    # One solver for the CV and the fit (no refit to a tighter tolerance: one compiled program
+    # fewer in a first call); the start only has to land in the right basin.
+    lasso = fit_quasi(data, a=0.0, n_lambda=40, n_folds=min(5, data.n_clusters), seed=seed, progress=False,
+                      solver=CoordinateDescent(rtol=1e-7))
     beta = np.asarray(lasso.coef)
     return np.concatenate([[lasso.intercept + center @ beta], beta * scale])
 
