@@ -249,8 +249,8 @@ def fit_quasi(
       Σ_test ‖y_i − X_i β̂‖² over `a_grid`, jointly with λ (on a path of `n_lambda` values
       from λ_max(a) down to `lambda_min_ratio`·λ_max(a)) or with k when those are tuned too.
     - `lam=None` (and `k=None`): λ by the same CV. `lam="universal"`: the scaled-Lasso choice
-      λ = σ̂ sqrt(2 log p / tr(Σ_a^{-1})) (the rule assumes unit-scale columns of X: it is
-      equivariant to rescaling y, and X by powers of two). `lam` a 1-D array: the whole path (warm-started
+      λ = σ̂ sqrt(2 log p / tr(Σ_a^{-1})) (the rule takes the caller's columns as they are: it
+      is equivariant to the units of y, not to those of X). `lam` a 1-D array: the whole path (warm-started
       from λ_max), returned as an n_λ × p `coef`.
     - `k` given: best subset by splicing (skscope `ScopeSolver`). `k=None` with
       `k_criterion="gic"`/`"ebic"`: k over `k_grid` by that criterion with
