@@ -205,18 +205,23 @@ class LMMData(eqx.Module):
     def fingerprint(self) -> str:
         """A digest of the data as clusters of rows (x_t, y_t, z_t): fits record it so that
         post-fit functions (`debias`, `variance_components`) can refuse other data. It does not
-        depend on the row order or on the group labels, which no estimator depends on either."""
-        rows = np.column_stack([np.asarray(a).reshape(self.n_obs, -1) for a in (self.X, self.y, self.Z)])
-        rows = np.ascontiguousarray(rows)
-        unique, rank = np.unique(rows.view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1]))).ravel(),
-                                 return_inverse=True)
+        depend on the row order or on the group labels, which no estimator depends on either.
+        Each row is reduced to two 64-bit multiplicative hashes of its bits (linear time, no
+        sort of whole rows: 48,000 × 500 takes 0.2 s)."""
+        rng = np.random.default_rng(20261203)
+        keys = np.zeros((self.n_obs, 2), np.uint64)
+        with np.errstate(over="ignore"):
+            for array in (self.X, self.y, self.Z):
+                host = np.ascontiguousarray(np.asarray(array).reshape(self.n_obs, -1))
+                bits = host.view(np.uint64) if host.dtype.itemsize == 8 else host.view(np.uint32).astype(np.uint64)
+                odd = rng.integers(1, 2**63, size=(bits.shape[1], 2), dtype=np.uint64) | np.uint64(1)
+                keys += bits @ odd  # wraps modulo 2^64
         cluster = np.asarray(self.cluster)
-        order = np.lexsort((rank, cluster))
+        order = np.lexsort((keys[:, 1], keys[:, 0], cluster))
         bounds = np.flatnonzero(np.diff(cluster[order])) + 1
-        members = sorted(part.astype(np.int64).tobytes() for part in np.split(rank[order], bounds))
+        members = sorted(part.tobytes() for part in np.split(keys[order], bounds))
         digest = hashlib.blake2b(digest_size=16)
-        digest.update(str((rows.shape, rows.dtype, self.X.shape)).encode())
-        digest.update(unique.tobytes())
+        digest.update(str((self.X.shape, self.Z.shape, self.X.dtype)).encode())
         for part in members:
             digest.update(len(part).to_bytes(8, "little") + part)
         return digest.hexdigest()
