@@ -1,5 +1,9 @@
 """Independent dense references and data generators for the tests."""
 
+import contextlib
+import logging
+
+import jax
 import numpy as np
 
 import jaxlmm
@@ -42,3 +46,18 @@ def dense_inverse_sqrt(S):
 def make_data(seed, sizes, p=6, q=2, **kw):
     X, y, groups, Z = random_grouped(seed, sizes, p, q, **kw)
     return jaxlmm.LMMData.from_arrays(X, y, groups, Z), (X, y, groups, Z)
+
+
+@contextlib.contextmanager
+def compile_log():
+    """The messages of JAX's compile log while the block runs (a list, filled as it goes)."""
+    messages = []
+    handler = logging.Handler()
+    handler.emit = lambda record: messages.append(record.getMessage())
+    logger = logging.getLogger("jax")
+    logger.addHandler(handler)
+    try:
+        with jax.log_compiles(True):
+            yield messages
+    finally:
+        logger.removeHandler(handler)

@@ -2,15 +2,14 @@
 `ValueError` naming the argument (raised before anything is traced), a result code / invalid
 row, or acceptance where the input is legitimate. One list, so a new case is one line."""
 
-import logging
 import re
 from pathlib import Path
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import compile_log
 
 import jaxlmm
 from jaxlmm.losses import LeastSquares, LeastSquaresData
@@ -180,20 +179,12 @@ def test_no_value_error_case_traces_anything():
     programs = _library_programs()
     assert {"_solve_jit", "_fit_single", "_lasso_cv_at_a", "_learn"} <= programs
     _fit()  # compiled legitimately beforehand
-    compiled = []
-    handler = logging.Handler()
-    handler.emit = lambda record: compiled.append(record.getMessage())
-    logger = logging.getLogger("jax")
-    logger.addHandler(handler)
-    try:
-        with jax.log_compiles(True):
-            for case, call, _ in VALUE_ERRORS:
-                if case.startswith(("solve y0", "solve vector", "debias path")):
-                    continue  # eval_shape traces the loss (shapes only); a path fit is legitimate work
-                with pytest.raises(ValueError):
-                    call()
-    finally:
-        logger.removeHandler(handler)
+    with compile_log() as compiled:
+        for case, call, _ in VALUE_ERRORS:
+            if case.startswith(("solve y0", "solve vector", "debias path")):
+                continue  # eval_shape traces the loss (shapes only); a path fit is legitimate work
+            with pytest.raises(ValueError):
+                call()
     names = set(re.findall(r"Compiling jit\((\w+)\)", "\n".join(compiled)))
     assert not names & programs, names & programs
 
