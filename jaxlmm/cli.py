@@ -1,12 +1,11 @@
-"""Command line: `jaxlmm demo` runs the seed-001 workflow on its embedded default design."""
+"""Command line: `jaxlmm demo` runs the seed-001 workflow on its embedded default design. The
+`jaxlmm` script enters through `jaxlmm_launcher`, which sets up the compilation cache first."""
 
 from __future__ import annotations
 
 import argparse
-import os
 import time
 import warnings
-from pathlib import Path
 
 import numpy as np
 
@@ -59,25 +58,7 @@ def _demo(seed: int, k: int) -> None:
     print(f"ℓ2 error, statsmodels MixedLM:     {theirs:.4f}   ({theirs / ours:.0f}× larger)")
 
 
-def default_cache_dir() -> Path:
-    """Where the command line keeps JAX's persistent compilation cache: $XDG_CACHE_HOME/jaxlmm/jax
-    (~/.cache/jaxlmm/jax), unless JAX_COMPILATION_CACHE_DIR names another place."""
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "jaxlmm" / "jax"
-
-
-def enable_compilation_cache() -> None:
-    """Switch on JAX's persistent compilation cache for this process, so a second `jaxlmm` run
-    loads its compiled programs instead of compiling them again. This is the application's
-    choice (the command line's); the library itself never changes JAX's configuration. Scripts
-    get the same by setting JAX_COMPILATION_CACHE_DIR in the environment."""
-    import jax
-
-    if not jax.config.jax_compilation_cache_dir:  # the environment decides first
-        jax.config.update("jax_compilation_cache_dir", str(default_cache_dir()))
-
-
 def main(argv=None) -> None:
-    enable_compilation_cache()
     parser = argparse.ArgumentParser(prog="jaxlmm", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     demo_parser = sub.add_parser("demo", help="seed-001 workflow on the embedded default design")

@@ -10,6 +10,7 @@ import textwrap
 import jax
 import numpy as np
 import pytest
+from helpers import compile_log
 
 import jaxlmm
 
@@ -101,17 +102,20 @@ PUBLIC_CALLS = {
     "whiten": lambda d: jaxlmm.whiten(d, 1.0),
     "blup": lambda d: jaxlmm.blup(d, np.eye(1), 1.0, d.y),
     "simulate": lambda d: jaxlmm.simulate.scope_example_design(seed=0, n_clusters=6),
-    "cli enable_compilation_cache (env set)": lambda d: _cli_cache(),
+    "jaxlmm_launcher.configure_environment": lambda d: _launcher_environment(),
 }
 
 
-def _cli_cache():
-    """With JAX_COMPILATION_CACHE_DIR given (the tests' conftest sets the directory), the
-    command line leaves the configuration alone."""
-    from jaxlmm.cli import enable_compilation_cache
+def _launcher_environment():
+    """The `jaxlmm` command switches the compilation cache on through the environment only:
+    a default when the variable is unset, the caller's value otherwise."""
+    from jaxlmm_launcher import configure_environment, default_cache_dir
 
-    assert jax.config.jax_compilation_cache_dir
-    enable_compilation_cache()
+    unset, given = {}, {"JAX_COMPILATION_CACHE_DIR": "/elsewhere"}
+    configure_environment(unset)
+    configure_environment(given)
+    assert unset["JAX_COMPILATION_CACHE_DIR"] == str(default_cache_dir())
+    assert given["JAX_COMPILATION_CACHE_DIR"] == "/elsewhere"
 
 
 @pytest.mark.parametrize("name", list(PUBLIC_CALLS))
@@ -125,8 +129,6 @@ def test_labels_do_not_reach_compiled_programs(small):
     """`labels` is a static field of LMMData; the estimators fit on a copy with labels 0..n−1,
     so data that differ only in their labels (a sweep over replicates with their own group
     names) reuse the compiled programs instead of compiling them again."""
-    import logging
-
     X, y = np.asarray(small.X), np.asarray(small.y)
     groups = np.asarray(small.cluster)
     first = jaxlmm.LMMData.from_arrays(X, y, groups)
@@ -135,15 +137,7 @@ def test_labels_do_not_reach_compiled_programs(small):
              lambda d: jaxlmm.fit_shel(d, K=1, lam=0.1, progress=False)]
     for call in calls:
         call(first)
-    compiled = []
-    handler = logging.Handler()
-    handler.emit = lambda record: compiled.append(record.getMessage())
-    logger = logging.getLogger("jax")
-    logger.addHandler(handler)
-    try:
-        with jax.log_compiles(True):
-            fits = [call(renamed) for call in calls]
-    finally:
-        logger.removeHandler(handler)
+    with compile_log() as compiled:
+        fits = [call(renamed) for call in calls]
     assert fits[1].groups == renamed.labels  # reported with the caller's labels
     assert not [m for m in compiled if m.startswith("Compiling jit(_")], compiled[:3]
