@@ -435,7 +435,7 @@ def fit_lmmlasso(
     else:
         lam_caller = lam_used / lam_unit
     summary = _summarise(fit, data, args, cov, center, scale, lam_caller, unpen_idx, stage_weights, adaptive, start,
-                         path, units, lam_caller / lam_used if lam_used else 1.0)
+                         path, units, 1.0 if adaptive else 1.0 / lam_unit)
     return dataclasses.replace(summary, groups=labels)
 
 
