@@ -21,7 +21,15 @@ from .lmmlasso import (
     lmmlasso_path as lmmlasso_path,
 )
 from .path import LassoPath as LassoPath, lambda_grid as lambda_grid, lambda_max as lambda_max, solve_path as solve_path
-from .penalties import L0 as L0, L1 as L1
+from .penalties import (
+    L0 as L0,
+    L1 as L1,
+    MCP as MCP,
+    SCAD as SCAD,
+    AbstractPenalty as AbstractPenalty,
+    ElasticNet as ElasticNet,
+    GroupLasso as GroupLasso,
+)
 from .select import cluster_folds as cluster_folds, scaled_lasso as scaled_lasso
 from .shel import SHELFit as SHELFit, fit_shel as fit_shel
 from .solvers import (

@@ -5,42 +5,21 @@ from __future__ import annotations
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from ._solution import RESULTS, Solution
-from .penalties import L0, L1
+from ._implicit import DIFFERENTIATE, differentiable_solution, frozen
+from .penalties import L0, AbstractPenalty
 from .solvers import AbstractSolver, BestSubset
-
-
-def _concrete(x) -> np.ndarray | None:
-    """The value of x if it is known before tracing (None inside jit/vmap)."""
-    return None if isinstance(x, jax.core.Tracer) else np.asarray(x)
 
 
 def check_penalty(penalty, p: int) -> None:
     """Validate a penalty against p coefficients before anything is traced."""
-    if isinstance(penalty, L1):
-        lam = _concrete(penalty.lam)
-        if lam is not None and (not np.all(np.isfinite(lam) | (lam == np.inf)) or np.any(lam < 0)):
-            raise ValueError(f"`lam` must be ≥ 0; got {lam}.")
-        for name in ("weights", "unpenalized"):
-            value = getattr(penalty, name)
-            if value is not None and jnp.shape(value)[-1:] != (p,):
-                raise ValueError(f"`{name}` must have length p = {p}; got shape {jnp.shape(value)}.")
-        weights = None if penalty.weights is None else _concrete(penalty.weights)
-        if weights is not None and (np.any(np.isnan(weights)) or np.any(weights < 0)):
-            raise ValueError("`weights` must be ≥ 0 (inf drops a coefficient); got NaN or < 0.")
-    elif isinstance(penalty, L0):
-        if isinstance(penalty.k, bool) or not isinstance(penalty.k, int | np.integer):
-            raise ValueError(f"`k` must be an integer; got {penalty.k!r}.")
-        n_free = p - (0 if penalty.unpenalized is None else int(np.sum(penalty.unpenalized)))
-        if not 0 <= penalty.k <= n_free:
-            raise ValueError(
-                f"`k` must be between 0 and the number of penalised coefficients ({n_free}); "
-                f"got k = {penalty.k}."
-            )
-    else:
-        raise ValueError(f"`penalty` must be jaxlmm.L1 or jaxlmm.L0; got {type(penalty).__name__}.")
+    if not isinstance(penalty, AbstractPenalty | L0):
+        raise ValueError(
+            f"`penalty` must be a jaxlmm penalty (a subclass of jaxlmm.AbstractPenalty, or jaxlmm.L0); "
+            f"got {type(penalty).__name__}."
+        )
+    penalty.check(p)
 
 
 def check_loss(fn, y0, args) -> None:
@@ -56,10 +35,14 @@ def check_loss(fn, y0, args) -> None:
 
 
 @eqx.filter_jit
-def _solve_jit(fn, penalty, solver, y0, args, throw, prepared=None, max_nonzero=None):
+def _solve_jit(fn, penalty, solver, y0, args, throw, prepared=None, max_nonzero=None, differentiate="implicit"):
     """The in-JIT solve; `prepared` is `solver.prepare(fn, args)` when the caller reuses it;
-    `max_nonzero` as in `AbstractSolver.run`."""
-    value, result, steps, f, g = solver.run(fn, penalty, y0, args, prepared, max_nonzero)
+    `max_nonzero` as in `AbstractSolver.run`. The solver's loop runs on values cut off from
+    differentiation; the derivatives of the solution come from `differentiable_solution`."""
+    value, result, steps, _, g = solver.run(frozen(fn), frozen(penalty), frozen(y0), frozen(args),
+                                            frozen(prepared), max_nonzero)
+    value = differentiable_solution(fn, penalty, args, value, differentiate)
+    f = fn(value, args)
     objective = f + penalty(value)
     kkt = jnp.max(penalty.kkt_residual(value, g))
     result = RESULTS.where(jnp.isfinite(objective), result, RESULTS.nonfinite)
@@ -69,15 +52,17 @@ def _solve_jit(fn, penalty, solver, y0, args, throw, prepared=None, max_nonzero=
     return solution
 
 
-def solve(fn, penalty, solver, y0, args=None, *, throw: bool = True) -> Solution:
+def solve(fn, penalty, solver, y0, args=None, *, throw: bool = True, differentiate: str = "implicit") -> Solution:
     """Minimise f(β, args) + penalty(β).
 
     **Arguments:**
 
     - `fn`: a smooth loss `fn(params, args) -> scalar`. Any JAX-traceable function works with
-      `ProximalGradient` and `BestSubset`; `CoordinateDescent` needs the least-squares datafit
-      (`jaxlmm.losses.LeastSquares`, which the loss builders return).
-    - `penalty`: `jaxlmm.L1(lam, weights, unpenalized)` or `jaxlmm.L0(k, unpenalized)`.
+      `ProximalGradient` and `BestSubset`; `CoordinateDescent` needs the loss's least-squares
+      form (`fn.least_squares_form(args)`, which `jaxlmm.losses.LeastSquares` and the loss
+      builders have).
+    - `penalty`: any `jaxlmm.AbstractPenalty` (`L1`, `ElasticNet`, `MCP`, `SCAD`, `GroupLasso`,
+      or a user's subclass) or the constraint `jaxlmm.L0(k, unpenalized)`.
     - `solver`: `ProximalGradient()`, `CoordinateDescent()` (both run inside `jit`, and can be
       `vmap`ped over λ, weights, data or starting points) or `BestSubset()` (host side,
       skscope, for `L0`).
@@ -85,12 +70,21 @@ def solve(fn, penalty, solver, y0, args=None, *, throw: bool = True) -> Solution
     - `args`: data for `fn`, traced (so new data of the same shapes does not recompile).
     - `throw`: raise if the solve did not succeed; with `throw=False` the `Solution.result`
       code says what happened (the right choice inside sweeps).
+    - `differentiate`: how `jax.grad`/`jax.jvp` of the solution (with respect to λ, the
+      penalty's weights, `args` and the arrays `fn` closes over) are computed: "implicit"
+      (default; the implicit function theorem at the prox-gradient fixed point, solved by GMRES
+      on Jacobian–vector products, costing nothing unless a derivative is taken) or
+      "iterations" (through 50 prox-gradient steps from the solution). The derivative is that
+      of the current support: it does not see a coefficient about to enter or leave.
+      `BestSubset` runs on the host and is not differentiable.
 
     Returns a `Solution(value, result, objective, kkt_residual, stats)`.
     """
     y0 = jnp.asarray(y0)
     if y0.ndim != 1:
         raise ValueError(f"`y0` must be a 1-D array of coefficients; got shape {y0.shape}.")
+    if differentiate not in DIFFERENTIATE:
+        raise ValueError(f"`differentiate` must be one of {DIFFERENTIATE}; got {differentiate!r}.")
     check_penalty(penalty, y0.shape[0])
     check_loss(fn, y0, args)
     if isinstance(solver, BestSubset):
@@ -104,6 +98,7 @@ def solve(fn, penalty, solver, y0, args=None, *, throw: bool = True) -> Solution
         raise ValueError("An L0 constraint needs `solver=jaxlmm.solvers.BestSubset()`.")
     if not isinstance(solver, AbstractSolver):
         raise ValueError(f"`solver` must be a jaxlmm solver; got {type(solver).__name__}.")
+    solver.check(fn, penalty)
     # Python floats would be baked into the compiled program; arrays keep λ traced.
     penalty = jax.tree.map(jnp.asarray, penalty)
-    return _solve_jit(fn, penalty, solver, y0, args, throw)
+    return _solve_jit(fn, penalty, solver, y0, args, throw, differentiate=differentiate)

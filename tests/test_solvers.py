@@ -91,7 +91,7 @@ def test_user_written_loss_works_with_proximal_gradient(problem):
 
 def test_coordinate_descent_rejects_general_loss(problem):
     data, a, fn, args, *_ = problem
-    with pytest.raises(ValueError, match="least-squares datafit only"):
+    with pytest.raises(ValueError, match="has no `least_squares_form"):
         jaxlmm.solve(lambda b, args: jnp.sum(b**2), jaxlmm.L1(0.1), jaxlmm.CoordinateDescent(),
                      jnp.zeros(data.n_features), args)
 

@@ -25,6 +25,10 @@ class LeastSquares(eqx.Module):
     `CoordinateDescent` solve it.
     """
 
+    def least_squares_form(self, args: LeastSquaresData) -> tuple[Array, Array, Array]:
+        """(X, y, c) with f(β) = ½ Σ_t c_t (y_t − x_tᵀβ)², what `CoordinateDescent` needs."""
+        return args.X, args.y, args.weights / args.scale
+
     def __call__(self, beta: Array, args: LeastSquaresData) -> Array:
         r = args.y - args.X @ beta
         return 0.5 * jnp.sum(args.weights * r * r) / args.scale

@@ -45,6 +45,9 @@ class AbstractSolver(eqx.Module):
     atol: eqx.AbstractVar[float]
     max_steps: eqx.AbstractVar[int]
 
+    def check(self, fn, penalty=None) -> None:
+        """Raise `ValueError` when this solver cannot handle `fn` or `penalty` (before tracing)."""
+
     def prepare(self, fn, args):
         return None
 

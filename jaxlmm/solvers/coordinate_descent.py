@@ -6,17 +6,18 @@ import jax.numpy as jnp
 from jax import lax
 
 from .._solution import RESULTS
-from ..losses.least_squares import LeastSquares
-from ..penalties import soft_threshold
 from ._base import AbstractSolver, nonzero_limits
 
 
 class CoordinateDescent(AbstractSolver):
-    """Coordinate descent with working sets, for `LeastSquares` + a separable penalty.
+    """Coordinate descent with working sets, for a weighted least-squares loss + a separable penalty.
 
-    For f(β) = ½ Σ w_t (y_t − x_tᵀβ)² / s the coordinate Hessian H_k = Σ w_t x_tk² / s is
-    exact, so each Tseng–Yun coordinate step is the closed-form minimiser
-    β_k ← S(β_k H_k − ∂_k f, λ w_k) / H_k and no line search is needed.
+    It asks the loss for its least-squares form: `fn.least_squares_form(args)` returns
+    (X, y, c) with f(β) = ½ Σ_t c_t (y_t − x_tᵀβ)² (`jaxlmm.losses.LeastSquares` has it; so
+    can a user's loss). Then the coordinate curvature H_k = Σ_t c_t x_tk² is exact, so each
+    Tseng–Yun coordinate step is the closed-form minimiser
+    β_k ← prox_{P_k/H_k}(β_k − ∂_k f / H_k) (`penalty.coordinate_prox`: a soft threshold for
+    the Lasso, firm thresholding for MCP, …) and no line search is needed.
 
     Like glmnet, it sweeps only a working set: the nonzero coefficients plus those whose
     gradient is within `working_set_margin`·λ w_k of entering. After the working set
@@ -33,8 +34,8 @@ class CoordinateDescent(AbstractSolver):
     `saturated` too. (An iterate can carry a few more nonzeros than its limit point.) A
     negative k returns the start unchanged, as `saturated`.
 
-    Raises `ValueError` for a loss that is not `jaxlmm.losses.LeastSquares`; use
-    `ProximalGradient` for a general loss.
+    Raises `ValueError` naming what is missing for a loss without `least_squares_form` or a
+    penalty that is not separable (`GroupLasso`); use `ProximalGradient` for those.
     """
 
     rtol: float = 1e-8
@@ -44,18 +45,28 @@ class CoordinateDescent(AbstractSolver):
     max_rounds: int = 1_000
     anderson_memory: int = 5
 
-    def prepare(self, fn, args):
-        if not isinstance(fn, LeastSquares):
+    def check(self, fn, penalty=None):
+        if getattr(fn, "least_squares_form", None) is None:
             raise ValueError(
-                "CoordinateDescent solves the least-squares datafit only (`fn` must be a "
-                "jaxlmm.losses.LeastSquares); use ProximalGradient for a general loss."
+                f"CoordinateDescent needs the loss's least-squares form, and `{type(fn).__name__}` has no "
+                "`least_squares_form(args)` returning (X, y, c) with f(β) = ½ Σ_t c_t (y_t − x_tᵀβ)². Add it, "
+                "or use ProximalGradient for a general loss."
             )
-        XT = args.X.T  # contiguous columns: each coordinate step reads one row of XT
-        row_scale = args.weights / args.scale
+        if penalty is not None and not penalty.separable:
+            raise ValueError(
+                f"CoordinateDescent needs a separable penalty; {type(penalty).__name__} is not. Use ProximalGradient."
+            )
+
+    def prepare(self, fn, args):
+        self.check(fn)
+        X, _, row_scale = fn.least_squares_form(args)
+        XT = X.T  # contiguous columns: each coordinate step reads one row of XT
         return XT, row_scale, (XT * XT) @ row_scale
 
     def run(self, fn, penalty, y0, args, prepared=None, max_nonzero=None):
+        self.check(fn, penalty)
         XT, row_scale, hess = self.prepare(fn, args) if prepared is None else prepared
+        X, y, _ = fn.least_squares_form(args)  # the response may differ from the prepared one's
         limit, cap = nonzero_limits(max_nonzero, y0)
 
         def full(beta):
@@ -65,15 +76,16 @@ class CoordinateDescent(AbstractSolver):
         safe_hess = jnp.where(movable, hess, 1.0)
         p = XT.shape[0]
         thresholds = jnp.broadcast_to(penalty.thresholds(), (p,))
+        step = 1.0 / safe_hess
 
         def gradient(wr):
             return -(XT @ wr)
 
-        wr0 = row_scale * (args.y - args.X @ y0)
+        wr0 = row_scale * (y - X @ y0)
         g0 = gradient(wr0)
         # Scale the tolerance by the gradient at 0 too: a warm start near the optimum has a
         # tiny ∇f(y0), and a tolerance relative to it alone could never be met.
-        tol = self.tolerance(jnp.maximum(jnp.abs(g0), jnp.abs(gradient(row_scale * args.y))), penalty)
+        tol = self.tolerance(jnp.maximum(jnp.abs(g0), jnp.abs(gradient(row_scale * y))), penalty)
         inner_tol = 0.1 * tol
 
         def epoch(beta, wr, order, count):
@@ -83,7 +95,7 @@ class CoordinateDescent(AbstractSolver):
                 x = XT[k]
                 b = beta[k]
                 z = b * hess[k] + jnp.dot(x, wr)
-                new = jnp.where(movable[k], soft_threshold(z, thresholds[k]) / safe_hess[k], b)
+                new = jnp.where(movable[k], penalty.coordinate_prox(z * step[k], step[k], k), b)
                 delta = new - b
                 wr = wr - delta * (x * row_scale)
                 return beta.at[k].set(new), wr, jnp.maximum(change, jnp.abs(delta) * hess[k])
@@ -150,7 +162,7 @@ class CoordinateDescent(AbstractSolver):
             # The KKT check uses a residual recomputed from β: the one the epochs update in place
             # drifts by rounding (in float32 enough that a check on it passed a fit that the
             # exact gradient showed was not converged).
-            wr = row_scale * (args.y - args.X @ beta)
+            wr = row_scale * (y - X @ beta)
             grad = gradient(wr)
             violators = (penalty.kkt_residual(beta, grad) > tol) & movable
             return beta, wr, working | violators, ~jnp.any(violators), epochs, rounds + 1, grad
