@@ -1,8 +1,15 @@
 """jaxlmm: high-dimensional linear mixed models in JAX."""
 
 from . import losses as losses, simulate as simulate, solvers as solvers
+from ._cores import (
+    CoreFit as CoreFit,
+    Influence as Influence,
+    influence as influence,
+    quasi_lasso_core as quasi_lasso_core,
+)
 from ._covariance import blup as blup
 from ._data import LMMData as LMMData
+from ._fit import Fit as Fit, Tuning as Tuning
 from ._solution import RESULTS as RESULTS, Solution as Solution
 from ._solve import solve as solve
 from ._whiten import Whitened as Whitened, effective_sample_size as effective_sample_size, whiten as whiten

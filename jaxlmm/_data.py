@@ -107,6 +107,7 @@ class LMMData(eqx.Module):
     - `z_basis` (N × q), `z_singular` (n × q): the thin SVD Z_i = U_i S_i W_iᵀ of each cluster,
       U_i stored row by row and zero past rank(Z_i).
     - `labels`: the group label of each cluster index (static).
+    - `feature_names`: the names of X's columns (static; None for x0, x1, …). Fits report them.
     """
 
     X: Array
@@ -117,9 +118,10 @@ class LMMData(eqx.Module):
     z_basis: Array
     z_singular: Array
     labels: tuple = eqx.field(static=True)
+    feature_names: tuple | None = eqx.field(static=True, default=None)
 
     @classmethod
-    def from_arrays(cls, X, y, groups: Sequence[Hashable], Z=None) -> LMMData:
+    def from_arrays(cls, X, y, groups: Sequence[Hashable], Z=None, feature_names=None) -> LMMData:
         """Validate flat arrays and lay them out by cluster.
 
         **Arguments:**
@@ -133,6 +135,8 @@ class LMMData(eqx.Module):
         - `Z`: random-effects design, N × q; `None` means a random intercept (a column of ones).
           Z must have full column rank overall; individual clusters may be rank-deficient
           (for example clusters with fewer rows than q).
+        - `feature_names`: p names for X's columns (default: the columns of a DataFrame `X`, else
+          x0, x1, …); every fit reports its coefficients under them.
 
         Raises `ValueError`, naming the argument, for mismatched lengths, non-2-D `X` or `Z`,
         NaN/inf, p = 0, fewer than two clusters, a constant `y` or a rank-deficient `Z`.
@@ -147,9 +151,15 @@ class LMMData(eqx.Module):
             raise ValueError("`y` is empty.")
         if not np.issubdtype(y_arr.dtype, np.number) or not np.all(np.isfinite(y_arr)):
             raise ValueError("`y` must be real and finite; it contains NaN, inf or non-numbers.")
+        if feature_names is None and hasattr(X, "columns"):
+            feature_names = [str(c) for c in X.columns]
         X_arr = _as_2d("X", X, n_rows)
         if X_arr.shape[1] == 0:
             raise ValueError("`X` has no columns (p = 0): there are no fixed effects to fit.")
+        if feature_names is not None:
+            feature_names = tuple(str(name) for name in feature_names)
+            if len(feature_names) != X_arr.shape[1] or len(set(feature_names)) != len(feature_names):
+                raise ValueError(f"`feature_names` must be {X_arr.shape[1]} distinct names, one per column of X.")
         if np.ptp(y_arr) == 0:
             raise ValueError("`y` is constant: there is nothing to explain.")
         # The default Z takes the dtype of X and y, so float32 data stay float32.
@@ -182,6 +192,7 @@ class LMMData(eqx.Module):
             z_basis=jnp.asarray(basis),
             z_singular=jnp.asarray(singular),
             labels=labels,
+            feature_names=feature_names,
         )
 
     @classmethod
@@ -228,11 +239,15 @@ class LMMData(eqx.Module):
 
     def with_index_labels(self) -> LMMData:
         """The same data with labels 0..n−1. `labels` is a static field, so it is part of every
-        compiled program's cache key: the estimators fit on this copy, and data sets that differ
-        only in their labels share compiled programs."""
-        if self.labels == tuple(range(len(self.labels))):
+        compiled program's cache key: the estimators fit on this copy (without `feature_names`,
+        static too), and data sets that differ only in their labels share compiled programs."""
+        if self.labels == tuple(range(len(self.labels))) and self.feature_names is None:
             return self
-        return dataclasses.replace(self, labels=tuple(range(len(self.labels))))
+        return dataclasses.replace(self, labels=tuple(range(len(self.labels))), feature_names=None)
+
+    def column_names(self) -> tuple:
+        """`feature_names`, or x0, x1, … when none were given."""
+        return self.feature_names or tuple(f"x{k}" for k in range(self.n_features))
 
     @property
     def n_obs(self) -> int:

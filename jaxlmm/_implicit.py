@@ -38,9 +38,9 @@ def _root(residual, solution, operands):
 def _root_jvp(residual, primals, tangents):
     solution, operands = primals
     _, d_operands = tangents
-    _, rhs = jax.jvp(lambda o: residual(solution, *o), (operands,), (d_operands,))
+    _, rhs = jax.jvp(lambda o: residual(solution, o), (operands,), (d_operands,))
     # ∂_x R dx = −∂_θ R dθ; custom_linear_solve makes the solve transposable, so reverse mode works.
-    linear = lambda v: jax.jvp(lambda x: residual(x, *operands), (solution,), (v,))[1]  # noqa: E731
+    linear = lambda v: jax.jvp(lambda x: residual(x, operands), (solution,), (v,))[1]  # noqa: E731
     rhs = jax.tree.map(jnp.negative, rhs)
     return solution, lax.custom_linear_solve(linear, rhs, solve=_gmres, transpose_solve=_gmres)
 
@@ -51,17 +51,16 @@ def implicit_root(residual, solution, *operands):
 
     dx* = −(∂_x R)⁻¹ ∂_θ R dθ, with the linear system solved matrix-free (GMRES on Jacobian–vector
     products, transposable, so forward and reverse mode both work); the forward value is
-    `solution` itself and nothing is evaluated unless a derivative is asked for. Arrays that
-    `residual` closes over (rather than receives) are differentiated too.
+    `solution` itself and `residual` is not even traced unless a derivative is asked for. What
+    the solution depends on must reach `residual` through `operands` (arrays it closes over
+    are constants to it).
     """
-    solution = lax.stop_gradient(solution)
     dynamic, static = eqx.partition(operands, eqx.is_array)
 
     def explicit(x, dynamic):
         return residual(x, *eqx.combine(dynamic, static))
 
-    converted, consts = jax.closure_convert(explicit, solution, dynamic)
-    return _root(lambda x, dynamic, *c: converted(x, dynamic, *c), solution, (dynamic, *consts))
+    return _root(explicit, lax.stop_gradient(solution), dynamic)
 
 
 def curvature_step(fn, value, args, n_iter: int = 30):
@@ -98,10 +97,10 @@ def differentiable_solution(fn, penalty, args, value, how: str):
       the rate of the iteration (slowly for ill-conditioned problems).
     """
     if how == "implicit":
-        def residual(beta, fn, penalty, args):
+        def residual(beta, fn, penalty, args, anchor):
             # The step is computed here, so a forward pass without derivatives never pays for it.
-            return beta - prox_gradient_map(fn, penalty, args, curvature_step(fn, value, args))(beta)
+            return beta - prox_gradient_map(fn, penalty, args, curvature_step(fn, anchor, args))(beta)
 
-        return implicit_root(residual, value, fn, penalty, args)
+        return implicit_root(residual, value, fn, penalty, args, lax.stop_gradient(value))
     T = prox_gradient_map(fn, penalty, args, curvature_step(fn, value, args))
     return lax.fori_loop(0, UNROLLED_STEPS, lambda _, b: T(b), lax.stop_gradient(value))

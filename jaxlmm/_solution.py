@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import equinox as eqx
-import equinox.internal as eqxi
+import numpy as np
 from jax import Array
 
 
-class RESULTS(eqxi.Enumeration):
+class RESULTS(eqx.Enumeration):
     """Why a solve stopped. Messages say which knob to turn."""
 
     successful = "Successful: the tolerance was met."
@@ -22,6 +22,11 @@ class RESULTS(eqxi.Enumeration):
     saturated = (
         "The active set grew past the allowed number of nonzero coefficients (with p > N the "
         "penalised likelihood is unbounded as σ² → 0). Use a larger λ."
+    )
+    no_mode = (
+        "No mode of the variance posterior was found (the Laplace Hessian is not negative definite, "
+        "or Newton did not converge), so the Laplace evidence is not valid there. Fix the "
+        "hyperparameters, or give more clusters."
     )
     line_search_failed = (
         "Backtracking could not find a step that decreases the objective. The loss may not be "
@@ -51,3 +56,9 @@ class Solution(eqx.Module):
     @property
     def converged(self) -> Array:
         return self.result == RESULTS.successful
+
+
+def result_name(code) -> str:
+    """The name of a (concrete) `RESULTS` code, e.g. "successful": how host-side fits store it."""
+    index = int(np.asarray(getattr(code, "_value", code)))
+    return next(name for name, item in RESULTS._name_to_item.items() if int(np.asarray(item._value)) == index)

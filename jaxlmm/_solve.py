@@ -6,8 +6,8 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from ._solution import RESULTS, Solution
 from ._implicit import DIFFERENTIATE, differentiable_solution, frozen
+from ._solution import RESULTS, Solution
 from .penalties import L0, AbstractPenalty
 from .solvers import AbstractSolver, BestSubset
 

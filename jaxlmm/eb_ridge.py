@@ -25,8 +25,9 @@ from jax import Array, lax
 from jax.flatten_util import ravel_pytree
 
 from ._data import LMMData
+from ._fit import Fit, Tuning
 from ._scale import data_scale, rescaled
-from ._solution import RESULTS
+from ._solution import RESULTS, result_name
 from ._validate import check_data, check_indices, check_scalar
 from .losses.eb_ridge import (
     EBDesign,
@@ -338,25 +339,19 @@ def learn_hyperparameters(design: EBDesign, lam=None, b=None, A=None, learn_A: s
 # ---- user entry point --------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class EBRidgeFit:
-    """Result of `fit_eb_ridge`.
+@dataclass(frozen=True, kw_only=True)
+class EBRidgeFit(Fit):
+    """Result of `fit_eb_ridge`: the `Fit` protocol (β̂, Ψ̂, σ̂² at the MAP; `ranef` the posterior
+    means E[b_i | y] at the MAP; `support` every column, a ridge keeps them all; `n_iter` the
+    ECM iterations; `converged`: ECM and, when anything was learned, L-BFGS and a Laplace mode
+    with a negative definite Hessian and Newton decrement ≤ 1e−6), plus
 
-    **Fields:** `coef` (p, on X's columns), `intercept`, `psi` (q×q), `sigma2`, `ranef` (n × q
-    posterior means E[b_i | y] at the MAP, rows in `groups` order), `groups`, `lam`, `b`, `A`
-    (q×q), `nu`/`Phi` (the same prior as IW(ν, Φ)), `log_marginal_likelihood` (Laplace, at Θ;
-    None when the prior is improper: λ = 0 or b ≤ 2q/(n + 2q)), `log_posterior` (J at the
-    MAP), `learned` (which of λ, b, A were learned), `converged` (ECM and, when anything was
-    learned, L-BFGS and a Laplace mode: negative definite Hessian, Newton decrement ≤ 1e−6),
-    `n_iter` (ECM iterations), `message`.
+    - `lam`, `b`, `A` (q×q), `nu`/`Phi` (the same prior as IW(ν, Φ)).
+    - `log_marginal_likelihood` (Laplace, at Θ; None when the prior is improper: λ = 0 or
+      b ≤ 2q/(n + 2q)), `log_posterior` (J at the MAP), `learned` (which of λ, b, A were
+      learned), `message` (what did not converge, if anything).
     """
 
-    coef: np.ndarray
-    intercept: float
-    psi: np.ndarray
-    sigma2: float
-    ranef: np.ndarray
-    groups: tuple
     lam: float
     b: float
     A: np.ndarray
@@ -365,23 +360,33 @@ class EBRidgeFit:
     log_marginal_likelihood: float | None
     log_posterior: float
     learned: tuple
-    converged: bool
-    n_iter: int
     message: str
 
-    def predict(self, X, groups=None, Z=None) -> np.ndarray:
-        """Xβ̂ + intercept, plus Z_i b̂_i for rows whose group was seen in the fit when `groups` is
-        given (Z defaults to a random intercept)."""
-        X = np.asarray(X, float)
-        out = X @ self.coef + self.intercept
-        if groups is None:
-            return out
-        Z = np.ones((X.shape[0], 1)) if Z is None else np.asarray(Z, float)
-        index = {g: i for i, g in enumerate(self.groups)}
-        for row, g in enumerate(groups):
-            if g in index:
-                out[row] += Z[row] @ self.ranef[index[g]]
-        return out
+    method = "empirical-Bayes ridge LMM (ridge prior on β, inverse-Wishart prior on Ψ)"
+
+    @property
+    def hyperparameters(self) -> dict:
+        return {"lam": self.lam, "b": self.b, "A": self.A}
+
+    @property
+    def criteria(self) -> dict:
+        return {"log marginal likelihood (Laplace)": self.log_marginal_likelihood, "log posterior": self.log_posterior}
+
+    @property
+    def tuning(self) -> Tuning | None:
+        if not self.learned:
+            return None
+        return Tuning(parameters={name: None for name in self.learned}, criterion="laplace evidence",
+                      values=None, fold_values=None, choice={name: getattr(self, name) for name in self.learned})
+
+
+def _result(fit, hyper, em_ok, outer_ok) -> str:
+    """The first failure's `RESULTS` name: ECM, then the hyperparameter search, then its Laplace mode."""
+    if not em_ok:
+        return result_name(fit.result)
+    if hyper is not None and not outer_ok:
+        return result_name(hyper.result) if hyper.result != RESULTS.successful else "no_mode"
+    return "successful"
 
 
 def _check_A(A, q):
@@ -480,7 +485,7 @@ def fit_eb_ridge(data: LMMData, lam=None, b=None, A=None, *, unpenalized=None, i
                          "improper, so the marginal likelihood is undefined: give `lam` and `A` too, or a larger b.")
     # Fit on y / s_y and X / s_x (powers of two, `_scale`): β = (s_y/s_x) β̃, Ψ = s_y² Ψ̃, σ² = s_y² σ̃²,
     # and the priors map exactly with λ̃ = λ s_x⁻² (the prior variance σ²/λ of β) and Ã = A / s_y².
-    units, labels = data_scale(data), data.labels
+    units, labels, names, fingerprint = data_scale(data), data.labels, data.column_names(), data.fingerprint()
     data = rescaled(data, units)
     if lam is not None:
         lam = lam / units.x**2
@@ -542,4 +547,10 @@ def fit_eb_ridge(data: LMMData, lam=None, b=None, A=None, *, unpenalized=None, i
         converged=outer_ok and em_ok and (evidence is None or bool(evidence.valid)),
         n_iter=int(fit.num_steps),
         message=message,
+        support=np.flatnonzero(coef),
+        feature_names=names,
+        result=_result(fit, hyper if learned else None, em_ok, outer_ok),
+        n_obs=data.n_obs,
+        n_clusters=n,
+        data_fingerprint=fingerprint,
     )

@@ -10,14 +10,15 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ._data import LMMData
+from ._fit import Fit, Tuning
 from ._scale import data_scale, rescaled
+from ._solution import result_name
 from ._solve import solve
 from ._validate import (
     check_count,
     check_data,
     check_fraction,
     check_grid,
-    check_same_data,
     check_scalar,
     check_unpenalized,
     check_weights,
@@ -36,6 +37,7 @@ from .select import (
     training_weights,
 )
 from .solvers import BestSubset, CoordinateDescent
+from .variance_components import variance_components, variance_identifiable
 
 DEFAULT_A_GRID = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
 
@@ -60,60 +62,74 @@ class CVCurve:
     best: tuple[int, int]
 
 
-@dataclasses.dataclass(frozen=True)
-class QuasiFit:
-    """A fitted quasi-likelihood model (Lasso or best subset).
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class QuasiFit(Fit):
+    """A fitted quasi-likelihood model (Lasso or best subset): the `Fit` protocol, plus
 
-    - `coef`: β̂ (length p, the caller's column order); for an explicit λ path, n_λ × p.
-    - `intercept`: the unpenalised intercept (0 when `intercept=False`).
-    - `support`: sorted indices of the nonzero β̂ (a tuple of them for a λ path).
+    - `coef` n_λ × p and `support` a tuple of index arrays when an explicit λ path was asked for
+      (then `converged` is True when every λ converged and `n_iter` sums over the path).
+    - `sigma2`, `psi`, `ranef`: from `variance_components` with Ψ = ηI at the fit's a (None
+      for a path, or when no cluster has more rows than rank Z_i).
     - `a`, `lam` (Lasso) or `k` (best subset): the values used, chosen or given.
-    - `converged`, `n_iter`: solver status (coordinate epochs; None for best subset, whose
-      iteration count skscope does not report).
+    - `selector`: "lasso" or "best_subset"; `n_iter` is 0 for best subset (skscope does not
+      report it).
     - `effective_sample_size`: tr(Σ_a^{-1}).
     - `cv`: the `CVCurve` when a, λ or k was chosen by cross-validation; `ic`: the
       information-criterion curve {k: value} when k was chosen by GIC/EBIC, and `ic_support`
-      the subset behind each value {k: column indices}.
+      the subset behind each value {k: column indices}; `ic_name` the criterion.
     - `path`: the `LassoPath` at the chosen a when a path was computed.
-    - `data_fingerprint`: `LMMData.fingerprint()` of the data fitted (post-fit functions check it).
     """
 
-    coef: np.ndarray
-    intercept: float
-    support: np.ndarray | tuple
     a: float
     lam: float | np.ndarray | None
     k: int | None
-    converged: bool | np.ndarray
-    n_iter: int | np.ndarray | None
     effective_sample_size: float
-    method: str
+    selector: str
     cv: CVCurve | None = None
     ic: dict | None = None
     path: LassoPath | None = None
     ic_support: dict | None = None
-    data_fingerprint: str | None = None
+    ic_name: str | None = None
 
-    def predict(self, X) -> np.ndarray:
-        """Marginal prediction X β̂ + intercept (no random effects)."""
-        return np.asarray(X) @ self.coef.T + self.intercept
+    @property
+    def method(self) -> str:
+        return "quasi-likelihood " + ("Lasso" if self.selector == "lasso" else "best subset") + " (Li, Cai & Li)"
+
+    @property
+    def hyperparameters(self) -> dict:
+        chosen = {"a": self.a}
+        if self.selector == "lasso":
+            chosen["lam"] = self.lam
+        else:
+            chosen["k"] = self.k
+        return chosen
+
+    @property
+    def criteria(self) -> dict:
+        return {"effective sample size": self.effective_sample_size}
+
+    def proxy_ratio(self) -> float:
+        return float(self.a)
+
+    @property
+    def tuning(self) -> Tuning | None:
+        if self.cv is not None:
+            cv = self.cv
+            return Tuning(parameters={"a": cv.a_grid, cv.parameter: cv.grid}, criterion="cv error", values=cv.error,
+                          fold_values=cv.fold_error, choice=self.hyperparameters)
+        if self.ic is not None:
+            return Tuning(parameters={"k": np.array(list(self.ic))}, criterion=self.ic_name,
+                          values=np.array(list(self.ic.values())), fold_values=None, choice={"k": self.k})
+        return None
 
 
-def single_fit(fit, data: LMMData) -> tuple[np.ndarray, float, float]:
-    """(β̂, β̂_0, a) of a `QuasiFit` at one λ or k, checked against `data`, or a ValueError."""
-    check_data(data)
-    if not isinstance(fit, QuasiFit):
-        raise ValueError(f"`fit` must be a QuasiFit from jaxlmm.fit_quasi; got {type(fit).__name__}.")
-    coef = np.asarray(fit.coef)
-    if coef.ndim != 1:
-        raise ValueError("`fit` holds a λ path (coef is 2-D); refit at one λ first.")
-    if coef.shape[0] != data.n_features:
-        raise ValueError(
-            f"`fit` has {coef.shape[0]} coefficients but `data` has p = {data.n_features} columns: "
-            "pass the data the model was fitted on."
-        )
-    check_same_data(fit, data)
-    return coef, float(fit.intercept), float(fit.a)
+def _partial_fit(coef, intercept, support, a, lam, k, converged, n_iter, n_eff, selector, cv=None, ic=None,
+                 path=None, ic_support=None, result=None) -> QuasiFit:
+    """A `QuasiFit` whose data fields (names, groups, variance components) `fit_quasi` fills in."""
+    return QuasiFit(coef=coef, intercept=intercept, support=support, a=a, lam=lam, k=k, converged=bool(converged),
+                    n_iter=int(n_iter), effective_sample_size=n_eff, selector=selector, cv=cv, ic=ic, path=path,
+                    ic_support=ic_support, feature_names=(), groups=(), sigma2=None, psi=None, ranef=None,
+                    result=result or ("successful" if converged else "max_steps_reached"), n_obs=0, n_clusters=0)
 
 
 # ---- jitted programs: a is traced and folds share one shape, so nothing recompiles across a ---
@@ -304,7 +320,12 @@ def fit_quasi(
     folds = cluster_folds(data.n_clusters, n_folds, seed) if needs_cv else None
     fit = _fit_quasi_rescaled(data, a, a_values, lam, k, folds, user_mask, user_weights, n_lambda, lambda_min_ratio,
                               k_grid, k_criterion, n_folds, intercept, cv_rule, progress, solver, best_subset)
-    return dataclasses.replace(fit, data_fingerprint=data.fingerprint())
+    fit = dataclasses.replace(fit, feature_names=data.column_names(), groups=data.labels, n_obs=data.n_obs,
+                              n_clusters=data.n_clusters, data_fingerprint=data.fingerprint())
+    if np.ndim(fit.coef) == 1 and variance_identifiable(data):
+        vc = variance_components(fit, data)
+        fit = dataclasses.replace(fit, sigma2=vc.sigma2, psi=vc.psi, ranef=vc.ranef)
+    return fit
 
 
 def _fit_quasi_rescaled(data, a, a_values, lam, k, folds, user_mask, user_weights, n_lambda, lambda_min_ratio,
@@ -456,11 +477,12 @@ def _fit_lasso(*, data, a_values, folds, n_folds, intercept, mask, progress, cv_
     steps = np.asarray(path.num_steps)
     if path_requested:
         support = tuple(np.flatnonzero(row) for row in beta)
-        return QuasiFit(beta, b0, support, a_best, np.asarray(path.lambdas), None, converged, steps,
-                        float(n_eff), "lasso", cv, None, path)
-    return QuasiFit(beta[index], float(b0[index]), np.flatnonzero(beta[index]), a_best,
-                    float(path.lambdas[index]), None, bool(converged[index]), int(steps[index]),
-                    float(n_eff), "lasso", cv, None, path if relative else None)
+        return _partial_fit(beta, b0, support, a_best, np.asarray(path.lambdas), None, np.all(converged),
+                            np.sum(steps), float(n_eff), "lasso", cv, None, path)
+    return _partial_fit(beta[index], float(b0[index]), np.flatnonzero(beta[index]), a_best,
+                        float(path.lambdas[index]), None, bool(converged[index]), int(steps[index]),
+                        float(n_eff), "lasso", cv, None, path if relative else None,
+                        result=result_name(path.result._value[index]))
 
 
 def _fit_universal(*, data, a_values, folds, n_folds, intercept, mask, progress, cv_rule, solver, weights,
@@ -483,7 +505,7 @@ def _fit_universal(*, data, a_values, folds, n_folds, intercept, mask, progress,
         a_best = float(a_values[best[0]])
     fit, n_eff = _universal_full(data, jnp.asarray(a_best, dtype), n_penalized, weights, mask_j, intercept, solver)
     beta, b0 = _split_intercept(np.asarray(fit.coef), intercept)
-    return QuasiFit(beta, float(b0), np.flatnonzero(beta), a_best, float(fit.lam), None,
+    return _partial_fit(beta, float(b0), np.flatnonzero(beta), a_best, float(fit.lam), None,
                     bool(fit.converged), int(fit.num_steps), float(n_eff), "lasso", cv)
 
 
@@ -532,5 +554,6 @@ def _fit_best_subset(*, data, a_values, folds, n_folds, intercept, mask, progres
     else:
         j = cv.best[1]
     beta, b0 = _split_intercept(coefs[j], intercept)
-    return QuasiFit(beta, float(b0), np.flatnonzero(beta), a_best, None, int(ks[j]), True, None,
-                    float(args.scale), "best_subset", cv, ic, ic_support=ic_support)
+    fit = _partial_fit(beta, float(b0), np.flatnonzero(beta), a_best, None, int(ks[j]), True, 0,
+                       float(args.scale), "best_subset", cv, ic, ic_support=ic_support)
+    return dataclasses.replace(fit, ic_name=k_criterion if ic is not None else None)

@@ -15,8 +15,8 @@ from jax.scipy.special import ndtr, ndtri
 
 from ._covariance import cluster_sum
 from ._data import LMMData
+from ._fit import single_fit
 from ._scale import data_scale, rescaled
-from .estimators import single_fit
 from .losses import LeastSquaresData, quasi_likelihood
 from .select import scaled_lasso
 from .solvers import CoordinateDescent
@@ -186,7 +186,9 @@ def debias(
 
     **Arguments:**
 
-    - `fit`: a `QuasiFit` (one β̂, not a λ path); its a is used for the whitening.
+    - `fit`: a fit from `fit_quasi` (its a is used for the whitening), `fit_lmmlasso` or
+      `fit_eb_ridge` (a = tr Ψ̂ / (q σ̂²), so Σ_a ∝ V̂ for Ψ̂ ∝ I); one β̂, not a λ path. A SHEL
+      fit is refused with a pointer to `fit_shel(inference="debiased")`.
     - `data`: the `LMMData` it was fitted on.
     - `coords`: column indices of X to infer on (default: all p).
     - `level`: confidence level of the intervals, in (0, 1).

@@ -20,11 +20,13 @@ from ._covariance import (
     covariance_start,
 )
 from ._data import LMMData
+from ._fit import Fit, Tuning
 from ._scale import data_scale, rescaled
-from ._solution import RESULTS
+from ._solution import RESULTS, result_name
 from ._validate import check_count, check_data, check_fraction, check_indices, check_scalar, check_weights
 from .estimators import fit_quasi
 from .losses.penalised_ml import MixedModelData, MixedModelParams, mixed_model_nll, whiten_by_covariance
+from .path import kkt_lambda
 from .penalties import L1
 from .solvers.coordinate_descent import CoordinateDescent
 from .solvers.mixed_model_cgd import MixedModelCGD, MixedModelFit
@@ -87,9 +89,7 @@ def information_criteria(fit: MixedModelFit, n_obs: int) -> tuple[Array, Array, 
 def _kkt_lambda(args, structure, params: MixedModelParams, weights, unpenalized) -> Array:
     """max_k |∂_k(−log L)| / w_k over penalised k at `params` (their penalised β at 0)."""
     X_w, y_w = whiten_by_covariance(args, params.theta, params.log_sigma, structure)
-    grad = X_w.T @ (y_w - X_w @ params.beta)
-    ratio = jnp.where(unpenalized, 0.0, jnp.abs(grad) / weights)
-    return jnp.max(jnp.where(jnp.isfinite(ratio), ratio, 0.0))
+    return kkt_lambda(X_w.T @ (y_w - X_w @ params.beta), weights, unpenalized)
 
 
 def _lambda_max(args, structure, at_inf: MixedModelFit, cold_start, weights, unpenalized) -> Array:
@@ -219,14 +219,13 @@ def _summary(fit, args, structure):
 # ---- the estimator ----------------------------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True)
-class LMMLassoFit:
-    """A fitted l1-penalised linear mixed model.
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LMMLassoFit(Fit):
+    """A fitted l1-penalised linear mixed model: the `Fit` protocol (σ̂², Ψ̂, BLUPs by ML; `n_iter`
+    counts outer iterations), plus
 
-    - `coef` (p, the scale of the caller's X), `intercept`, `support` (indices of β̂_k ≠ 0).
-    - `sigma2` σ̂², `psi` Ψ̂ (q × q), `ranef` BLUPs (n × q, one row per label in `groups`).
     - `loglik` (ML log-likelihood, no penalty), `bic`, `aic`, `objective` Q_λ (with the
-      ½N log 2π constant), `converged`, `n_iter` (outer iterations).
+      ½N log 2π constant).
     - `lam` (on the fitting scale: standardised columns when `standardize=True`), `cov`,
       `unpenalized` (column indices of X), `weights` (penalty weights, None if plain),
       `adaptive`, `start` ("cold": from the Lasso start, "warm": from the path or λ_max).
@@ -237,19 +236,10 @@ class LMMLassoFit:
     Every number is on the caller's scale: the fit runs on rescaled data (`fit_lmmlasso`).
     """
 
-    coef: np.ndarray
-    intercept: float
-    support: np.ndarray
-    sigma2: float
-    psi: np.ndarray
-    ranef: np.ndarray
-    groups: tuple
     loglik: float
     bic: float
     aic: float
     objective: float
-    converged: bool
-    n_iter: int
     lam: float
     cov: str
     unpenalized: np.ndarray
@@ -258,18 +248,26 @@ class LMMLassoFit:
     start: str
     path: LMMLassoPath | None = None
 
-    def predict(self, X, groups=None, Z=None) -> np.ndarray:
-        """X β̂ + β̂_0, plus Z_i b̂_i for rows whose group label was seen in the fit when
-        `groups` and `Z` are given (new groups get the marginal prediction)."""
-        out = np.asarray(X) @ self.coef + self.intercept
-        if groups is None:
-            return out
-        index = {g: i for i, g in enumerate(self.groups)}
-        Z = np.ones((len(out), 1)) if Z is None else np.asarray(Z)
-        for t, g in enumerate(groups):
-            if g in index:
-                out[t] += Z[t] @ self.ranef[index[g]]
-        return out
+    @property
+    def method(self) -> str:
+        kind = "adaptive lmmLasso" if self.adaptive else "lmmLasso"
+        return kind + " (l1-penalised ML; Schelldorfer, Bühlmann & van de Geer)"
+
+    @property
+    def hyperparameters(self) -> dict:
+        return {"lam": self.lam}
+
+    @property
+    def criteria(self) -> dict:
+        return {"log-likelihood": self.loglik, "BIC": self.bic, "AIC": self.aic}
+
+    @property
+    def tuning(self) -> Tuning | None:
+        if self.path is None:
+            return None
+        bic = np.minimum(np.asarray(self.path.bic_warm), np.asarray(self.path.bic_cold))
+        return Tuning(parameters={"lam": np.asarray(self.path.lambdas)}, criterion="bic", values=bic, fold_values=None,
+                      choice={"lam": self.lam})
 
 
 def _default_unpenalized(data: LMMData) -> np.ndarray:
@@ -385,7 +383,7 @@ def fit_lmmlasso(
     # Fit on y / s_y and X / s_x (powers of two, `_scale`): with β = (s_y/s_x) β̃, σ² = s_y² σ̃²,
     # Ψ = s_y² Ψ̃, −log L = −log L̃ + N log s_y, so λ |β| = λ̃ |β̃| needs λ̃ = λ s_y / s_x (λ s_y on
     # standardised columns, which do not see s_x).
-    units, labels = data_scale(data), data.labels
+    units, labels, names, fingerprint = data_scale(data), data.labels, data.column_names(), data.fingerprint()
     data = rescaled(data, units)
     lam_unit = units.y if standardize else units.y / units.x
     lam_fit = None if lam is None else lam * lam_unit
@@ -436,7 +434,7 @@ def fit_lmmlasso(
         lam_caller = lam_used / lam_unit
     summary = _summarise(fit, data, args, cov, center, scale, lam_caller, unpen_idx, stage_weights, adaptive, start,
                          path, units, 1.0 if adaptive else 1.0 / lam_unit)
-    return dataclasses.replace(summary, groups=labels)
+    return dataclasses.replace(summary, groups=labels, feature_names=names, data_fingerprint=fingerprint)
 
 
 def _summarise(fit, data, args, cov, center, scale, lam, unpen_idx, weights, adaptive, start, path, units,
@@ -458,6 +456,7 @@ def _summarise(fit, data, args, cov, center, scale, lam, unpen_idx, weights, ada
         psi=np.asarray(psi) * s * s, ranef=ranef * s, groups=data.labels, loglik=-float(fit.nll) - shift,
         bic=float(bic) + 2 * shift, aic=float(aic) + 2 * shift, objective=float(fit.objective) + shift,
         converged=bool(fit.converged), n_iter=int(fit.num_steps), lam=lam, cov=cov, unpenalized=unpen_idx,
-        weights=weights, adaptive=adaptive, start=start, path=path,
+        weights=weights, adaptive=adaptive, start=start, path=path, result=result_name(fit.result),
+        feature_names=(), n_obs=data.n_obs, n_clusters=data.n_clusters,
     )
 

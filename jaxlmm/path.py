@@ -22,10 +22,7 @@ MIN_LAMBDAS = 5
 def kkt_lambda(grad: Array, weights=None, unpenalized=None) -> Array:
     """max_{k ∉ U} |∂_k f| / w_k: the smallest λ at which a point whose penalised coefficients are
     0 satisfies the KKT conditions (w_k = inf and U contribute nothing)."""
-    ratio = jnp.abs(grad) / (1.0 if weights is None else weights)
-    if unpenalized is not None:
-        ratio = jnp.where(unpenalized, 0.0, ratio)
-    return jnp.max(jnp.where(jnp.isfinite(ratio), ratio, 0.0))
+    return L1(jnp.ones((), grad.dtype), weights, unpenalized).critical_lambda(grad)
 
 
 def lambda_max(fn, args, solver, y0, weights=None, unpenalized=None, prepared=None) -> tuple[Array, Array]:
@@ -72,8 +69,13 @@ class LassoPath(eqx.Module):
 
 @eqx.filter_jit
 def solve_path(fn, args, lambdas, solver, y0, weights=None, unpenalized=None, *, relative=False,
-               early_stop: bool = False) -> LassoPath:
-    """Solve the weighted Lasso at each λ of a decreasing grid, warm-starting each from the last.
+               early_stop: bool = False, penalty=None) -> LassoPath:
+    """Solve the weighted Lasso (or `penalty`) at each λ of a decreasing grid, warm-starting each
+    from the last.
+
+    - `penalty`: any `AbstractPenalty` (its own λ is ignored: `penalty.with_lam(λ_k)` is
+      solved at each step, and λ_max is `penalty.critical_lambda`); default
+      `L1(·, weights, unpenalized)`.
 
     - `relative=False`: λ_k = `lambdas[k]`; the first solve starts from `y0` (for warm starts,
       the solution at λ_max).
@@ -95,17 +97,17 @@ def solve_path(fn, args, lambdas, solver, y0, weights=None, unpenalized=None, *,
     dtype = y0.dtype
     relative = jnp.asarray(relative)
     unbounded = jnp.asarray(jnp.inf, dtype)
+    template = L1(jnp.ones((), dtype), weights, unpenalized) if penalty is None else penalty
 
     def fit(beta, lam, skip):
-        sol = _solve_jit(fn, L1(lam, weights, unpenalized), solver, beta, args, False, prepared,
-                         jnp.where(skip, -1, unbounded))
-        loss = sol.objective - L1(lam, weights, unpenalized)(sol.value)
-        return sol, loss
+        at_lam = template.with_lam(jnp.asarray(lam, dtype))
+        sol = _solve_jit(fn, at_lam, solver, beta, args, False, prepared, jnp.where(skip, -1, unbounded))
+        return sol, sol.objective - at_lam(sol.value)
 
     # Step 0: λ = ∞ (only for a relative grid). It gives λ_max, the start and the null loss.
     pinned, null_loss = fit(y0, unbounded, ~relative)
     start = jnp.where(relative, pinned.value, y0)
-    lam_max = jnp.where(relative, kkt_lambda(jax.grad(fn)(start, args), weights, unpenalized), jnp.nan)
+    lam_max = jnp.where(relative, template.critical_lambda(jax.grad(fn)(start, args)), jnp.nan)
     null_loss = jnp.where(relative, null_loss, fn(y0, args))
     lams = jnp.where(relative, lam_max * lambdas, lambdas)
 

@@ -102,11 +102,42 @@ class _WeightedSeparable(AbstractPenalty):
         level = levels if jnp.ndim(levels) == 0 else levels[k]
         return self._scalar_prox(z, step, level)
 
+    def thresholds(self):
+        return self.levels()
+
+    def __call__(self, beta):
+        t = jnp.broadcast_to(self.levels(), beta.shape)
+        # where() keeps 0·inf (a dropped coefficient sitting at 0) from becoming NaN.
+        return jnp.sum(jnp.where(beta == 0, 0.0, self._value(jnp.abs(beta), jnp.where(beta == 0, 0.0, t))))
+
     def prox(self, beta, step):
         return self._scalar_prox(beta, step, jnp.broadcast_to(self.levels(), beta.shape))
 
+    def kkt_residual(self, beta, grad):
+        """Per coordinate: dist(−grad_k, ∂P_k(β_k)); at β_k = 0 the subdifferential is
+        [−thresholds_k, thresholds_k], elsewhere the slope of P_k along |β_k| (times sign β_k)."""
+        t = jnp.broadcast_to(self.levels(), beta.shape)
+        at_zero = jnp.maximum(jnp.abs(grad) - jnp.broadcast_to(self.thresholds(), beta.shape), 0.0)
+        # where() keeps a dropped coefficient (level inf) sitting at 0 from making NaN.
+        slope = jnp.where(beta == 0, 0.0, self._slope(jnp.abs(beta), jnp.where(beta == 0, 0.0, t)))
+        return jnp.where(beta == 0, at_zero, jnp.abs(grad + slope * jnp.sign(beta)))
+
     @abc.abstractmethod
     def _scalar_prox(self, z, step, level): ...
+
+    @abc.abstractmethod
+    def _value(self, magnitude, level):
+        """P_k(β_k) at |β_k| = magnitude > 0, for the level λ_k = λ w_k."""
+
+    @abc.abstractmethod
+    def _slope(self, magnitude, level):
+        """d P_k / d|β_k| at |β_k| = magnitude > 0, for the level λ_k = λ w_k."""
+
+    @staticmethod
+    def _check_above(name: str, value, bound: float) -> None:
+        value = _concrete(value)
+        if value is not None and not np.all(value > bound):
+            raise ValueError(f"`{name}` must be > {bound:g}; got {value}.")
 
 
 class L1(_WeightedSeparable):
@@ -123,23 +154,14 @@ class L1(_WeightedSeparable):
     weights: Array | None = None
     unpenalized: Array | None = None
 
-    def thresholds(self):
-        return self.levels()
-
-    def __call__(self, beta):
-        t = jnp.broadcast_to(self.levels(), beta.shape)
-        # where() keeps 0·inf (a dropped coefficient sitting at 0) from becoming NaN.
-        return jnp.sum(jnp.where(beta == 0, 0.0, t * jnp.abs(beta)))
+    def _value(self, magnitude, level):
+        return level * magnitude
 
     def _scalar_prox(self, z, step, level):
         return soft_threshold(z, step * level)
 
-    def kkt_residual(self, beta, grad):
-        """Per coordinate: dist(−grad_k, λ w_k ∂|β_k|)."""
-        t = jnp.broadcast_to(self.levels(), beta.shape)
-        at_zero = jnp.maximum(jnp.abs(grad) - t, 0.0)
-        off_zero = jnp.abs(grad + t * jnp.sign(beta))
-        return jnp.where(beta == 0, at_zero, off_zero)
+    def _slope(self, magnitude, level):
+        return level
 
 
 class ElasticNet(_WeightedSeparable):
@@ -157,24 +179,21 @@ class ElasticNet(_WeightedSeparable):
     def thresholds(self):
         return self.l1_ratio * self.levels()
 
-    def __call__(self, beta):
-        t = jnp.broadcast_to(self.levels(), beta.shape)
-        term = self.l1_ratio * jnp.abs(beta) + 0.5 * (1.0 - self.l1_ratio) * beta * beta
-        return jnp.sum(jnp.where(beta == 0, 0.0, t * term))
+    def _value(self, magnitude, level):
+        return level * (self.l1_ratio * magnitude + 0.5 * (1.0 - self.l1_ratio) * magnitude**2)
 
     def _scalar_prox(self, z, step, level):
         # ½(b − z)² + step·level·(α|b| + (1−α)b²/2) is minimised by a soft threshold, then a shrink.
         return soft_threshold(z, step * level * self.l1_ratio) / (1.0 + step * level * (1.0 - self.l1_ratio))
 
-    def kkt_residual(self, beta, grad):
-        t = jnp.broadcast_to(self.levels(), beta.shape)
-        smooth = grad + jnp.where(beta == 0, 0.0, t * (1.0 - self.l1_ratio) * beta)
-        return L1(jnp.ones((), beta.dtype), self.l1_ratio * t).kkt_residual(beta, smooth)
+    def _slope(self, magnitude, level):
+        return level * (self.l1_ratio + (1.0 - self.l1_ratio) * magnitude)
 
     def check(self, p):
         super().check(p)
+        self._check_above("l1_ratio", self.l1_ratio, 0.0)
         ratio = _concrete(self.l1_ratio)
-        if ratio is not None and not (np.all(ratio > 0) and np.all(ratio <= 1)):
+        if ratio is not None and not np.all(ratio <= 1):
             raise ValueError(f"`l1_ratio` must be in (0, 1]; got {ratio}.")
 
 
@@ -193,31 +212,21 @@ class MCP(_WeightedSeparable):
     weights: Array | None = None
     unpenalized: Array | None = None
 
-    def thresholds(self):
-        return self.levels()
-
-    def __call__(self, beta):
-        t = jnp.broadcast_to(self.levels(), beta.shape)
-        a = jnp.abs(beta)
-        inner = t * a - a * a / (2.0 * self.gamma)
-        return jnp.sum(jnp.where(beta == 0, 0.0, jnp.where(a <= self.gamma * t, inner, 0.5 * self.gamma * t * t)))
+    def _value(self, magnitude, level):
+        inner = level * magnitude - magnitude**2 / (2.0 * self.gamma)
+        return jnp.where(magnitude <= self.gamma * level, inner, 0.5 * self.gamma * level**2)
 
     def _scalar_prox(self, z, step, level):
         a = jnp.abs(z)
         firm = soft_threshold(z, step * level) / (1.0 - step / self.gamma)
         return jnp.where(a > self.gamma * level, z, firm)
 
-    def kkt_residual(self, beta, grad):
-        t = jnp.broadcast_to(self.levels(), beta.shape)
-        slope = jnp.maximum(t - jnp.abs(beta) / self.gamma, 0.0)
-        at_zero = jnp.maximum(jnp.abs(grad) - t, 0.0)
-        return jnp.where(beta == 0, at_zero, jnp.abs(grad + slope * jnp.sign(beta)))
+    def _slope(self, magnitude, level):
+        return jnp.maximum(level - magnitude / self.gamma, 0.0)
 
     def check(self, p):
         super().check(p)
-        gamma = _concrete(self.gamma)
-        if gamma is not None and not np.all(gamma > 0):
-            raise ValueError(f"`gamma` must be > 0; got {gamma}.")
+        self._check_above("gamma", self.gamma, 0.0)
 
 
 class SCAD(_WeightedSeparable):
@@ -234,15 +243,10 @@ class SCAD(_WeightedSeparable):
     weights: Array | None = None
     unpenalized: Array | None = None
 
-    def thresholds(self):
-        return self.levels()
-
-    def __call__(self, beta):
-        t = jnp.broadcast_to(self.levels(), beta.shape)
-        x = jnp.abs(beta)
-        middle = (2.0 * self.a * t * x - x * x - t * t) / (2.0 * (self.a - 1.0))
-        value = jnp.where(x <= t, t * x, jnp.where(x <= self.a * t, middle, 0.5 * (self.a + 1.0) * t * t))
-        return jnp.sum(jnp.where(beta == 0, 0.0, value))
+    def _value(self, magnitude, level):
+        x, t, a = magnitude, level, self.a
+        middle = (2.0 * a * t * x - x * x - t * t) / (2.0 * (a - 1.0))
+        return jnp.where(x <= t, t * x, jnp.where(x <= a * t, middle, 0.5 * (a + 1.0) * t * t))
 
     def _scalar_prox(self, z, step, level):
         x, a = jnp.abs(z), self.a
@@ -250,18 +254,12 @@ class SCAD(_WeightedSeparable):
         inner = soft_threshold(z, step * level)
         return jnp.where(x <= level * (1.0 + step), inner, jnp.where(x <= a * level, middle, z))
 
-    def kkt_residual(self, beta, grad):
-        t = jnp.broadcast_to(self.levels(), beta.shape)
-        x = jnp.abs(beta)
-        slope = jnp.where(x <= t, t, jnp.maximum(self.a * t - x, 0.0) / (self.a - 1.0))
-        at_zero = jnp.maximum(jnp.abs(grad) - t, 0.0)
-        return jnp.where(beta == 0, at_zero, jnp.abs(grad + slope * jnp.sign(beta)))
+    def _slope(self, magnitude, level):
+        return jnp.where(magnitude <= level, level, jnp.maximum(self.a * level - magnitude, 0.0) / (self.a - 1.0))
 
     def check(self, p):
         super().check(p)
-        a = _concrete(self.a)
-        if a is not None and not np.all(a > 1):
-            raise ValueError(f"`a` must be > 1; got {a}.")
+        self._check_above("a", self.a, 1.0)
 
 
 class GroupLasso(AbstractPenalty):
@@ -306,7 +304,9 @@ class GroupLasso(AbstractPenalty):
         return self._per_coordinate(self.lam * self._group_weights(), 0.0)
 
     def __call__(self, beta):
-        return self.lam * jnp.sum(self._group_weights() * self._group_norms(beta))
+        norms = self._group_norms(beta)
+        # where() keeps λ = inf times a group at 0 (the start of a path) from becoming NaN.
+        return jnp.sum(jnp.where(norms == 0, 0.0, self.lam * self._group_weights() * norms))
 
     def prox(self, beta, step):
         norms = self._group_norms(beta)

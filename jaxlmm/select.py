@@ -46,7 +46,7 @@ def map_over_folds(fold, *fold_arrays):
 
 
 def cross_validated_path(loss, base: Array, train: Array, test: Array, grid: Array, solver, y0: Array, score,
-                         weights=None, unpenalized=None, relative: bool = True):
+                         weights=None, unpenalized=None, relative: bool = True, penalty=None):
     """A λ path on the `base` clusters and the held-out scores of the same λ values on every fold.
 
     - `loss(cluster_weights)` → `(fn, args)`: the datafit on the clusters with weight 1.
@@ -57,6 +57,7 @@ def cross_validated_path(loss, base: Array, train: Array, test: Array, grid: Arr
       path stopped early by glmnet's rule) or as values (`relative=False`, every λ fitted). The
       folds follow the base path's λ values, so errors line up by λ.
     - `score(args, coef, test_weights)` → per-λ held-out error of a fold's path `coef`.
+    - `penalty`: any `AbstractPenalty` along the path (default the weighted Lasso; see `solve_path`).
 
     Each fold starts from the base solution at λ_max. Returns `(path, scores, fitted)`: the
     base `LassoPath`, scores (n_folds × n_λ) and which λ each fold fitted. On a CPU it is one
@@ -69,7 +70,7 @@ def cross_validated_path(loss, base: Array, train: Array, test: Array, grid: Arr
     def path_of(train_w, lams, start, first):
         fn, args = loss(train_w)
         path = solve_path(fn, args, lams, solver, start, weights, unpenalized, relative=first & relative,
-                          early_stop=early_stop)
+                          early_stop=early_stop, penalty=penalty)
         return args, path
 
     if jax.default_backend() != "cpu":

@@ -16,6 +16,7 @@ from scipy import stats
 from tqdm.auto import tqdm
 
 from ._data import LMMData
+from ._fit import Fit, Tuning
 from ._scale import data_scale, rescaled
 from ._validate import check_count, check_data, check_fraction, check_scalar
 from .inference import InferenceTable, debiased_lasso
@@ -102,13 +103,13 @@ def _fit_at(data, S_bar, base, lam, solver):
 def _select(data, S_bar, base, folds, n_folds, relative, solver, lam=None, cv_solver=None):
     """β̂ on the clusters in `base` with λ given or chosen by cluster CV (folds over `base`).
     The CV paths use `cv_solver` (default `solver`); with another solver the chosen λ is
-    refitted with `solver`. Returns (coef, lam, cv_error per λ or None, converged)."""
+    refitted with `solver`. Returns (coef, lam, cv_error per λ or None, (converged, coordinate epochs))."""
     cv_solver = solver if cv_solver is None else cv_solver
     dtype = data.X.dtype
     base_w = jnp.asarray(base, dtype)
     if lam is not None:
         path = _fit_at(data, S_bar, base_w, jnp.asarray(lam, dtype), solver)
-        return np.asarray(path.coef[0]), float(lam), None, bool(path.converged[0])
+        return np.asarray(path.coef[0]), float(lam), None, _status(path, 0)
     in_fold = folds[None, :] == np.arange(n_folds)[:, None]
     train = jnp.asarray(base[None, :] * ~in_fold, dtype)
     test = jnp.asarray(base[None, :] * in_fold, dtype)
@@ -118,9 +119,13 @@ def _select(data, S_bar, base, folds, n_folds, relative, solver, lam=None, cv_so
     best = int(np.nanargmin(error))
     lam_best = float(path.lambdas[best])
     if cv_solver is solver:
-        return np.asarray(path.coef[best]), lam_best, error, bool(path.converged[best])
+        return np.asarray(path.coef[best]), lam_best, error, _status(path, best)
     refit = _fit_at(data, S_bar, base_w, jnp.asarray(lam_best, dtype), solver)
-    return np.asarray(refit.coef[0]), lam_best, error, bool(refit.converged[0])
+    return np.asarray(refit.coef[0]), lam_best, error, _status(refit, 0)
+
+
+def _status(path, index) -> tuple[bool, int]:
+    return bool(path.converged[index]), int(path.num_steps[index])
 
 
 # ---- inference ---------------------------------------------------------------------------------
@@ -234,36 +239,48 @@ def debiased_inference(data, S_bar, coef, coords, level, solver, column_scale=1.
 # ---- user entry point ---------------------------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True)
-class SHELFit:
-    """Result of `fit_shel`.
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SHELFit(Fit):
+    """Result of `fit_shel`: the `Fit` protocol, plus the synthetic-variable fields.
 
-    **Fields:** `coef` (p), `support`, `gamma` (coefficients of the synthetic columns: intercept
-    first, then the K synthetic variables; for dummies one effect per cluster in `groups`
-    order), `synthetic` (the N × (K + 1) design [1, S] used, rows in the caller's order; N × n
-    indicators for dummies), `K`, `lam`, `kind` ("pca" | "dummies" | "user"), `cv_error`
-    (n_K × n_λ held-out error per observation; None when nothing was tuned), `lambda_ratios`
-    (the CV grid as fractions of each K's λ_max), `K_grid`, `inference` (an `InferenceTable`
-    or None), `converged`, `groups`.
+    - `intercept`: γ̂_0 (the coefficient of the column of ones; for dummies the mean cluster
+      effect). `ranef` (n × 1): each cluster's synthetic effect S_i γ̂ − intercept (Z = 1), so
+      `predict(X, groups)` adds it for known clusters. `sigma2`: the residual mean square
+      ‖y − Xβ̂ − Sγ̂‖² / (N − |Ŝ| − rank S); `psi` None (SHEL does not model Ψ).
+    - `gamma` (coefficients of the synthetic columns: intercept first, then the K synthetic
+      variables; for dummies one effect per cluster in `groups` order), `synthetic` (the
+      N × (K + 1) design [1, S] used, rows in the caller's order; N × n indicators for dummies),
+      `K`, `lam`, `kind` ("pca" | "dummies" | "user"), `cv_error` (n_K × n_λ held-out error per
+      observation; None when nothing was tuned), `lambda_ratios` (the CV grid as fractions of
+      each K's λ_max), `K_grid`.
     """
 
-    coef: np.ndarray
-    support: np.ndarray
     gamma: np.ndarray
-    synthetic: np.ndarray
+    synthetic: np.ndarray | None
     K: int
     lam: float
     kind: str
     cv_error: np.ndarray | None
     lambda_ratios: np.ndarray | None
     K_grid: tuple
-    inference: InferenceTable | None
-    converged: bool
-    groups: tuple
 
-    def predict(self, X, synthetic) -> np.ndarray:
-        """Xβ̂ + Sγ̂ for new rows; `synthetic` is their [1, S] rows (N_new × (K + 1))."""
-        return np.asarray(X, float) @ self.coef + np.asarray(synthetic, float) @ self.gamma
+    method = "SHEL (Lasso with cluster-level synthetic variables)"
+
+    @property
+    def hyperparameters(self) -> dict:
+        return {"lam": self.lam, "K": self.K}
+
+    @property
+    def tuning(self) -> Tuning | None:
+        if self.cv_error is None:
+            return None
+        return Tuning(parameters={"K": np.asarray(self.K_grid), "lam_ratio": self.lambda_ratios}, criterion="cv error",
+                      values=self.cv_error, fold_values=None, choice=self.hyperparameters)
+
+    def proxy_ratio(self) -> float:
+        raise ValueError("`fit` is a SHEL fit: its β̂ is defined with the synthetic variables profiled out, which the "
+                         "Σ_a whitening of debias/variance_components does not do; use fit_shel(..., "
+                         "inference='debiased').")
 
 
 def fit_shel(
@@ -371,17 +388,17 @@ def fit_shel(
         for k in tqdm(Ks, desc="CV over K", disable=not progress or len(Ks) == 1):
             # Columns beyond K are zeroed (not dropped): one compiled shape for every K.
             S_k = S_full * (np.arange(S_full.shape[1]) <= k)
-            coef, lam_k, error, ok = _select(data, jnp.asarray(S_k, dtype), everything, folds, n_folds, relative,
+            coef, lam_k, error, status = _select(data, jnp.asarray(S_k, dtype), everything, folds, n_folds, relative,
                                              solver, lam, cv_solver)
-            candidates.append((np.inf if error is None else np.min(error), k, S_k, coef, lam_k, error, ok))
+            candidates.append((np.inf if error is None else np.min(error), k, S_k, coef, lam_k, error, status))
         best = min(range(len(candidates)), key=lambda i: candidates[i][0])
-        _, K_hat, S_bar, coef, lam_hat, _, converged = candidates[best]
+        _, K_hat, S_bar, coef, lam_hat, _, status = candidates[best]
         S_bar = S_bar[:, : K_hat + 1]
         cv_error = None if lam is not None else np.stack([c[5] for c in candidates])
     else:
         S_bar = None if kind == "dummies" else user_synthetic(caller_data, synthetic)
         S_j = None if S_bar is None else jnp.asarray(S_bar, dtype)
-        coef, lam_hat, error, converged = _select(data, S_j, everything, folds, n_folds, relative, solver, lam,
+        coef, lam_hat, error, status = _select(data, S_j, everything, folds, n_folds, relative, solver, lam,
                                                   cv_solver)
         K_hat = n if S_bar is None else S_bar.shape[1] - 1
         cv_error = None if error is None else error[None]
@@ -400,6 +417,13 @@ def fit_shel(
         gamma = np.linalg.pinv(design_sorted) @ residual
     synthetic_rows = np.empty_like(design_sorted)
     synthetic_rows[np.asarray(data.order)] = design_sorted
+    # Each cluster's synthetic effect S_i γ̂ (constant within the cluster), split into an intercept
+    # and deviations that act like random intercepts in `predict`.
+    effects = np.bincount(cluster, design_sorted @ gamma, n) / np.bincount(cluster, minlength=n)
+    intercept = float(gamma[0]) if S_bar is not None else float(effects.mean())
+    rank_S = n if S_bar is None else int(np.linalg.matrix_rank(S_bar))
+    fitted_residual = residual - design_sorted @ gamma
+    dof = max(N - np.count_nonzero(coef) - rank_S, 1)
 
     table = None
     if inference == "split":
@@ -408,9 +432,13 @@ def fit_shel(
     elif inference == "debiased":
         table = debiased_inference(data, S_jax, unit_coef, np.flatnonzero(unit_coef), level, solver,
                                    float(units.x)).rescaled(coef_factor, node_lam=units.x**2)
+    converged, n_iter = status
     return SHELFit(
-        coef=coef,
-        support=np.flatnonzero(coef),
+        coef=coef, intercept=intercept, support=np.flatnonzero(coef), feature_names=caller_data.column_names(),
+        groups=caller_data.labels, sigma2=float(fitted_residual @ fitted_residual / dof), psi=None,
+        ranef=(effects - intercept)[:, None], result="successful" if converged else "max_steps_reached",
+        converged=converged, n_iter=n_iter, n_obs=N, n_clusters=n, inference=table,
+        data_fingerprint=caller_data.fingerprint(),
         gamma=gamma,
         synthetic=synthetic_rows,
         K=int(K_hat),
@@ -419,7 +447,4 @@ def fit_shel(
         cv_error=None if cv_error is None else cv_error * units.y * units.y,
         lambda_ratios=None if lam is not None else np.asarray(relative),
         K_grid=tuple(Ks),
-        inference=table,
-        converged=converged,
-        groups=caller_data.labels,
     )

@@ -11,9 +11,9 @@ from jax import Array
 
 from ._covariance import blup, cluster_cross, cluster_sum, covariance_basis, project_psd
 from ._data import LMMData
+from ._fit import single_fit
 from ._scale import data_scale, rescaled
 from ._whiten import inverse_apply
-from .estimators import single_fit
 
 
 class VarianceEstimate(eqx.Module):
@@ -73,12 +73,23 @@ def estimate_variance_components(data: LMMData, a, residual: Array, basis: Array
     GM = jnp.einsum("jab,ibc->ijac", basis, M)  # G_j M_i
     B = jnp.einsum("ijac,ikca->jk", GM, GM)
     omega = jnp.einsum("ia,jab,ib->j", u, basis, u) - sigma2 * jnp.einsum("jab,iba->j", basis, M2)
-    eta = jnp.linalg.lstsq(B, omega)[0]
+    # B is symmetric PSD: one eigendecomposition gives the minimum-norm solution (as lstsq would)
+    # and the condition number, at a fraction of lstsq's and cond's compile time (two SVDs).
+    w, V = jnp.linalg.eigh(B)
+    top = jnp.max(jnp.abs(w))
+    kept = jnp.abs(w) > B.shape[0] * jnp.finfo(B.dtype).eps * top
+    eta = V @ jnp.where(kept, (V.T @ omega) / jnp.where(kept, w, 1.0), 0.0)
     psi_raw = jnp.einsum("j,jab->ab", eta, basis)
     psi = project_psd(psi_raw)
-    condition = jnp.linalg.cond(B)
+    condition = top / jnp.min(jnp.abs(w))
     identifiable = (condition < 1.0 / jnp.finfo(B.dtype).eps) & (sigma2 > 0) & jnp.all(jnp.isfinite(eta))
     return VarianceEstimate(sigma2, eta, psi_raw, psi, blup(data, psi, sigma2, residual), identifiable)
+
+
+@eqx.filter_jit
+def _estimate_at(data: LMMData, a, coef, intercept, basis) -> VarianceEstimate:
+    """`estimate_variance_components` at the residuals of (β̂, β̂_0), as one program."""
+    return estimate_variance_components(data, a, data.y - data.X @ coef - intercept, basis)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,8 +115,16 @@ class VarianceComponents:
     identifiable: bool
 
 
+def variance_identifiable(data: LMMData) -> bool:
+    """Whether some cluster has more rows than rank(Z_i), so that σ_e² can be separated from Ψ."""
+    rank = np.sum(np.asarray(data.z_singular) > 0, axis=1)
+    sizes = np.bincount(np.asarray(data.cluster), minlength=data.n_clusters)  # on the host: no compile
+    return bool(np.any(sizes > rank))
+
+
 def variance_components(fit, data: LMMData, structure="identity") -> VarianceComponents:
-    """σ̂_e², Ψ̂ and BLUPs after a quasi-likelihood fit (Li, Cai & Li 2022).
+    """σ̂_e², Ψ̂ and BLUPs after a fit (Li, Cai & Li 2022's moment estimator; `fit_quasi` reports
+    its result with Ψ = ηI).
 
     From the marginal residuals r̂ = y − Xβ̂ − β̂_0 of `fit` (a `QuasiFit` with one β̂):
 
@@ -118,7 +137,9 @@ def variance_components(fit, data: LMMData, structure="identity") -> VarianceCom
 
     **Arguments:**
 
-    - `fit`: a `QuasiFit` from `fit_quasi` (one β̂, not a λ path).
+    - `fit`: a fit from `fit_quasi` (whitening by its a), `fit_lmmlasso` or `fit_eb_ridge`
+      (whitening by a = tr Ψ̂ / (q σ̂²)); one β̂, not a λ path. A SHEL fit is refused (its β̂ is
+      defined with the synthetic variables profiled out).
     - `data`: the `LMMData` it was fitted on.
     - `structure`: `"identity"` (Ψ = ηI), `"diagonal"`, `"full"` or a list of q×q symmetric
       basis matrices G_j.
@@ -128,8 +149,7 @@ def variance_components(fit, data: LMMData, structure="identity") -> VarianceCom
     coef, intercept, a = single_fit(fit, data)
     q = data.Z.shape[1]
     basis = covariance_basis(structure, q)
-    rank = np.sum(np.asarray(data.z_singular) > 0, axis=1)
-    if not np.any(np.asarray(data.cluster_sizes) > rank):
+    if not variance_identifiable(data):
         raise ValueError(
             "`data`: every cluster has m_i ≤ rank(Z_i), so σ_e² cannot be separated from the "
             "random effects (the within-cluster projection leaves nothing)."
@@ -138,8 +158,8 @@ def variance_components(fit, data: LMMData, structure="identity") -> VarianceCom
     # On y / s_y and X / s_x (exact powers of two): variances scale by s_y², BLUPs by s_y.
     scale = data_scale(data)
     unit = rescaled(data, scale)
-    residual = unit.y - unit.X @ jnp.asarray(coef * scale.x / scale.y, dtype) - intercept / scale.y
-    est = estimate_variance_components(unit, jnp.asarray(a, dtype), residual, jnp.asarray(basis, dtype))
+    est = _estimate_at(unit, jnp.asarray(a, dtype), jnp.asarray(coef * scale.x / scale.y, dtype),
+                       jnp.asarray(intercept / scale.y, dtype), jnp.asarray(basis, dtype))
     psi_raw = np.asarray(est.psi_unprojected)
     psi = np.asarray(est.psi)
     projected = not np.allclose(psi, psi_raw, rtol=0, atol=1e-12 * max(1.0, np.abs(psi_raw).max()))

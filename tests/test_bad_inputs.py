@@ -100,7 +100,7 @@ VALUE_ERRORS = [
     ("debias coords float", lambda: jaxlmm.debias(_fit(), DATA, coords=[0.5]), "`coords`"),
     ("debias level", lambda: jaxlmm.debias(_fit(), DATA, level=1.0), "`level`"),
     ("debias path", lambda: jaxlmm.debias(jaxlmm.fit_quasi(DATA, a=1.0, lam=[0.2, 0.1]), DATA), "λ path"),
-    ("debias not a fit", lambda: jaxlmm.debias(np.zeros(6), DATA), "`fit` must be a QuasiFit"),
+    ("debias not a fit", lambda: jaxlmm.debias(np.zeros(6), DATA), "`fit` must be a jaxlmm fit"),
     # -- fit_lmmlasso ------------------------------------------------------------------------
     ("lmmlasso lam list", lambda: jaxlmm.fit_lmmlasso(DATA, lam=[1.0, 2.0]), "`lam`"),
     ("lmmlasso lam str", lambda: jaxlmm.fit_lmmlasso(DATA, lam="1"), "`lam`"),

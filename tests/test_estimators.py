@@ -66,7 +66,7 @@ def test_lasso_path_and_cv(seed001):
     sim, data = seed001
     lams = np.geomspace(0.5, 0.01, 15)
     path = jaxlmm.fit_quasi(data, a=1.0, lam=lams)
-    assert path.coef.shape == (15, 50) and path.converged.all()
+    assert path.coef.shape == (15, 50) and path.converged and np.asarray(path.path.converged).all()
     single = jaxlmm.fit_quasi(data, a=1.0, lam=float(lams[7]))
     np.testing.assert_allclose(path.coef[7], single.coef, atol=1e-6)
     tuned = jaxlmm.fit_quasi(data, a_grid=(0.0, 1.0, 8.0), n_lambda=30, progress=False)

@@ -138,7 +138,7 @@ def test_debias_bad_inputs(small):
     other, _ = make_data(1, SIZES, p=4)
     with pytest.raises(ValueError, match="p = 4"):
         debias(fit, other)
-    with pytest.raises(ValueError, match="QuasiFit"):
+    with pytest.raises(ValueError, match="must be a jaxlmm fit"):
         debias(fit.coef, data)
 
 

@@ -1,0 +1,208 @@
+"""The fit protocol: what every estimator returns, with the same names and meanings."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from ._data import LMMData
+from ._validate import check_data, check_same_data
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Tuning:
+    """How the hyperparameters were chosen.
+
+    - `parameters`: the grid of each tuned hyperparameter ({"a": (n_a,), "lam": (n_a, n_λ)}, …).
+    - `criterion`: what was minimised or maximised ("cv error", "bic", "ebic", "gic",
+      "laplace evidence").
+    - `values`: the criterion per grid point (None when the search had no grid).
+    - `fold_values`: per fold and grid point (cross-validation only).
+    - `choice`: the chosen values, by name.
+    """
+
+    parameters: dict
+    criterion: str
+    values: np.ndarray | None
+    fold_values: np.ndarray | None
+    choice: dict
+
+
+def _format(value) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, str):
+        return value
+    array = np.asarray(value, float)
+    if array.ndim == 0:
+        return f"{float(array):.4g}"
+    return np.array2string(array, precision=4, separator=", ", max_line_width=60)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Fit:
+    """The fields and methods every jaxlmm fit shares (`QuasiFit`, `LMMLassoFit`, `SHELFit`,
+    `EBRidgeFit` add their method-specific ones).
+
+    For the model y_i = β_0 + X_i β + Z_i b_i + ε_i:
+
+    - `coef` β̂ (p, on the caller's columns; n_λ × p for an explicit λ path), `intercept` β̂_0,
+      `support` (indices of the nonzero β̂_k), `feature_names`, `groups` (the cluster labels,
+      the row order of `ranef`).
+    - `sigma2` σ̂², `psi` Ψ̂ (q × q) and `ranef` the BLUPs b̂_i (n × q), where the method
+      estimates them (None otherwise).
+    - `result` (the name of a `jaxlmm.RESULTS` code, "successful" when the tolerance was met),
+      `converged` (bool), `n_iter` (iterations of the final solve, int; 0 where the solver
+      does not report them).
+    - `n_obs`, `n_clusters`; `inference` (an `InferenceTable`, or None);
+      `data_fingerprint` (`LMMData.fingerprint()` of the data, which post-fit functions check).
+
+    Properties that each method defines: `method` (its name), `hyperparameters` (the values
+    used or chosen), `criteria` (log-likelihood, information criteria, evidence, where defined),
+    `tuning` (a `Tuning`, or None when nothing was tuned).
+    """
+
+    coef: np.ndarray
+    intercept: float
+    support: np.ndarray
+    feature_names: tuple
+    groups: tuple
+    sigma2: float | None
+    psi: np.ndarray | None
+    ranef: np.ndarray | None
+    result: str
+    converged: bool
+    n_iter: int
+    n_obs: int
+    n_clusters: int
+    inference: object | None = None  # an InferenceTable
+    data_fingerprint: str | None = None
+
+    method = "fit"
+
+    @property
+    def hyperparameters(self) -> dict:
+        return {}
+
+    @property
+    def criteria(self) -> dict:
+        return {}
+
+    @property
+    def tuning(self) -> Tuning | None:
+        return None
+
+    def proxy_ratio(self) -> float:
+        """The a of Σ_a = blockdiag(a Z_i Z_iᵀ + I) that post-fit inference whitens by: for a
+        likelihood fit tr(Ψ̂) / (q σ̂²), so that Σ_a ∝ V_i when Ψ̂ is a multiple of I (any a ≥ 0
+        keeps the cluster-robust inference valid; this one makes it efficient)."""
+        if self.psi is None or self.sigma2 is None or not self.sigma2 > 0:
+            raise ValueError(f"`fit` ({self.method}) has no variance components to whiten by.")
+        psi = np.atleast_2d(self.psi)
+        return float(np.trace(psi) / (psi.shape[0] * self.sigma2))
+
+    def predict(self, X, groups=None, Z=None) -> np.ndarray:
+        """ŷ = β̂_0 + X β̂, plus Z_t b̂_i for every row t whose group label i was in the fit; rows of
+        new groups (and all rows when `groups` is None) get the marginal prediction.
+
+        **Arguments:** `X` (N × p), `groups` (N labels, optional), `Z` (N × q; default a column of
+        ones, the random intercept).
+        """
+        X = np.asarray(X, float)
+        p = np.shape(self.coef)[-1]
+        if X.ndim != 2 or X.shape[1] != p:
+            raise ValueError(f"`X` must be N × p with p = {p} columns; got shape {X.shape}.")
+        out = X @ np.asarray(self.coef).T + self.intercept
+        if groups is None or self.ranef is None:
+            return out
+        groups = list(np.asarray(groups).ravel()) if hasattr(groups, "shape") else list(groups)
+        if len(groups) != X.shape[0]:
+            raise ValueError(f"`groups` has {len(groups)} labels but `X` has {X.shape[0]} rows.")
+        q = self.ranef.shape[1]
+        Z = np.ones((X.shape[0], 1)) if Z is None else np.asarray(Z, float)
+        if Z.shape != (X.shape[0], q):
+            raise ValueError(f"`Z` must be N × q = {X.shape[0]} × {q} (the fit's random effects); got {Z.shape}.")
+        index = {label: i for i, label in enumerate(self.groups)}
+        rows = np.array([index.get(g.item() if isinstance(g, np.generic) else g, -1) for g in groups])
+        known = rows >= 0
+        out = np.array(out, float)
+        out[known] += np.sum(Z[known] * self.ranef[rows[known]], axis=1)
+        return out
+
+    def to_pandas(self):
+        """The coefficients as a DataFrame indexed by name ("intercept" first): `coef`,
+        `selected`, and the inference columns (NaN for coefficients without a row)."""
+        import pandas as pd
+
+        coef = np.asarray(self.coef)
+        if coef.ndim != 1:
+            raise ValueError("`coef` holds a λ path; `to_pandas` needs one fit.")
+        frame = pd.DataFrame({"coef": np.concatenate([[self.intercept], coef]),
+                              "selected": np.concatenate([[True], coef != 0])},
+                             index=pd.Index(("intercept", *self.feature_names), name="term"))
+        if self.inference is not None:
+            table = self.inference
+            for column in table.COLUMNS:
+                values = np.full(len(frame), np.nan)
+                values[np.asarray(table.coords) + 1] = getattr(table, column)
+                frame[column] = values
+        return frame
+
+    def summary(self) -> str:
+        """A statsmodels-style text summary: the method, the data, the hyperparameters, the
+        selected coefficients (with the inference columns when there are any), the variance
+        components, the criteria and the solver's status."""
+        width = 78
+        lines = ["=" * width, f"jaxlmm: {self.method}".center(width), "=" * width]
+        p = np.shape(self.coef)[-1]
+        support = self.support if isinstance(self.support, np.ndarray) else np.asarray([], int)
+        lines.append(f"observations: {self.n_obs}   clusters: {self.n_clusters}   p: {p}   "
+                     f"selected: {len(support)}")
+        for name, value in self.hyperparameters.items():
+            lines.append(f"{name:>22}: {_format(value)}")
+        tuning = self.tuning
+        if tuning is not None:
+            grid = ", ".join(f"{k} ({np.size(v)} values)" for k, v in tuning.parameters.items())
+            lines.append(f"{'tuned':>22}: {grid or '—'} by {tuning.criterion}")
+        if self.sigma2 is not None:
+            lines.append(f"{'residual variance σ²':>22}: {_format(self.sigma2)}")
+        if self.psi is not None:
+            lines.append(f"{'random effects Ψ':>22}: {_format(self.psi)}")
+        for name, value in self.criteria.items():
+            lines.append(f"{name:>22}: {_format(value)}")
+        status = "converged" if self.converged else "NOT converged"
+        lines.append(f"{'result':>22}: {self.result} ({status}, {self.n_iter} iterations)")
+        if np.ndim(self.coef) == 1:
+            lines.append("-" * width)
+            frame = self.to_pandas()
+            frame = frame[frame["selected"]].drop(columns="selected")
+            lines.append(frame.to_string(float_format=lambda v: f"{v:.4g}"))
+        if self.inference is not None:
+            lines.append(f"inference: {self.inference.method}, level {self.inference.level}")
+        lines.append("=" * width)
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.summary()
+
+
+def single_fit(fit, data: LMMData) -> tuple[np.ndarray, float, float]:
+    """(β̂, β̂_0, a) of a fit at one λ, checked against `data` (the data it was fitted on), for the
+    post-fit functions that whiten by Σ_a (`debias`, `variance_components`); a `ValueError`
+    saying why otherwise."""
+    check_data(data)
+    if not isinstance(fit, Fit):
+        raise ValueError(
+            f"`fit` must be a jaxlmm fit (fit_quasi, fit_lmmlasso, fit_eb_ridge); got {type(fit).__name__}."
+        )
+    coef = np.asarray(fit.coef)
+    if coef.ndim != 1:
+        raise ValueError("`fit` holds a λ path (coef is 2-D); refit at one λ first.")
+    if coef.shape[0] != data.n_features:
+        raise ValueError(
+            f"`fit` has {coef.shape[0]} coefficients but `data` has p = {data.n_features} columns: "
+            "pass the data the model was fitted on."
+        )
+    check_same_data(fit, data)
+    return coef, float(fit.intercept), fit.proxy_ratio()

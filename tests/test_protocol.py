@@ -1,0 +1,135 @@
+"""The fit protocol: every estimator returns the same fields with the same types and meanings."""
+
+import dataclasses
+import functools
+
+import numpy as np
+import pytest
+
+import jaxlmm
+
+N_CLUSTERS, SIZE, P = 12, 8, 10
+NAMES = tuple(f"gene_{k}" for k in range(P))
+
+
+def _data():
+    rng = np.random.default_rng(5)
+    groups = np.repeat([f"site{i:02d}" for i in range(N_CLUSTERS)], SIZE)
+    X = rng.normal(size=(N_CLUSTERS * SIZE, P))
+    b = np.repeat(rng.normal(size=N_CLUSTERS), SIZE)
+    y = 2.0 * X[:, 0] - 1.5 * X[:, 3] + b + 0.5 * rng.normal(size=len(groups))
+    order = rng.permutation(len(groups))
+    return jaxlmm.LMMData.from_arrays(X[order], y[order], groups[order], feature_names=NAMES)
+
+
+DATA = _data()
+FITTERS = {
+    "quasi": lambda data, **kw: jaxlmm.fit_quasi(data, a=1.0, lam=0.05, progress=False, **kw),
+    "lmmlasso": lambda data, **kw: jaxlmm.fit_lmmlasso(data, lam=10.0, **kw),
+    "shel": lambda data, **kw: jaxlmm.fit_shel(data, K=2, lam=0.05, progress=False, **kw),
+    "eb_ridge": lambda data, **kw: jaxlmm.fit_eb_ridge(data, lam=1.0, b=0.5, A=1.0, **kw),
+}
+RESULT_NAMES = set(jaxlmm.RESULTS._name_to_item)
+
+
+@functools.cache
+def fit_of(name):
+    return FITTERS[name](DATA)
+
+
+@pytest.fixture(scope="module", params=sorted(FITTERS))
+def fitted(request):
+    return request.param, fit_of(request.param)
+
+
+def test_fields_and_types(fitted):
+    name, fit = fitted
+    assert isinstance(fit, jaxlmm.Fit)
+    assert isinstance(fit.coef, np.ndarray) and fit.coef.shape == (P,)
+    assert isinstance(fit.intercept, float)
+    np.testing.assert_array_equal(fit.support, np.flatnonzero(fit.coef))
+    assert fit.feature_names == NAMES and fit.groups == DATA.labels
+    assert isinstance(fit.sigma2, float) and fit.sigma2 > 0
+    assert isinstance(fit.ranef, np.ndarray) and fit.ranef.shape == (N_CLUSTERS, 1)
+    if name == "shel":
+        assert fit.psi is None  # SHEL does not model Ψ
+    else:
+        assert fit.psi.shape == (1, 1) and fit.psi[0, 0] >= 0
+    assert fit.result in RESULT_NAMES and fit.result == "successful" and fit.converged is True
+    assert isinstance(fit.n_iter, int) and fit.n_iter >= 0
+    assert (fit.n_obs, fit.n_clusters) == (DATA.n_obs, DATA.n_clusters)
+    assert fit.data_fingerprint == DATA.fingerprint()
+    assert isinstance(fit.hyperparameters, dict) and "lam" in fit.hyperparameters
+    assert isinstance(fit.criteria, dict) and isinstance(fit.method, str)
+    assert fit.tuning is None  # every hyperparameter was given
+    # The strong columns are found by every method.
+    assert {0, 3} <= set(fit.support.tolist())
+
+
+def test_predict_against_dense_formula(fitted):
+    _, fit = fitted
+    rng = np.random.default_rng(1)
+    X_new = rng.normal(size=(6, P))
+    groups = ["site03", "site03", "new", "site11", "other", "site00"]
+    expected = X_new @ fit.coef + fit.intercept
+    np.testing.assert_allclose(fit.predict(X_new), expected, rtol=1e-12)
+    index = {g: i for i, g in enumerate(fit.groups)}
+    conditional = expected + np.array([fit.ranef[index[g], 0] if g in index else 0.0 for g in groups])
+    np.testing.assert_allclose(fit.predict(X_new, groups=groups), conditional, rtol=1e-12)
+    # New clusters get β alone.
+    assert fit.predict(X_new, groups=groups)[2] == pytest.approx(expected[2])
+    with pytest.raises(ValueError, match="`X` must be N × p"):
+        fit.predict(X_new[:, :3])
+    with pytest.raises(ValueError, match="`Z` must be N × q"):
+        fit.predict(X_new, groups=groups, Z=np.ones((6, 2)))
+    with pytest.raises(ValueError, match="`groups` has 2 labels"):
+        fit.predict(X_new, groups=groups[:2])
+
+
+def test_summary_and_table(fitted):
+    _, fit = fitted
+    text = fit.summary()
+    assert fit.method in text and f"clusters: {N_CLUSTERS}" in text
+    for k in fit.support:
+        assert NAMES[k] in text
+    unselected = [NAMES[k] for k in range(P) if k not in set(fit.support.tolist())]
+    assert all(f"\n{name} " not in text for name in unselected)
+    frame = fit.to_pandas()
+    assert list(frame.index) == ["intercept", *NAMES]
+    np.testing.assert_allclose(frame["coef"].to_numpy(), np.concatenate([[fit.intercept], fit.coef]))
+
+
+BAD_INPUTS = [
+    ("data is not LMMData", lambda f: f(np.zeros((4, 2))), "`data`"),
+    ("negative lam", lambda f: f(DATA, lam=-1.0), "`lam`"),
+    ("NaN lam", lambda f: f(DATA, lam=float("nan")), "`lam`"),
+    ("lam is text", lambda f: f(DATA, lam="large"), "`lam`"),
+]
+BAD_CALLS = {
+    "quasi": lambda data, lam=0.05: jaxlmm.fit_quasi(data, a=1.0, lam=lam, progress=False),
+    "lmmlasso": lambda data, lam=10.0: jaxlmm.fit_lmmlasso(data, lam=lam),
+    "shel": lambda data, lam=0.05: jaxlmm.fit_shel(data, K=2, lam=lam, progress=False),
+    "eb_ridge": lambda data, lam=1.0: jaxlmm.fit_eb_ridge(data, lam=lam, b=0.5, A=1.0),
+}
+
+
+@pytest.mark.parametrize("method", sorted(BAD_CALLS))
+@pytest.mark.parametrize("case,call,match", BAD_INPUTS, ids=[c[0] for c in BAD_INPUTS])
+def test_same_bad_inputs_same_errors(method, case, call, match):
+    with pytest.raises(ValueError, match=match):
+        call(BAD_CALLS[method])
+
+
+def test_post_fit_functions_accept_likelihood_fits():
+    lmm = fit_of("lmmlasso")
+    a = float(lmm.psi[0, 0] / lmm.sigma2)
+    table = jaxlmm.debias(lmm, DATA, coords=[0, 3])
+    assert np.all(table.valid) and np.all(np.abs(table.estimate - [2.0, -1.5]) < 0.3)
+    # The same as debiasing a quasi fit with that a and the same β̂ (a = tr Ψ̂ / (q σ̂²)).
+    quasi = jaxlmm.fit_quasi(DATA, a=a, lam=0.05, progress=False)
+    same = dataclasses.replace(quasi, coef=lmm.coef, intercept=lmm.intercept)
+    np.testing.assert_allclose(jaxlmm.debias(same, DATA, coords=[0, 3]).estimate, table.estimate, rtol=1e-10)
+    vc = jaxlmm.variance_components(fit_of("eb_ridge"), DATA)
+    assert vc.sigma2 > 0
+    with pytest.raises(ValueError, match="SHEL fit"):
+        jaxlmm.debias(fit_of("shel"), DATA)
