@@ -250,6 +250,7 @@ def fit_quasi(
     progress: bool = True,
     solver=None,
     best_subset: BestSubset | None = None,
+    variance: bool = True,
 ) -> QuasiFit:
     """Fit the Σ_a-whitened quasi-likelihood of Li, Cai & Li (2022) with a Lasso or an l0 penalty.
 
@@ -283,6 +284,8 @@ def fit_quasi(
       error of the minimum, at the minimising a; glmnet's `lambda.1se`).
     - `weights` (length p, ≥ 0; inf drops a column), `unpenalized` (indices or a mask of
       columns of X that are never penalised and always in the model).
+    - `variance`: estimate σ̂², Ψ̂ = ηI and the BLUPs (`variance_components` at the fit's a; a
+      second compiled program, about 0.7 s on a first call); False leaves them None.
     - `solver`: the in-JIT solver for the Lasso (default `CoordinateDescent(rtol=1e-7)`, with
       the CV paths solved to rtol 1e-5 and the path at the chosen a refitted to 1e-7; a solver
       given is used for both);
@@ -322,7 +325,7 @@ def fit_quasi(
                               k_grid, k_criterion, n_folds, intercept, cv_rule, progress, solver, best_subset)
     fit = dataclasses.replace(fit, feature_names=data.column_names(), groups=data.labels, n_obs=data.n_obs,
                               n_clusters=data.n_clusters, data_fingerprint=data.fingerprint())
-    if np.ndim(fit.coef) == 1 and variance_identifiable(data):
+    if variance and np.ndim(fit.coef) == 1 and variance_identifiable(data):
         vc = variance_components(fit, data)
         fit = dataclasses.replace(fit, sigma2=vc.sigma2, psi=vc.psi, ranef=vc.ranef)
     return fit

@@ -297,7 +297,7 @@ def _cold_start(data: LMMData, center, scale, seed) -> np.ndarray:
     # One solver for the CV and the fit (no refit to a tighter tolerance: one compiled program
     # fewer in a first call); the start only has to land in the right basin.
     lasso = fit_quasi(data, a=0.0, n_lambda=40, n_folds=min(5, data.n_clusters), seed=seed, progress=False,
-                      solver=CoordinateDescent(rtol=1e-7))
+                      variance=False, solver=CoordinateDescent(rtol=1e-7))
     beta = np.asarray(lasso.coef)
     return np.concatenate([[lasso.intercept + center @ beta], beta * scale])
 
