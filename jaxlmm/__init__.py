@@ -4,8 +4,11 @@ from . import losses as losses, simulate as simulate, solvers as solvers
 from ._cores import (
     CoreFit as CoreFit,
     Influence as Influence,
+    eb_ridge_core as eb_ridge_core,
     influence as influence,
+    lmmlasso_core as lmmlasso_core,
     quasi_lasso_core as quasi_lasso_core,
+    shel_core as shel_core,
 )
 from ._covariance import blup as blup
 from ._data import LMMData as LMMData

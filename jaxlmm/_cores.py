@@ -9,23 +9,35 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import Array
+from jax import Array, lax
 
+from ._covariance import blup, cholesky_factor, cluster_sum
 from ._data import LMMData
 from ._fit import single_fit
+from ._implicit import curvature_step, frozen, implicit_root
 from ._solution import RESULTS
 from ._solve import _solve_jit
+from .eb_ridge import eb_ridge_map, ecm_step
+from .lmmlasso import profile_start
 from .losses import quasi_likelihood
+from .losses.eb_ridge import eb_design, posterior_moments
+from .losses.penalised_ml import MixedModelParams, mixed_model_nll
+from .losses.shel import profile_synthetic, shel_loss
 from .penalties import L1
-from .solvers import CoordinateDescent
+from .solvers import CoordinateDescent, MixedModelCGD
 
 
 class CoreFit(eqx.Module):
-    """What a pure core returns (arrays only, so it stacks under `vmap`): `coef` (p), `intercept`,
-    `result` (a `RESULTS` code), `num_steps`."""
+    """What a pure core returns (arrays only, so it stacks under `vmap`; the fields of the `Fit`
+    protocol that are arrays): `coef` (p), `intercept`, `sigma2`, `psi` (q × q), `ranef` (n × q,
+    cluster index order), `result` (a `RESULTS` code), `num_steps`. A field the method does not
+    estimate is None (the quasi core's variance components, SHEL's Ψ)."""
 
     coef: Array
     intercept: Array
+    sigma2: Array | None
+    psi: Array | None
+    ranef: Array | None
     result: RESULTS
     num_steps: Array
 
@@ -49,7 +61,91 @@ def quasi_lasso_core(data: LMMData, a, lam, solver=None, differentiate: str = "i
     unpenalized = jnp.zeros(p, bool).at[0].set(True)
     sol = _solve_jit(fn, L1(jnp.asarray(lam, args.X.dtype), None, unpenalized), solver, jnp.zeros(p, args.X.dtype),
                      args, False, differentiate=differentiate)
-    return CoreFit(sol.value[1:], sol.value[0], sol.result, sol.stats["num_steps"])
+    return CoreFit(sol.value[1:], sol.value[0], None, None, None, sol.result, sol.stats["num_steps"])
+
+
+def shel_core(data: LMMData, lam, synthetic=None, solver=None, differentiate: str = "implicit") -> CoreFit:
+    """SHEL at a given λ as a pure function of arrays: the Lasso of P y on P X, P = I − S(SᵀS)⁺Sᵀ
+    with `synthetic` the n × (K + 1) cluster-level matrix [1, S] (row i for cluster index i), or
+    None for cluster dummies (P = within-cluster centring). `intercept` is the mean cluster
+    effect S_i γ̂ over clusters (γ̂_0 for centred synthetic columns, as `fit_shel`'s PCA ones),
+    `ranef` (n × 1) each cluster's effect minus it, `sigma2` = RSS / (N − |Ŝ| − rank S), `psi`
+    None. jit/vmap/grad as `quasi_lasso_core`."""
+    solver = CoordinateDescent(rtol=1e-10) if solver is None else solver
+    fn, args = shel_loss(data, synthetic)
+    p = args.X.shape[1]
+    sol = _solve_jit(fn, L1(jnp.asarray(lam, args.X.dtype)), solver, jnp.zeros(p, args.X.dtype), args, False,
+                     differentiate=differentiate)
+    residual = data.y - data.X @ sol.value
+    profiled = profile_synthetic(data, synthetic, residual)  # P r: what the synthetic columns leave
+    sizes = data.cluster_sizes.astype(residual.dtype)
+    effects = cluster_sum(data, residual - profiled) / sizes
+    intercept = jnp.mean(effects)
+    rank = data.n_clusters if synthetic is None else jnp.linalg.matrix_rank(synthetic)
+    dof = jnp.maximum(data.n_obs - jnp.sum(sol.value != 0) - rank, 1)
+    return CoreFit(sol.value, intercept, profiled @ profiled / dof, None, (effects - intercept)[:, None], sol.result,
+                   sol.stats["num_steps"])
+
+
+def lmmlasso_core(data: LMMData, lam, cov: str = "identity", start=None, solver=None) -> CoreFit:
+    """lmmLasso at a given λ as a pure function of arrays: a local minimiser of
+    −log L(β_0, β, θ, σ²) + λ‖β‖₁ (intercept unpenalised, X as given: no standardisation) by
+    `MixedModelCGD` from `start` (length p + 1, intercept first; default β = (ȳ, 0, …, 0)) with the
+    paper's profile-likelihood variance start. One start only (`fit_lmmlasso` tries two and
+    keeps the better BIC).
+
+    Differentiable in λ and the data by the implicit function theorem applied to the joint
+    stationarity of (β, θ, log σ): the fixed point of a prox-gradient step in β and a gradient step
+    in (θ, log σ). A variance component at exactly 0 (the paper's thresholding) is held there
+    (derivative 0), like a coefficient off the support.
+    """
+    solver = MixedModelCGD() if solver is None else solver
+    dtype = data.X.dtype
+    design = jnp.concatenate([jnp.ones((data.n_obs, 1), dtype), data.X], axis=1)
+    fn, args = mixed_model_nll(data, design, cov)
+    p1 = design.shape[1]
+    penalty = L1(jnp.asarray(lam, dtype), None, jnp.zeros(p1, bool).at[0].set(True))
+    beta0 = jnp.zeros(p1, dtype).at[0].set(jnp.mean(data.y)) if start is None else jnp.asarray(start, dtype)
+    frozen_args = frozen(args)
+    theta0, log_sigma0 = profile_start(frozen_args, lax.stop_gradient(beta0), cov)
+    fit = solver.run(cov, frozen_args, frozen(penalty), MixedModelParams(lax.stop_gradient(beta0), theta0, log_sigma0))
+
+    def residual(params, fn, penalty, args, anchor):
+        step = curvature_step(fn, anchor, args)
+        g = jax.grad(fn)(params, args)
+        beta = penalty.prox(params.beta - step * g.beta, step)
+        theta = jnp.where(anchor.theta == 0, 0.0, params.theta - step * g.theta)
+        return MixedModelParams(params.beta - beta, params.theta - theta, step * g.log_sigma)
+
+    params = implicit_root(residual, fit.params, fn, penalty, args, lax.stop_gradient(fit.params))
+    L = cholesky_factor(params.theta, cov, data.Z.shape[1])
+    psi = L @ L.T
+    sigma2 = jnp.exp(2.0 * params.log_sigma)
+    ranef = blup(data, psi, sigma2, data.y - design @ params.beta)
+    return CoreFit(params.beta[1:], params.beta[0], sigma2, psi, ranef, fit.result, fit.num_steps)
+
+
+def eb_ridge_core(data: LMMData, lam, b, A, intercept: bool = True, tol: float = 1e-12) -> CoreFit:
+    """The empirical-Bayes ridge LMM's MAP at given (λ, b, A) as a pure function of arrays (ECM,
+    `eb_ridge_map`; every column of X ridge-penalised, an unpenalised intercept). Differentiable
+    in λ, b, A and the data by the implicit function theorem at the ECM fixed point
+    x = ECM(x; λ, b, A) (whose fixed points are the stationary points of the log posterior);
+    `ranef` are the posterior means E[b_i | y] at the MAP. `tol`: ECM's stopping rule (a rise of
+    the log posterior J of at most tol·(1 + |J|)); the MAP is accurate to about sqrt(tol)."""
+    design = eb_design(data, (), intercept)
+    dtype = data.X.dtype
+    lam, b, A = (jnp.asarray(v, dtype) for v in (lam, b, A))
+    fit = eb_ridge_map(frozen(design), lax.stop_gradient(lam), lax.stop_gradient(b), lax.stop_gradient(A),
+                       tol=tol)
+
+    def residual(x, design, lam, b, A):
+        return jax.tree.map(jnp.subtract, x, ecm_step(design, x, lam, b, A))
+
+    params = implicit_root(residual, fit.params, design, lam, b, A)
+    mu, _ = posterior_moments(design, params.psi, params.sigma2,
+                              data.y - design.F @ params.beta_F - design.G @ params.beta_G)
+    intercept_value = params.beta_F[0] if intercept else jnp.zeros((), dtype)
+    return CoreFit(params.beta_G, intercept_value, params.sigma2, params.psi, mu, fit.result, fit.num_steps)
 
 
 @dataclasses.dataclass(frozen=True)

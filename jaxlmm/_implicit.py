@@ -9,6 +9,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jax.flatten_util import ravel_pytree
 from jax.scipy.sparse.linalg import gmres
 
 DIFFERENTIATE = ("implicit", "iterations")
@@ -39,10 +40,16 @@ def _root_jvp(residual, primals, tangents):
     solution, operands = primals
     _, d_operands = tangents
     _, rhs = jax.jvp(lambda o: residual(solution, o), (operands,), (d_operands,))
-    # ∂_x R dx = −∂_θ R dθ; custom_linear_solve makes the solve transposable, so reverse mode works.
-    linear = lambda v: jax.jvp(lambda x: residual(x, operands), (solution,), (v,))[1]  # noqa: E731
-    rhs = jax.tree.map(jnp.negative, rhs)
-    return solution, lax.custom_linear_solve(linear, rhs, solve=_gmres, transpose_solve=_gmres)
+    # ∂_x R dx = −∂_θ R dθ, on flat vectors: custom_linear_solve makes the solve transposable (so
+    # reverse mode works), and one flat right-hand side keeps a part of the solution that does
+    # not depend on θ (a zero tangent) from breaking the transposition.
+    flat, unravel = ravel_pytree(solution)
+
+    def linear(v):
+        return ravel_pytree(jax.jvp(lambda x: residual(x, operands), (solution,), (unravel(v),))[1])[0]
+
+    rhs = -ravel_pytree(rhs)[0]
+    return solution, unravel(lax.custom_linear_solve(linear, rhs, solve=_gmres, transpose_solve=_gmres))
 
 
 def implicit_root(residual, solution, *operands):
@@ -64,19 +71,22 @@ def implicit_root(residual, solution, *operands):
 
 
 def curvature_step(fn, value, args, n_iter: int = 30):
-    """1 / (largest eigenvalue of ∇²f at `value`), by power iteration on Hessian–vector products:
-    the prox-gradient step of the fixed-point map (any step > 0 has the same fixed points; this
-    one makes the implicit system well scaled)."""
+    """1 / (largest eigenvalue of ∇²f at `value`, a pytree), by power iteration on Hessian–vector
+    products: the gradient step of a fixed-point map (any step > 0 has the same fixed points;
+    this one makes the implicit system well scaled)."""
     value, args = lax.stop_gradient((value, args))
-    grad = lambda b: jax.grad(fn)(b, args)  # noqa: E731
+    flat, unravel = ravel_pytree(value)
+    grad = lambda b: ravel_pytree(jax.grad(fn)(unravel(b), args))[0]  # noqa: E731
 
     def hvp(v):
-        return jax.jvp(grad, (value,), (v,))[1]
+        return jax.jvp(grad, (flat,), (v,))[1]
 
-    v0 = jnp.ones_like(value) / jnp.sqrt(value.size)
-    v = lax.fori_loop(0, n_iter, lambda _, v: (lambda w: w / jnp.maximum(jnp.linalg.norm(w), 1e-300))(hvp(v)), v0)
+    def normalised(w):
+        return w / jnp.maximum(jnp.linalg.norm(w), jnp.finfo(flat.dtype).tiny)
+
+    v = lax.fori_loop(0, n_iter, lambda _, v: normalised(hvp(v)), jnp.ones_like(flat) / jnp.sqrt(flat.size))
     top = jnp.linalg.norm(hvp(v))
-    return lax.stop_gradient(1.0 / jnp.maximum(top, jnp.finfo(value.dtype).tiny))
+    return lax.stop_gradient(1.0 / jnp.maximum(top, jnp.finfo(flat.dtype).tiny))
 
 
 def prox_gradient_map(fn, penalty, args, step):

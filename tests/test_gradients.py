@@ -31,6 +31,7 @@ SOLVER = jaxlmm.CoordinateDescent(rtol=1e-13)
 
 
 def _objective(data, direction):
+    @jax.jit
     def f(a, lam, y):
         fit = jaxlmm.quasi_lasso_core(eqx.tree_at(lambda d: d.y, data, y), a, lam, SOLVER)
         return jnp.dot(fit.coef, direction) + fit.intercept
@@ -49,7 +50,7 @@ def test_gradients_match_central_differences(kind):
     direction = jnp.asarray(np.random.default_rng(7).normal(size=p))
     f = _objective(data, direction)
     a, lam = 0.8, 0.05
-    g_a, g_lam, g_y = jax.grad(f, argnums=(0, 1, 2))(a, lam, data.y)
+    g_a, g_lam, g_y = jax.jit(jax.grad(f, argnums=(0, 1, 2)))(a, lam, data.y)
     fd_a = _central(lambda x: f(x, lam, data.y), a, 1e-6)
     fd_lam = _central(lambda x: f(a, x, data.y), lam, 1e-7)
     assert float(g_a) == pytest.approx(float(fd_a), rel=1e-5, abs=1e-9)
@@ -96,11 +97,12 @@ def test_gradient_through_other_penalties(name):
     # FISTA (the group Lasso's solver) stops at a KKT residual of 1e-10, not 1e-13: looser match.
     solver, rel = (jaxlmm.ProximalGradient(rtol=1e-10), 1e-4) if name == "GroupLasso" else (SOLVER, 1e-5)
 
+    @jax.jit
     def f(lam):
         return jnp.sum(jaxlmm.solve(fn, make(lam), solver, jnp.zeros(p), args).value ** 2)
 
     lam = 0.08
-    assert float(jax.grad(f)(lam)) == pytest.approx(float(_central(f, lam, 1e-6)), rel=rel)
+    assert float(jax.jit(jax.grad(f))(lam)) == pytest.approx(float(_central(f, lam, 1e-6)), rel=rel)
 
 
 def test_differentiating_through_iterations_agrees_and_vmap_works():
@@ -111,11 +113,12 @@ def test_differentiating_through_iterations_agrees_and_vmap_works():
     def f(lam, how):
         return jnp.sum(jaxlmm.solve(fn, jaxlmm.L1(lam), SOLVER, jnp.zeros(p), args, differentiate=how).value ** 2)
 
-    implicit = float(jax.grad(f)(0.05, "implicit"))
-    assert float(jax.grad(f)(0.05, "iterations")) == pytest.approx(implicit, rel=1e-3)
+    grad = jax.jit(jax.grad(f), static_argnums=1)
+    implicit = float(grad(0.05, "implicit"))
+    assert float(grad(0.05, "iterations")) == pytest.approx(implicit, rel=1e-3)
     lams = jnp.asarray([0.03, 0.05, 0.1])
-    batched = jax.vmap(jax.grad(lambda lam: f(lam, "implicit")))(lams)
-    np.testing.assert_allclose(batched, [float(jax.grad(f)(lam, "implicit")) for lam in lams], rtol=1e-9)
+    batched = jax.jit(jax.vmap(lambda lam: grad(lam, "implicit")))(lams)
+    np.testing.assert_allclose(batched, [float(grad(lam, "implicit")) for lam in lams], rtol=1e-9)
 
 
 def test_influence_is_the_jacobian_of_the_fit():
@@ -137,3 +140,54 @@ def test_influence_is_the_jacobian_of_the_fit():
     sorted_rows = inf.observation[np.asarray(data.order)]  # back to the sorted row order of `data`
     np.testing.assert_allclose(sorted_rows[:, fit.support].T, dense, atol=1e-7)
     assert np.all(sorted_rows[:, np.setdiff1d(np.arange(data.n_features), fit.support)] == 0)
+
+
+def _small_lmm():
+    rng = np.random.default_rng(11)
+    n, m, p = 15, 6, 8
+    groups = np.repeat(np.arange(n), m)
+    X = rng.normal(size=(n * m, p))
+    y = 2 * X[:, 0] - 1.5 * X[:, 1] + np.repeat(rng.normal(size=n), m) + rng.normal(size=n * m)
+    return jaxlmm.LMMData.from_arrays(X, y, groups)
+
+
+CGD = jaxlmm.MixedModelCGD(tol=1e-13, max_steps=5000, beta_solver=jaxlmm.CoordinateDescent(rtol=1e-13))
+CORES = {
+    # (core at (λ, y), λ, finite-difference steps in λ and in y)
+    "lmmlasso": (lambda data, lam: jaxlmm.lmmlasso_core(data, lam, solver=CGD), 5.0, 1e-5, 1e-5),
+    "shel": (lambda data, lam: jaxlmm.shel_core(data, lam, None, SOLVER), 0.05, 1e-7, 1e-5),
+    # ECM to a J rise of 1e-16 leaves the MAP accurate to ~1e-8: larger steps keep the
+    # differences above that noise (β̂ is smooth in y: no support to cross).
+    "eb_ridge": (lambda data, lam: jaxlmm.eb_ridge_core(data, lam, 0.5, jnp.eye(1), tol=1e-16), 1.0, 1e-4, 1e-3),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CORES))
+def test_method_cores_differentiate_in_lambda_and_y(name):
+    data = _small_lmm()
+    core, lam, h, h_y = CORES[name]
+    direction = jnp.asarray(np.random.default_rng(2).normal(size=data.n_features))
+
+    @jax.jit
+    def f(lam, y):
+        fit = core(eqx.tree_at(lambda d: d.y, data, y), lam)
+        variance = 0.0 if fit.sigma2 is None else fit.sigma2
+        return jnp.dot(fit.coef, direction) + fit.intercept + variance
+
+    assert bool(jax.jit(core)(data, lam).converged)
+    g_lam, g_y = jax.jit(jax.grad(f, argnums=(0, 1)))(lam, data.y)
+    assert float(g_lam) == pytest.approx(float(_central(lambda x: f(x, data.y), lam, h)), rel=1e-5)
+    for t in (3, 40):
+        e = jnp.zeros(data.n_obs).at[t].set(1.0)
+        assert float(g_y[t]) == pytest.approx(float(_central(lambda s: f(lam, data.y + s * e), 0.0, h_y)), rel=1e-5)
+
+
+def test_eb_core_differentiates_in_the_prior_weight():
+    data = _small_lmm()
+
+    @jax.jit
+    def f(b):
+        fit = jaxlmm.eb_ridge_core(data, 1.0, b, jnp.eye(1), tol=1e-16)
+        return fit.psi[0, 0] + fit.sigma2
+
+    assert float(jax.grad(f)(0.5)) == pytest.approx(float(_central(f, 0.5, 1e-5)), rel=1e-5)
