@@ -48,6 +48,7 @@ from .solvers import (
     MixedModelCGD as MixedModelCGD,
     ProximalGradient as ProximalGradient,
 )
+from .tuning import GradientTuning as GradientTuning, tune_by_gradient as tune_by_gradient
 from .variance_components import (
     VarianceComponents as VarianceComponents,
     VarianceEstimate as VarianceEstimate,

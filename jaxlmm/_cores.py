@@ -46,7 +46,8 @@ class CoreFit(eqx.Module):
         return self.result == RESULTS.successful
 
 
-def quasi_lasso_core(data: LMMData, a, lam, solver=None, differentiate: str = "implicit") -> CoreFit:
+def quasi_lasso_core(data: LMMData, a, lam, solver=None, differentiate: str = "implicit",
+                     cluster_weights=None) -> CoreFit:
     """The quasi-likelihood Lasso with an unpenalised intercept at given a and λ, as a pure
     function of arrays: β̂(a, λ, y, X) = argmin ‖y_a − X_a β − β_0 1_a‖² / (2 tr Σ_a⁻¹) + λ‖β‖₁.
 
@@ -54,9 +55,11 @@ def quasi_lasso_core(data: LMMData, a, lam, solver=None, differentiate: str = "i
     to a, λ and the data's arrays, by implicit differentiation of the solution; see
     `jaxlmm.solve`) all apply. Nothing is validated (the caller's job, `fit_quasi` does it), and
     no error is raised: `result` says what happened. `solver`: default `CoordinateDescent(rtol=1e-10)`.
+    `cluster_weights` (n, 0/1): fit on the clusters with weight 1 only (cross-validation folds).
+    The variance components are not estimated here (`sigma2`, `psi`, `ranef` are None).
     """
     solver = CoordinateDescent(rtol=1e-10) if solver is None else solver
-    fn, args = quasi_likelihood(data, a, intercept=True)
+    fn, args = quasi_likelihood(data, a, cluster_weights, intercept=True)
     p = args.X.shape[1]
     unpenalized = jnp.zeros(p, bool).at[0].set(True)
     sol = _solve_jit(fn, L1(jnp.asarray(lam, args.X.dtype), None, unpenalized), solver, jnp.zeros(p, args.X.dtype),
