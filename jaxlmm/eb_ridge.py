@@ -426,7 +426,7 @@ def _map_and_evidence(design, lam, b, A, proper):
     return fit, mu, evidence
 
 
-def fit_eb_ridge(data: LMMData, lam=None, b=None, A=None, *, unpenalized=None, intercept: bool = True) -> EBRidgeFit:
+def fit_eb_ridge(data: LMMData, lam=None, *, b=None, A=None, unpenalized=None, intercept: bool = True) -> EBRidgeFit:
     """Empirical-Bayes regularised LMM (Amestoy, van de Wiel & van Wieringen):
 
         y_i = β_0 + X_i β + Z_i b_i + ε_i,  b_i ~ N(0, Ψ),  ε_i ~ N(0, σ² I),

@@ -232,10 +232,10 @@ def _choose_k_by_ic(args, coefs, ks, criterion, n_penalized) -> tuple[int, np.nd
 
 def fit_quasi(
     data: LMMData,
-    a=None,
     lam=None,
-    k=None,
     *,
+    a=None,
+    k=None,
     a_grid=DEFAULT_A_GRID,
     n_lambda: int = 100,
     lambda_min_ratio: float | None = None,

@@ -305,11 +305,11 @@ def _cold_start(data: LMMData, center, scale, seed) -> np.ndarray:
 def fit_lmmlasso(
     data: LMMData,
     lam=None,
+    *,
     cov: str = "identity",
     unpenalized=None,
     weights=None,
     adaptive: bool = False,
-    *,
     standardize: bool = True,
     n_lambda: int = 50,
     lambda_min_ratio: float = 0.01,

@@ -285,11 +285,11 @@ class SHELFit(Fit):
 
 def fit_shel(
     data: LMMData,
-    synthetic="pca",
     lam=None,
+    *,
+    synthetic="pca",
     K=None,
     inference=None,
-    *,
     K_grid=DEFAULT_K_GRID,
     n_lambda: int = 50,
     lambda_min_ratio: float | None = None,
