@@ -45,7 +45,7 @@ def _prox_against_grid(name):
 
 
 @pytest.mark.parametrize("name", sorted(SEPARABLE))
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(z=finite, lam=st.floats(0.0, 2.0), step=st.floats(0.05, 0.9))
 def test_separable_prox_minimises_its_definition(name, z, lam, step):
     """prox(z) = argmin_b ½(b − z)² + step·P(b): compared with a dense grid (the problem is
@@ -58,7 +58,7 @@ def test_separable_prox_minimises_its_definition(name, z, lam, step):
     assert float(kkt) <= 1e-9
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(z=st.lists(finite, min_size=6, max_size=6), lam=st.floats(0.0, 2.0), step=st.floats(0.05, 2.0))
 def test_group_prox_satisfies_its_optimality_conditions(z, lam, step):
     groups = jnp.asarray([0, 0, 1, 1, 1, -1])
