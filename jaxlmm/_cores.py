@@ -185,8 +185,7 @@ def influence(fit, data: LMMData) -> Influence:
     core = _influence_jacobian(data, jnp.asarray(a, dtype), jnp.asarray(fit.lam, dtype))
     jacobian = np.asarray(core)  # p × N, rows sorted by cluster
     residual = np.asarray(data.y) - np.asarray(data.X) @ coef - intercept
-    cluster = np.asarray(data.cluster)
-    per_cluster = -np.stack([jacobian[:, cluster == i] @ residual[cluster == i] for i in range(data.n_clusters)])
+    per_cluster = -np.asarray(cluster_sum(data, jnp.asarray(jacobian.T * residual[:, None])))
     observation = np.empty((data.n_obs, jacobian.shape[0]))
     observation[np.asarray(data.order)] = jacobian.T
     return Influence(observation, per_cluster, np.linalg.norm(per_cluster, axis=1), data.labels)

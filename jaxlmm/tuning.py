@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 from ._cores import quasi_lasso_core
 from ._data import LMMData
 from ._validate import check_count, check_data, check_scalar
+from .estimators import fit_quasi
 from .losses import quasi_likelihood
 from .path import lambda_max
 from .select import cluster_folds, marginal_sse, training_weights
@@ -66,8 +67,6 @@ def tune_by_gradient(data: LMMData, a0: float = 1.0, lam0=None, *, n_folds: int 
 
     Returns a `GradientTuning` with the `fit_quasi` fit at the chosen (a, λ).
     """
-    from .estimators import fit_quasi
-
     check_data(data)
     a0 = check_scalar("a0", a0, allow_none=False)
     if not a0 > 0:
