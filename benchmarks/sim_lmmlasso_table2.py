@@ -1,7 +1,7 @@
 """Table 2 of Schelldorfer, Bühlmann & van de Geer (2011): H1, H2, H3, λ by BIC.
 
 For each design and replicate: lmmLasso, lmmadLasso (two-stage, weights 1/|β̂|), the Lasso and
-the adaptive Lasso (cov="none": no random effects, σ² by ML), all from `fit_lmmlasso` on a
+the adaptive Lasso (structure="none": no random effects, σ² by ML), all from `fit_lmmlasso` on a
 50-λ path with BIC. Prints mean (sd) over replicates of |S(β̂)| (the intercept counts, so the
 truth is 5), TP, σ̂², θ̂² (Ψ̂ = θ̂² I) and β̂_1..β̂_5 (β̂_1 the intercept), beside the paper.
 Usage: python sim_lmmlasso_table2.py [replicates=100] [designs=H1,H2,H3]
@@ -33,10 +33,10 @@ PAPER = {  # |S|, TP, σ², θ², β1..β5 (means; Table 2)
     ("H3", "adLasso"): (5.93, 5, 1.69, np.nan, 1.03, 2.02, 3.99, 2.98, 2.97),
 }
 METHODS = {
-    "lmmLasso": dict(cov="identity"),
-    "lmmadLasso": dict(cov="identity", adaptive=True),
-    "Lasso": dict(cov="none"),
-    "adLasso": dict(cov="none", adaptive=True),
+    "lmmLasso": dict(structure="identity"),
+    "lmmadLasso": dict(structure="identity", adaptive=True),
+    "Lasso": dict(structure="none"),
+    "adLasso": dict(structure="none", adaptive=True),
 }
 COLUMNS = ("|S|", "TP", "σ²", "θ²", "β1", "β2", "β3", "β4", "β5")
 
@@ -45,7 +45,7 @@ def summary(fit):
     beta = np.concatenate([[fit.intercept], fit.coef])
     size = int(np.count_nonzero(beta))
     tp = int(np.count_nonzero(beta[:5]))
-    theta2 = fit.psi[0, 0] if fit.cov != "none" else np.nan
+    theta2 = fit.psi[0, 0] if fit.structure != "none" else np.nan
     return [size, tp, fit.sigma2, theta2, *beta[:5]]
 
 

@@ -7,31 +7,26 @@ from ._cores import (
     eb_ridge_core as eb_ridge_core,
     influence as influence,
     lmmlasso_core as lmmlasso_core,
+    quasi_best_subset_core as quasi_best_subset_core,
     quasi_lasso_core as quasi_lasso_core,
     shel_core as shel_core,
 )
 from ._covariance import blup as blup
 from ._data import LMMData as LMMData
 from ._fit import Fit as Fit, Tuning as Tuning
-from ._solution import RESULTS as RESULTS, Solution as Solution
-from ._solve import solve as solve
-from ._whiten import Whitened as Whitened, effective_sample_size as effective_sample_size, whiten as whiten
-from .eb_ridge import EBRidgeFit as EBRidgeFit, fit_eb_ridge as fit_eb_ridge
-from .estimators import CVCurve as CVCurve, QuasiFit as QuasiFit, fit_quasi as fit_quasi
-from .inference import (
+from ._inference import (
     DebiasedLasso as DebiasedLasso,
     InferenceTable as InferenceTable,
     debias as debias,
     debiased_lasso as debiased_lasso,
 )
-from .lmmlasso import (
-    LMMLassoFit as LMMLassoFit,
-    LMMLassoPath as LMMLassoPath,
-    fit_lmmlasso as fit_lmmlasso,
-    lmmlasso_path as lmmlasso_path,
+from ._path import (
+    LassoPath as LassoPath,
+    lambda_grid as lambda_grid,
+    lambda_max as lambda_max,
+    solve_path as solve_path,
 )
-from .path import LassoPath as LassoPath, lambda_grid as lambda_grid, lambda_max as lambda_max, solve_path as solve_path
-from .penalties import (
+from ._penalties import (
     L0 as L0,
     L1 as L1,
     MCP as MCP,
@@ -40,18 +35,33 @@ from .penalties import (
     ElasticNet as ElasticNet,
     GroupLasso as GroupLasso,
 )
-from .select import cluster_folds as cluster_folds, scaled_lasso as scaled_lasso
-from .shel import SHELFit as SHELFit, fit_shel as fit_shel
+from ._select import cluster_folds as cluster_folds, scaled_lasso as scaled_lasso
+from ._solution import RESULTS as RESULTS, Solution as Solution
+from ._solve import solve as solve
+from ._tuning import GradientTuning as GradientTuning, tune_by_gradient as tune_by_gradient
+from ._variance_components import (
+    VarianceComponents as VarianceComponents,
+    VarianceEstimate as VarianceEstimate,
+    estimate_variance_components as estimate_variance_components,
+    variance_components as variance_components,
+)
+from ._whiten import Whitened as Whitened, effective_sample_size as effective_sample_size, whiten as whiten
+from .estimators import (
+    CVCurve as CVCurve,
+    EBRidgeFit as EBRidgeFit,
+    LMMLassoFit as LMMLassoFit,
+    LMMLassoPath as LMMLassoPath,
+    QuasiFit as QuasiFit,
+    SHELFit as SHELFit,
+    fit_eb_ridge as fit_eb_ridge,
+    fit_lmmlasso as fit_lmmlasso,
+    fit_quasi as fit_quasi,
+    fit_shel as fit_shel,
+    lmmlasso_path as lmmlasso_path,
+)
 from .solvers import (
     BestSubset as BestSubset,
     CoordinateDescent as CoordinateDescent,
     MixedModelCGD as MixedModelCGD,
     ProximalGradient as ProximalGradient,
-)
-from .tuning import GradientTuning as GradientTuning, tune_by_gradient as tune_by_gradient
-from .variance_components import (
-    VarianceComponents as VarianceComponents,
-    VarianceEstimate as VarianceEstimate,
-    estimate_variance_components as estimate_variance_components,
-    variance_components as variance_components,
 )

@@ -15,19 +15,19 @@ from ._covariance import blup, cholesky_factor, cluster_sum
 from ._data import LMMData
 from ._fit import single_fit
 from ._implicit import curvature_step, frozen, implicit_root
-from ._solution import RESULTS
+from ._penalties import L1
+from ._solution import RESULTS, ReportsResult
 from ._solve import _solve_jit
-from .eb_ridge import eb_ridge_map, ecm_step
-from .lmmlasso import profile_start
+from .estimators._eb_ridge import eb_ridge_map, ecm_step
+from .estimators._lmmlasso import profile_start
 from .losses import quasi_likelihood
 from .losses.eb_ridge import eb_design, posterior_moments
 from .losses.penalised_ml import MixedModelParams, mixed_model_nll
 from .losses.shel import profile_synthetic, shel_loss
-from .penalties import L1
 from .solvers import CoordinateDescent, MixedModelCGD
 
 
-class CoreFit(eqx.Module):
+class CoreFit(ReportsResult):
     """What a pure core returns (arrays only, so it stacks under `vmap`; the fields of the `Fit`
     protocol that are arrays): `coef` (p), `intercept`, `sigma2`, `psi` (q × q), `ranef` (n × q,
     cluster index order), `result` (a `RESULTS` code), `num_steps`. A field the method does not
@@ -40,10 +40,6 @@ class CoreFit(eqx.Module):
     ranef: Array | None
     result: RESULTS
     num_steps: Array
-
-    @property
-    def converged(self) -> Array:
-        return self.result == RESULTS.successful
 
 
 def quasi_lasso_core(data: LMMData, a, lam, solver=None, differentiate: str = "implicit",
@@ -65,6 +61,29 @@ def quasi_lasso_core(data: LMMData, a, lam, solver=None, differentiate: str = "i
     sol = _solve_jit(fn, L1(jnp.asarray(lam, args.X.dtype), None, unpenalized), solver, jnp.zeros(p, args.X.dtype),
                      args, False, differentiate=differentiate)
     return CoreFit(sol.value[1:], sol.value[0], None, None, None, sol.result, sol.stats["num_steps"])
+
+
+def quasi_best_subset_core(data: LMMData, a, support, cluster_weights=None) -> CoreFit:
+    """The refit of the quasi-likelihood best subset on a chosen support, as a pure function of
+    arrays: β̂_S(a, y, X) = argmin ‖y_a − X_{a,S} β_S − β_0 1_a‖² (whitened least squares with an
+    unpenalised intercept), β̂ = 0 off S.
+
+    The support is a discrete choice (`fit_quasi(k=...)`'s `support`, a static tuple of column
+    indices) and has no derivative: `jax.grad` of this core is the derivative of the refit with
+    the support held, which is what differentiating a best-subset fit means here. A k × k solve
+    (k = |S| + 1), never p × p. `jit`/`vmap` (over a or stacked data; the support is static).
+    """
+    support = tuple(int(j) for j in support)
+    fn, args = quasi_likelihood(data, a, cluster_weights, intercept=True)
+    columns = np.array([0, *(j + 1 for j in support)])
+    X_s = args.X[:, columns]
+    weighted = args.weights[:, None] * X_s  # row weights: 0 outside the training clusters
+    gram = weighted.T @ X_s
+    finite = jnp.all(jnp.isfinite(gram))
+    beta_s = jnp.linalg.solve(gram, weighted.T @ args.y)
+    coef = jnp.zeros(data.n_features, beta_s.dtype).at[columns[1:] - 1].set(beta_s[1:])
+    result = RESULTS.where(finite & jnp.all(jnp.isfinite(beta_s)), RESULTS.successful, RESULTS.nonfinite)
+    return CoreFit(coef, beta_s[0], None, None, None, result, jnp.zeros((), jnp.int32))
 
 
 def shel_core(data: LMMData, lam, synthetic=None, solver=None, differentiate: str = "implicit") -> CoreFit:
@@ -90,7 +109,7 @@ def shel_core(data: LMMData, lam, synthetic=None, solver=None, differentiate: st
                    sol.stats["num_steps"])
 
 
-def lmmlasso_core(data: LMMData, lam, cov: str = "identity", start=None, solver=None) -> CoreFit:
+def lmmlasso_core(data: LMMData, lam, structure: str = "identity", start=None, solver=None) -> CoreFit:
     """lmmLasso at a given λ as a pure function of arrays: a local minimiser of
     −log L(β_0, β, θ, σ²) + λ‖β‖₁ (intercept unpenalised, X as given: no standardisation) by
     `MixedModelCGD` from `start` (length p + 1, intercept first; default β = (ȳ, 0, …, 0)) with the
@@ -105,13 +124,14 @@ def lmmlasso_core(data: LMMData, lam, cov: str = "identity", start=None, solver=
     solver = MixedModelCGD() if solver is None else solver
     dtype = data.X.dtype
     design = jnp.concatenate([jnp.ones((data.n_obs, 1), dtype), data.X], axis=1)
-    fn, args = mixed_model_nll(data, design, cov)
+    fn, args = mixed_model_nll(data, design, structure)
     p1 = design.shape[1]
     penalty = L1(jnp.asarray(lam, dtype), None, jnp.zeros(p1, bool).at[0].set(True))
     beta0 = jnp.zeros(p1, dtype).at[0].set(jnp.mean(data.y)) if start is None else jnp.asarray(start, dtype)
     frozen_args = frozen(args)
-    theta0, log_sigma0 = profile_start(frozen_args, lax.stop_gradient(beta0), cov)
-    fit = solver.run(cov, frozen_args, frozen(penalty), MixedModelParams(lax.stop_gradient(beta0), theta0, log_sigma0))
+    theta0, log_sigma0 = profile_start(frozen_args, lax.stop_gradient(beta0), structure)
+    start = MixedModelParams(lax.stop_gradient(beta0), theta0, log_sigma0)
+    fit = solver.run(structure, frozen_args, frozen(penalty), start)
 
     def residual(params, fn, penalty, args, anchor):
         step = curvature_step(fn, anchor, args)
@@ -121,7 +141,7 @@ def lmmlasso_core(data: LMMData, lam, cov: str = "identity", start=None, solver=
         return MixedModelParams(params.beta - beta, params.theta - theta, step * g.log_sigma)
 
     params = implicit_root(residual, fit.params, fn, penalty, args, lax.stop_gradient(fit.params))
-    L = cholesky_factor(params.theta, cov, data.Z.shape[1])
+    L = cholesky_factor(params.theta, structure, data.Z.shape[1])
     psi = L @ L.T
     sigma2 = jnp.exp(2.0 * params.log_sigma)
     ranef = blup(data, psi, sigma2, data.y - design @ params.beta)

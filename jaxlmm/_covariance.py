@@ -1,8 +1,10 @@
 """Random-effects covariance algebra on cluster blocks: q×q per-cluster Gram matrices, Ψ bases,
-the PSD projection and BLUPs. Everything is O(N q²); no m_i×m_i (let alone N×N) matrix."""
+the PSD projection, the per-cluster covariance operator V_i = σ²I + Z_iΨZ_iᵀ and BLUPs.
+Everything is O(N q²); no m_i×m_i (let alone N×N) matrix."""
 
 from __future__ import annotations
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -83,16 +85,162 @@ def project_psd(M: Array) -> Array:
 def blup(data: LMMData, psi: Array, sigma2, residual: Array) -> Array:
     """Best linear unbiased predictors b̂_i = Ψ Z_iᵀ V_i^{-1} r_i, V_i = Z_i Ψ Z_iᵀ + σ² I.
 
-    Computed as Ψ (σ² I_q + Z_iᵀ Z_i Ψ)^{-1} Z_iᵀ r_i (the push-through identity
-    Z_iᵀ V_i^{-1} = (σ² I + Z_iᵀ Z_i Ψ)^{-1} Z_iᵀ): a q×q solve per cluster that stays valid
-    for a singular Ψ (a variance component at exactly 0). `residual` = y − Xβ̂ is sorted by
-    cluster; returns n × q, row i for cluster index i (`data.labels[i]`).
+    A q×q solve per cluster (`ClusterCovariance.posterior_mean`) that stays valid for a
+    singular Ψ (a variance component at exactly 0). `residual` = y − Xβ̂ is sorted by cluster;
+    returns n × q, row i for cluster index i (`data.labels[i]`).
     """
-    ZtZ = cluster_cross(data, data.Z, data.Z)
     Ztr = cluster_sum(data, data.Z * residual[:, None])
+    return cluster_covariance(data, psi, sigma2).posterior_mean(Ztr)
+
+
+# ---- the per-cluster covariance V_i = σ² I + Z_i Ψ Z_iᵀ ----------------------------------------
+
+
+class ClusterCovariance(eqx.Module):
+    """V_i = σ² I_{m_i} + Z_i Ψ Z_iᵀ for every cluster i, applied through q×q algebra only: the
+    one place where whitening, the ML likelihood, BLUPs and the EB posterior and evidence get
+    their per-cluster algebra.
+
+    With T_i = I_q + Z_iᵀZ_i Ψ / σ² (nonsingular for every PSD Ψ, even a singular one) and the
+    push-through identity Z_iᵀ V_i⁻¹ = T_i⁻¹ Z_iᵀ / σ²:
+
+        log|V_i| = m_i log σ² + log|T_i|,
+        V_i⁻¹ M_i = (M_i − Z_i Ψ T_i⁻¹ Z_iᵀ M_i / σ²) / σ²,
+        E[b_i | r_i] = Ψ T_i⁻¹ Z_iᵀ r_i / σ²   (the BLUP),
+        Cov[b_i | r_i] = Ψ − Ψ T_i⁻¹ Z_iᵀZ_i Ψ / σ².
+
+    Everything above is differentiable in Ψ and σ²: LU solves of T_i when only Ψ is known (valid
+    for a singular Ψ), Cholesky solves of M_i = I + Lᵀ Z_iᵀZ_i L / σ² when a factor Ψ = L Lᵀ is
+    given. The symmetric inverse square root (whitening) needs the eigenpairs of A_i =
+    Lᵀ Z_iᵀZ_i L: `eigen` when the caller knows them (Σ_a = I + a Z_i Z_iᵀ from each cluster's
+    SVD of Z_i), else from `factor` by a q×q `eigh` per cluster.
+
+    **Fields:** `ZtZ` (n × q × q), `sizes` (n: m_i), `psi` (q × q), `sigma2`, optionally
+    `factor` (L) and `eigen` (basis N × q stored row by row, eigenvalues n × q).
+    """
+
+    ZtZ: Array
+    sizes: Array
+    psi: Array
+    sigma2: Array
+    factor: Array | None = None
+    eigen: tuple | None = None
+
+    def _t(self) -> Array:
+        q = self.psi.shape[-1]
+        return jnp.eye(q, dtype=self.psi.dtype) + self.ZtZ @ self.psi / self.sigma2
+
+    def _cholesky(self) -> Array:
+        """Cholesky factors of the symmetric M_i = I + Lᵀ Z_iᵀZ_i L / σ² (|M_i| = |T_i|, M_i ⪰ I)."""
+        q = self.psi.shape[-1]
+        L = self.factor
+        A = jnp.einsum("ab,iac,cd->ibd", L, self.ZtZ, L)
+        return jnp.linalg.cholesky(jnp.eye(q, dtype=L.dtype) + A / self.sigma2)
+
+    def _push(self, ZtM: Array) -> Array:
+        """Ψ T_i⁻¹ Z_iᵀ M_i / σ² for Z_iᵀ M_i given per cluster (n × q or n × q × k). With a factor
+        this is L M_i⁻¹ Lᵀ Z_iᵀ M_i / σ² by two triangular solves (cheaper to differentiate twice
+        than an LU, which is what the Laplace and Newton Hessians do)."""
+        vector = ZtM.ndim == 2
+        ZtM = ZtM[..., None] if vector else ZtM
+        if self.factor is not None:
+            L, chol = self.factor, self._cholesky()
+            half = jax.scipy.linalg.solve_triangular(chol, jnp.einsum("ab,iak->ibk", L, ZtM), lower=True)
+            solved = jax.scipy.linalg.solve_triangular(chol, half, lower=True, trans=1)
+            out = jnp.einsum("ab,ibk->iak", L, solved) / self.sigma2
+        else:
+            out = jnp.einsum("ab,ibk->iak", self.psi, jnp.linalg.solve(self._t(), ZtM)) / self.sigma2
+        return out[..., 0] if vector else out
+
+    def log_det(self) -> Array:
+        """Σ_i log|V_i|; NaN when Ψ is not PSD (then |T_i| ≤ 0 can happen and V is no covariance)."""
+        fixed = jnp.sum(self.sizes) * jnp.log(self.sigma2)
+        if self.factor is not None:
+            return fixed + 2.0 * jnp.sum(jnp.log(jnp.diagonal(self._cholesky(), axis1=1, axis2=2)))
+        sign, logdet = jnp.linalg.slogdet(self._t())
+        return jnp.where(jnp.all(sign > 0), fixed + jnp.sum(logdet), jnp.nan)
+
+    def quadratic(self, Ztr: Array, rr: Array) -> Array:
+        """Σ_i r_iᵀ V_i⁻¹ r_i from the cluster statistics Z_iᵀ r_i (n × q) and ‖r_i‖² (n)."""
+        return jnp.sum(rr - jnp.sum(Ztr * self._push(Ztr), axis=1)) / self.sigma2
+
+    def posterior_mean(self, Ztr: Array) -> Array:
+        """E[b_i | r_i] = Ψ Z_iᵀ V_i⁻¹ r_i (the BLUPs, n × q) from Z_iᵀ r_i."""
+        return self._push(Ztr)
+
+    def posterior_covariance(self) -> Array:
+        """Cov[b_i | r_i] = Ψ − Ψ Z_iᵀ V_i⁻¹ Z_i Ψ (n × q × q)."""
+        C = self.psi - self._push(self.ZtZ @ self.psi)
+        return 0.5 * (C + jnp.swapaxes(C, -1, -2))
+
+    def trace_inverse(self) -> Array:
+        """tr V_i⁻¹ per cluster (n): (m_i − Σ_k λ_ik/(σ² + λ_ik))/σ² from known eigenpairs, else
+        (m_i − tr(Z_iᵀZ_i Ψ T_i⁻¹)/σ²)/σ²."""
+        if self.eigen is not None:
+            lam = self.eigen[1]
+            return (self.sizes - jnp.sum(lam / (self.sigma2 + lam), axis=1)) / self.sigma2
+        pushed = self._push(self.ZtZ)  # Ψ T⁻¹ ZᵀZ / σ²: the same trace as Z Ψ T⁻¹ Zᵀ / σ²
+        return (self.sizes - jnp.trace(pushed, axis1=1, axis2=2)) / self.sigma2
+
+    def inverse_apply(self, data: LMMData, M: Array) -> Array:
+        """V⁻¹ M for rows sorted by cluster (M is N × k or N). From known eigenpairs when there are
+        some (exact as a → ∞ in Σ_a), else (M − Z_i Ψ T_i⁻¹ Z_iᵀ M / σ²) / σ²."""
+        if self.eigen is not None:
+            return self._power_apply(data, M, 1.0)
+        ZtM = cluster_sum(data, data.Z * M[:, None]) if M.ndim == 1 else cluster_cross(data, data.Z, M)
+        coef = self._push(ZtM)[data.cluster]
+        correction = jnp.sum(data.Z * coef, axis=1) if M.ndim == 1 else jnp.einsum("ta,tak->tk", data.Z, coef)
+        return (M - correction) / self.sigma2
+
+    def inverse_sqrt_apply(self, data: LMMData, M: Array) -> Array:
+        """V^{-1/2} M (the symmetric inverse square root), rows sorted by cluster.
+
+        With A_i = Lᵀ Z_iᵀZ_i L = W_i Λ_i W_iᵀ and U_i = Z_i L W_i Λ_i^{-1/2} (orthonormal
+        columns), V_i^{-1/2} = σ⁻¹ (I + U_i [(1 + Λ_i/σ²)^{-1/2} − I] U_iᵀ); directions with
+        Λ = 0 get 1.
+        """
+        return self._power_apply(data, M, 0.5)
+
+    def _power_apply(self, data: LMMData, M: Array, power: float) -> Array:
+        basis, eigenvalues = self.eigen if self.eigen is not None else self._eigen(data)
+        coefficients = (1.0 + eigenvalues / self.sigma2) ** -power - 1.0
+        return low_rank_update_apply(data, basis, coefficients, M) / self.sigma2**power
+
+    def with_eigen(self, data: LMMData) -> ClusterCovariance:
+        """The same operator with its eigenpairs computed once (for several inverse square roots)."""
+        return ClusterCovariance(self.ZtZ, self.sizes, self.psi, self.sigma2, self.factor, self._eigen(data))
+
+    def _eigen(self, data: LMMData) -> tuple[Array, Array]:
+        L = self.factor
+        if L is None:
+            raise ValueError("the inverse square root needs a factor Ψ = L Lᵀ or the eigenpairs of Lᵀ Z_iᵀ Z_i L.")
+        A = jnp.einsum("ab,iac,cd->ibd", L, self.ZtZ, L)
+        lam, W = jnp.linalg.eigh(A)
+        positive = lam > 1e3 * jnp.finfo(lam.dtype).eps * jnp.maximum(1.0, jnp.max(lam, axis=1, keepdims=True))
+        scale = jnp.where(positive, 1.0 / jnp.sqrt(jnp.where(positive, lam, 1.0)), 0.0)
+        basis = jnp.einsum("ta,ab,tbc->tc", data.Z, L, W[data.cluster]) * scale[data.cluster]
+        return basis, jnp.where(positive, lam, 0.0)
+
+
+def cluster_covariance(data: LMMData, psi: Array, sigma2, ZtZ: Array | None = None,
+                       factor: Array | None = None) -> ClusterCovariance:
+    """The `ClusterCovariance` V_i = σ² I + Z_i Ψ Z_iᵀ of `data`'s clusters (`ZtZ` = Z_iᵀZ_i when
+    the caller already has it; `factor` L with Ψ = L Lᵀ when it will whiten)."""
+    ZtZ = cluster_cross(data, data.Z, data.Z) if ZtZ is None else ZtZ
+    sigma2 = jnp.asarray(sigma2, psi.dtype)
+    return ClusterCovariance(ZtZ, data.cluster_sizes.astype(psi.dtype), psi, sigma2, factor)
+
+
+def proxy_covariance(data: LMMData, a) -> ClusterCovariance:
+    """Σ_a = blockdiag(I + a Z_i Z_iᵀ) (σ² = 1, Ψ = a I), with its eigenpairs taken from each
+    cluster's thin SVD Z_i = U_i S_i W_iᵀ (eigenvalues a s_ik², basis U_i): no eigh, and exact
+    derivatives in a."""
+    dtype = data.X.dtype
     q = data.Z.shape[1]
-    system = sigma2 * jnp.eye(q, dtype=ZtZ.dtype) + ZtZ @ psi
-    return jnp.linalg.solve(system, Ztr[..., None])[..., 0] @ psi.T
+    a = jnp.asarray(a, dtype)
+    return ClusterCovariance(cluster_cross(data, data.Z, data.Z), data.cluster_sizes.astype(dtype),
+                             a * jnp.eye(q, dtype=dtype), jnp.ones((), dtype),
+                             eigen=(data.z_basis, a * data.z_singular**2))
 
 
 # ---- parameterisations of Ψ for likelihood-based fits: Ψ = L Lᵀ with L built from θ ----------

@@ -7,6 +7,7 @@ import dataclasses
 import numpy as np
 
 from ._data import LMMData
+from ._solution import RESULTS
 from ._validate import check_data, check_same_data
 
 
@@ -206,3 +207,13 @@ def single_fit(fit, data: LMMData) -> tuple[np.ndarray, float, float]:
         )
     check_same_data(fit, data)
     return coef, float(fit.intercept), fit.proxy_ratio()
+
+
+def finish(fit: Fit, throw: bool) -> Fit:
+    """What every `fit_*` returns: `fit`, or with `throw=True` a `RuntimeError` carrying the
+    `RESULTS` message when the fit did not succeed (with `throw=False` the fit's `result`,
+    `converged` and the warning-free return leave the decision to the caller, as in a sweep)."""
+    if throw and fit.result != "successful":
+        message = RESULTS[getattr(RESULTS, fit.result)]
+        raise RuntimeError(f"{fit.method} did not succeed ({fit.result}): {message}")
+    return fit

@@ -34,7 +34,16 @@ class RESULTS(eqx.Enumeration):
     )
 
 
-class Solution(eqx.Module):
+class ReportsResult(eqx.Module):
+    """Base of every in-JIT outcome that carries a `result: RESULTS` field (`Solution`,
+    `LassoPath`, `MixedModelFit`, `CoreFit`, `EBMap`): `converged` is `result == successful`."""
+
+    @property
+    def converged(self) -> Array:
+        return self.result == RESULTS.successful
+
+
+class Solution(ReportsResult):
     """Outcome of `jaxlmm.solve`.
 
     **Fields:**
@@ -52,10 +61,6 @@ class Solution(eqx.Module):
     objective: Array
     kkt_residual: Array
     stats: dict
-
-    @property
-    def converged(self) -> Array:
-        return self.result == RESULTS.successful
 
 
 def result_name(code) -> str:

@@ -7,8 +7,8 @@ import jax
 import jax.numpy as jnp
 
 from ._implicit import DIFFERENTIATE, differentiable_solution, frozen
+from ._penalties import L0, AbstractPenalty
 from ._solution import RESULTS, Solution
-from .penalties import L0, AbstractPenalty
 from .solvers import AbstractSolver, BestSubset
 
 

@@ -32,6 +32,13 @@ def check_scalar(name: str, value, allow_none: bool = True) -> float | None:
     return v
 
 
+def check_flag(name: str, value) -> bool:
+    """A `ValueError` unless `value` is a bool (numpy's included): `intercept`, `throw`, ..."""
+    if not isinstance(value, bool | np.bool_):
+        raise ValueError(f"`{name}` must be True or False; got {value!r}.")
+    return bool(value)
+
+
 def check_count(name: str, value, minimum: int = 1) -> int:
     """An integer ≥ `minimum` (booleans and non-integral floats are refused)."""
     if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Integral) or value < minimum:

@@ -1,4 +1,5 @@
-"""Σ_a whitening: Σ_a = blockdiag(a Z_i Z_iᵀ + I), applied through each cluster's thin SVD of Z_i."""
+"""Σ_a whitening: Σ_a = blockdiag(a Z_i Z_iᵀ + I), the `ClusterCovariance` with σ² = 1 and Ψ = aI,
+whose eigenpairs come from each cluster's thin SVD of Z_i."""
 
 from __future__ import annotations
 
@@ -8,34 +9,23 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
-from ._covariance import low_rank_update_apply
+from ._covariance import proxy_covariance
 from ._data import LMMData
 
 
-def _inverse_power_apply(data: LMMData, a, M: Array, power: float) -> Array:
-    """Σ_a^{-power} M for rows sorted by cluster (M is N × k or N).
-
-    Σ_a^{i,-power} = I + U_i [(I + a S_i²)^{-power} − I] U_iᵀ, so the cost is O(N q k) and no
-    m_i × m_i matrix exists. Directions with s_ik = 0 (past the rank of Z_i) get a factor 1.
-    """
-    coefficients = (1.0 + a * data.z_singular**2) ** (-power) - 1.0
-    return low_rank_update_apply(data, data.z_basis, coefficients, M)
-
-
 def inverse_sqrt_apply(data: LMMData, a, M: Array) -> Array:
-    """Σ_a^{-1/2} M (the whitening), rows sorted by cluster."""
-    return _inverse_power_apply(data, a, M, 0.5)
+    """Σ_a^{-1/2} M (the whitening), rows sorted by cluster: O(N q k), no m_i × m_i matrix."""
+    return proxy_covariance(data, a).inverse_sqrt_apply(data, M)
 
 
 def inverse_apply(data: LMMData, a, M: Array) -> Array:
     """Σ_a^{-1} M (the weights of the variance-component moment fit), rows sorted by cluster."""
-    return _inverse_power_apply(data, a, M, 1.0)
+    return proxy_covariance(data, a).inverse_apply(data, M)
 
 
 def cluster_effective_sizes(data: LMMData, a) -> Array:
     """tr(Σ_a^{i,-1}) per cluster: m_i − Σ_k a s_ik² / (1 + a s_ik²)."""
-    s2 = data.z_singular**2
-    return data.cluster_sizes - jnp.sum(a * s2 / (1.0 + a * s2), axis=1)
+    return proxy_covariance(data, a).trace_inverse()
 
 
 def effective_sample_size(data: LMMData, a, cluster_weights: Array | None = None) -> Array:

@@ -104,7 +104,7 @@ VALUE_ERRORS = [
     # -- fit_lmmlasso ------------------------------------------------------------------------
     ("lmmlasso lam list", lambda: jaxlmm.fit_lmmlasso(DATA, lam=[1.0, 2.0]), "`lam`"),
     ("lmmlasso lam str", lambda: jaxlmm.fit_lmmlasso(DATA, lam="1"), "`lam`"),
-    ("lmmlasso cov", lambda: jaxlmm.fit_lmmlasso(DATA, lam=1.0, cov="ar1"), "`cov`"),
+    ("lmmlasso structure", lambda: jaxlmm.fit_lmmlasso(DATA, lam=1.0, structure="ar1"), "`structure`"),
     ("lmmlasso lam 0, p+1 >= N", lambda: jaxlmm.fit_lmmlasso(jaxlmm.LMMData.from_arrays(
         np.random.default_rng(0).normal(size=(N, N)), Y, GROUPS), lam=0.0), "likelihood is unbounded"),
     ("lmmlasso unpenalized 1.5", lambda: jaxlmm.fit_lmmlasso(DATA, lam=1.0, unpenalized=[1.5]), "`unpenalized`"),

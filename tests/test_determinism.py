@@ -17,10 +17,16 @@ import jaxlmm
 # The work whose bits must not depend on the process: simulated data, a CV fit, debiasing,
 # variance components and an lmmLasso fit. Printed as one digest per result.
 SCRIPT = textwrap.dedent("""
-    import hashlib, json
+    import hashlib, json, os
     import numpy as np
     import jax
     jax.config.update("jax_enable_x64", True)
+    # The suite's compilation cache (conftest.py): the second process loads the first one's
+    # programs instead of compiling them again. What differs between the two processes is the
+    # host side (NumPy's LAPACK under another BLAS thread count), which the cache does not touch.
+    if "JAXLMM_TEST_JIT_CACHE" in os.environ:
+        jax.config.update("jax_compilation_cache_dir", os.environ["JAXLMM_TEST_JIT_CACHE"])
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
     import jaxlmm
 
     def digest(*arrays):

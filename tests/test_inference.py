@@ -11,9 +11,9 @@ from sklearn.linear_model import Lasso
 
 import jaxlmm
 from jaxlmm._covariance import covariance_basis
-from jaxlmm.inference import debias, debiased_lasso
+from jaxlmm._inference import debias, debiased_lasso
+from jaxlmm._variance_components import estimate_variance_components
 from jaxlmm.losses import quasi_likelihood
-from jaxlmm.variance_components import estimate_variance_components
 
 SIZES = [3, 5, 4, 7, 6, 5, 4, 8, 5, 6, 2, 7]
 
@@ -199,7 +199,7 @@ def test_sweep_equals_host_calls(sweep):
     """Two replicates of the vmapped sweep equal `fit_quasi` + `debias` + `variance_components`
     called one data set at a time (to 1e-3 standard errors: `fit_quasi` re-solves once more at
     the scaled-Lasso λ, whose fixed point is found to rtol 1e-6)."""
-    from jaxlmm.variance_components import variance_components
+    from jaxlmm._variance_components import variance_components
 
     sims, stacked, db, vc, _ = sweep
     for r in (0, 7):

@@ -13,7 +13,7 @@ from helpers import make_data
 
 import jaxlmm
 from jaxlmm._covariance import cholesky_factor
-from jaxlmm.lmmlasso import _fit_single, _standardised_design, fit_lmmlasso, information_criteria
+from jaxlmm.estimators._lmmlasso import _fit_single, _standardised_design, fit_lmmlasso, information_criteria
 from jaxlmm.losses import MixedModelParams, mixed_model_nll
 
 REFERENCE = Path(__file__).parent / "data" / "lmmlasso_H1_101"  # copied from ../shared/reference-data
@@ -82,7 +82,7 @@ def test_lambda_zero_is_maximum_likelihood(cov):
     Zc = Z[:, :1] if cov == "identity" else Z
     data = jaxlmm.LMMData.from_arrays(X, y, groups, Zc)
     solver = jaxlmm.solvers.MixedModelCGD(tol=1e-12, max_steps=2000)
-    fit = fit_lmmlasso(data, lam=0.0, cov=cov, solver=solver)
+    fit = fit_lmmlasso(data, lam=0.0, structure=cov, solver=solver)
     model = MixedLM(y, np.column_stack([np.ones(len(y)), X]), groups=groups, exog_re=Zc)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -142,7 +142,7 @@ def test_degenerate_basin_is_avoided(h1):
     data, fits = h1
     design, center, scale = _standardised_design(data, True)
     _, args = mixed_model_nll(data, jnp.asarray(design))
-    from jaxlmm.lmmlasso import _cold_start
+    from jaxlmm.estimators._lmmlasso import _cold_start
 
     mask = np.zeros(design.shape[1], bool)
     mask[:2] = True
@@ -191,14 +191,14 @@ def test_random_intercept_blup_is_partial_pooling():
 
 
 def test_adaptive_and_none_structure(h1):
-    """lmmadLasso keeps the true support with less shrinkage; cov="none" is the plain Lasso
+    """lmmadLasso keeps the true support with less shrinkage; structure="none" is the plain Lasso
     with σ² by ML (larger σ̂², as in the paper's Table 2)."""
     data, _ = h1
     first = fit_lmmlasso(data, lam=75)
     adaptive = fit_lmmlasso(data, lam=75, adaptive=True)
     np.testing.assert_array_equal(adaptive.support, [0, 1, 2, 3])
     assert np.all(np.abs(adaptive.coef[1:4]) >= np.abs(first.coef[1:4]))
-    lasso = fit_lmmlasso(data, lam=75, cov="none")
+    lasso = fit_lmmlasso(data, lam=75, structure="none")
     assert lasso.psi.shape == (2, 2) and np.all(lasso.psi == 0) and lasso.sigma2 > 2 * first.sigma2
 
 
@@ -224,8 +224,8 @@ def test_adaptive_path_reaches_every_first_stage_column():
 
 def test_bad_inputs(h1):
     data, _ = h1
-    with pytest.raises(ValueError, match="`cov`"):
-        fit_lmmlasso(data, lam=1.0, cov="banded")
+    with pytest.raises(ValueError, match="`structure`"):
+        fit_lmmlasso(data, lam=1.0, structure="banded")
     with pytest.raises(ValueError, match="`lam`"):
         fit_lmmlasso(data, lam=-1.0)
     with pytest.raises(ValueError, match="`lam`"):
@@ -260,7 +260,7 @@ def _small_design(seed, n=12, m=5, p=30):
 
 
 def _prepared(data):
-    from jaxlmm.lmmlasso import _cold_start
+    from jaxlmm.estimators._lmmlasso import _cold_start
 
     design, center, scale = _standardised_design(data, True)
     _, args = mixed_model_nll(data, jnp.asarray(design))
@@ -274,7 +274,7 @@ def test_cgd_vmaps_over_data_sets_and_lambda():
     predicate f(x + t·step) > … in `cond`; a batched `while_loop` evaluates that predicate twice
     (to stop, and to select the lanes that move), near a minimum the two compilations rounded
     differently, and the loop never ended (with that code this test hangs until its timeout)."""
-    from jaxlmm.lmmlasso import profile_start
+    from jaxlmm.estimators._lmmlasso import profile_start
     from jaxlmm.losses.penalised_ml import cluster_statistics, variance_nll
     from jaxlmm.solvers.newton import damped_newton
 
@@ -305,7 +305,7 @@ def test_cgd_vmaps_over_data_sets_and_lambda():
 
     def newton(args, beta, phi):
         stats = cluster_statistics(args, beta)
-        return damped_newton(lambda x: variance_nll(x[:1], x[1], stats, "identity"), phi, 50)
+        return damped_newton(lambda x: variance_nll(x[:1], x[1], stats, "identity"), phi, 50).value
 
     # Start every lane at its converged point, nudged so that the lanes finish at different steps.
     converged = jnp.concatenate([batched.params.theta, batched.params.log_sigma[:, None]], axis=1)
@@ -319,7 +319,7 @@ def test_a_start_with_more_nonzeros_than_the_limit_is_still_fitted():
     an H3 replicate whose CV-Lasso cold start had 94 nonzeros (limit 88) was stopped before any
     step at every λ, so only the degenerate warm path was left and BIC chose σ̂² = 19.5 with no
     penalised β (truth σ² = 0.25)."""
-    from jaxlmm.lmmlasso import profile_start
+    from jaxlmm.estimators._lmmlasso import profile_start
 
     args, cold = _prepared(_small_design(0))
     p1 = args.X.shape[1]

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import jaxlmm
+from jaxlmm._select import cluster_folds, cross_validated_path, training_weights
 from jaxlmm.losses import quasi_likelihood
-from jaxlmm.select import cluster_folds, cross_validated_path, training_weights
 
 finite = st.floats(-5.0, 5.0, allow_nan=False)
 SEPARABLE = {

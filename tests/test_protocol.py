@@ -104,12 +104,13 @@ BAD_INPUTS = [
     ("negative lam", lambda f: f(DATA, lam=-1.0), "`lam`"),
     ("NaN lam", lambda f: f(DATA, lam=float("nan")), "`lam`"),
     ("lam is text", lambda f: f(DATA, lam="large"), "`lam`"),
+    ("throw is text", lambda f: f(DATA, throw="yes"), "`throw`"),
 ]
 BAD_CALLS = {
-    "quasi": lambda data, lam=0.05: jaxlmm.fit_quasi(data, a=1.0, lam=lam, progress=False),
-    "lmmlasso": lambda data, lam=10.0: jaxlmm.fit_lmmlasso(data, lam=lam),
-    "shel": lambda data, lam=0.05: jaxlmm.fit_shel(data, K=2, lam=lam, progress=False),
-    "eb_ridge": lambda data, lam=1.0: jaxlmm.fit_eb_ridge(data, lam=lam, b=0.5, A=1.0),
+    "quasi": lambda data, lam=0.05, **kw: jaxlmm.fit_quasi(data, a=1.0, lam=lam, progress=False, **kw),
+    "lmmlasso": lambda data, lam=10.0, **kw: jaxlmm.fit_lmmlasso(data, lam=lam, **kw),
+    "shel": lambda data, lam=0.05, **kw: jaxlmm.fit_shel(data, K=2, lam=lam, progress=False, **kw),
+    "eb_ridge": lambda data, lam=1.0, **kw: jaxlmm.fit_eb_ridge(data, lam=lam, b=0.5, A=1.0, **kw),
 }
 
 
@@ -118,6 +119,25 @@ BAD_CALLS = {
 def test_same_bad_inputs_same_errors(method, case, call, match):
     with pytest.raises(ValueError, match=match):
         call(BAD_CALLS[method])
+
+
+STARVED = {  # a step budget no fit can meet
+    "quasi": dict(solver=jaxlmm.CoordinateDescent(max_steps=1)),
+    "lmmlasso": dict(solver=jaxlmm.MixedModelCGD(max_steps=1)),
+    "shel": dict(solver=jaxlmm.CoordinateDescent(max_steps=1)),
+}
+
+
+@pytest.mark.parametrize("method", sorted(STARVED))
+def test_throw_raises_the_result_message_and_false_returns_the_code(method):
+    quiet = BAD_CALLS[method](DATA, **STARVED[method])
+    assert quiet.result == "max_steps_reached" and quiet.converged is False
+    with pytest.raises(RuntimeError, match="did not succeed \\(max_steps_reached\\).*max_steps"):
+        BAD_CALLS[method](DATA, throw=True, **STARVED[method])
+
+
+def test_throw_returns_a_successful_fit():
+    assert BAD_CALLS["eb_ridge"](DATA, throw=True).converged
 
 
 def test_post_fit_functions_accept_likelihood_fits():

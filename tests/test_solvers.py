@@ -233,3 +233,31 @@ def test_max_nonzero_stops_a_filling_fit(problem, solver):
     emptied, emptied_result, *_ = jax.jit(lambda k: solver.run(fn, sparse, free, args, max_nonzero=k))(5)
     assert emptied_result == jaxlmm.RESULTS.successful
     np.testing.assert_allclose(emptied, target, atol=1e-6)
+
+
+def test_newton_and_lbfgs_report_results_like_every_solver():
+    """The small-problem solvers return the same `Solution`/`RESULTS` as `solve`: a smooth convex
+    function is solved (`successful`, the closed-form minimiser, gradient ≈ 0), a step budget
+    too small says `max_steps_reached`, and a NaN start says `nonfinite`."""
+    from jaxlmm.solvers.lbfgs import minimise_lbfgs
+    from jaxlmm.solvers.newton import damped_newton
+
+    A = jnp.asarray([[3.0, 1.0], [1.0, 2.0]])
+    b = jnp.asarray([1.0, -2.0])
+
+    def f(x):  # strictly convex, not quadratic: Newton needs several steps
+        return 0.5 * x @ A @ x - b @ x + 0.1 * jnp.sum(x**4)
+
+    x_star = jax.jit(lambda x: damped_newton(f, x, 50))(jnp.zeros(2))
+    assert x_star.result == jaxlmm.RESULTS.successful and float(x_star.kkt_residual) < 1e-10
+    np.testing.assert_allclose(jax.grad(f)(x_star.value), 0.0, atol=1e-10)
+    assert 1 < int(x_star.stats["num_steps"]) < 50
+    assert jax.jit(lambda x: damped_newton(f, x, 1))(jnp.zeros(2)).result == jaxlmm.RESULTS.max_steps_reached
+    assert jax.jit(lambda x: damped_newton(f, x, 50))(jnp.full(2, jnp.nan)).result == jaxlmm.RESULTS.nonfinite
+
+    value_and_grad = jax.value_and_grad(lambda x: (f(x), None), has_aux=True)
+    run = jax.jit(lambda x, steps: minimise_lbfgs(value_and_grad, x, steps, 1e-10)[0], static_argnums=1)
+    found = run(jnp.zeros(2), 200)
+    assert found.result == jaxlmm.RESULTS.successful
+    np.testing.assert_allclose(found.value, x_star.value, atol=1e-8)
+    assert run(jnp.zeros(2), 2).result == jaxlmm.RESULTS.max_steps_reached

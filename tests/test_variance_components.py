@@ -10,7 +10,7 @@ from hypothesis import given, settings, strategies as st
 
 import jaxlmm
 from jaxlmm._covariance import blup, covariance_basis, project_psd
-from jaxlmm.variance_components import estimate_variance_components, variance_components
+from jaxlmm._variance_components import estimate_variance_components, variance_components
 
 
 def _blocks(data):
@@ -65,7 +65,7 @@ def test_matches_dense_weighted_least_squares(structure):
         np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-11)
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=10, deadline=None)
 @given(
     sizes=st.lists(st.integers(1, 9), min_size=3, max_size=8),
     q=st.integers(1, 3),

@@ -74,7 +74,7 @@ def test_negative_a_raises():
         jaxlmm.whiten(data, -1.0)
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=10, deadline=None)
 @given(
     sizes=st.lists(st.integers(1, 9), min_size=2, max_size=7),
     q=st.integers(1, 4),

@@ -17,7 +17,7 @@ import numpy as np
 from jax import Array
 from jax.scipy.special import multigammaln
 
-from .._covariance import cluster_cross, cluster_sum
+from .._covariance import ClusterCovariance, cluster_cross, cluster_sum
 from .._data import LMMData
 
 # ---- design -------------------------------------------------------------------------------
@@ -88,37 +88,29 @@ def eb_design(data: LMMData, unpenalized: tuple = (), intercept: bool = True) ->
 # ---- Gaussian algebra on cluster blocks ---------------------------------------------------------
 
 
-def _log_det_v(design: EBDesign, psi: Array, sigma2: Array) -> Array:
-    q = psi.shape[0]
-    sizes = design.data.cluster_sizes.astype(psi.dtype)
-    sign, logdet = jnp.linalg.slogdet(jnp.eye(q, dtype=psi.dtype) + design.ZtZ @ psi / sigma2)
-    # |I + ZᵢᵀZᵢΨ/σ²| > 0 for every PSD Ψ; a non-positive one means Ψ left the cone (log|V| = NaN).
-    return jnp.where(jnp.all(sign > 0), jnp.sum(sizes) * jnp.log(sigma2) + jnp.sum(logdet), jnp.nan)
+def cluster_covariance_of(design: EBDesign, psi: Array, sigma2: Array, factor: Array | None = None
+                          ) -> ClusterCovariance:
+    """V_i = σ² I + Z_i Ψ Z_iᵀ of the design's clusters (Z_iᵀZ_i computed once, in the design;
+    `factor` L = chol Ψ where the caller has it)."""
+    return ClusterCovariance(design.ZtZ, design.data.cluster_sizes.astype(psi.dtype), psi, sigma2, factor)
 
 
 def log_likelihood(design: EBDesign, beta_F: Array, beta_G: Array, psi: Array, sigma2: Array) -> Array:
-    """log p(y | β, Ψ, σ²) = −½ N log 2π − ½ Σ log|V_i| − ½ Σ r_iᵀ V_i⁻¹ r_i, with
-    r_iᵀV_i⁻¹r_i = σ⁻²(‖r_i‖² − (Z_iᵀr_i)ᵀ Ψ S_i⁻¹ Z_iᵀr_i)."""
+    """log p(y | β, Ψ, σ²) = −½ N log 2π − ½ Σ log|V_i| − ½ Σ r_iᵀ V_i⁻¹ r_i (NaN when Ψ has left
+    the PSD cone)."""
     data = design.data
-    q = psi.shape[0]
     r = data.y - design.F @ beta_F - design.G @ beta_G
-    Ztr = cluster_sum(data, data.Z * r[:, None])
-    S = sigma2 * jnp.eye(q, dtype=psi.dtype) + design.ZtZ @ psi
-    inner = jnp.einsum("ia,ia->i", Ztr, jnp.linalg.solve(S, Ztr[..., None])[..., 0] @ psi.T)
-    quad = (r @ r - jnp.sum(inner)) / sigma2
-    return -0.5 * (data.n_obs * math.log(2.0 * math.pi) + _log_det_v(design, psi, sigma2) + quad)
+    covariance = cluster_covariance_of(design, psi, sigma2)
+    quad = covariance.quadratic(cluster_sum(data, data.Z * r[:, None]), cluster_sum(data, r * r))
+    return -0.5 * (data.n_obs * math.log(2.0 * math.pi) + covariance.log_det() + quad)
 
 
 def posterior_moments(design: EBDesign, psi: Array, sigma2: Array, residual: Array) -> tuple[Array, Array]:
-    """E-step: μ_i = E[b_i | y] = Ψ S_i⁻¹ Z_iᵀ r_i (the BLUP) and C_i = Cov[b_i | y] =
-    Ψ − Ψ S_i⁻¹ Z_iᵀZ_i Ψ, S_i = σ² I + Z_iᵀZ_i Ψ. n × q and n × q × q."""
+    """E-step: μ_i = E[b_i | y] (the BLUP) and C_i = Cov[b_i | y], n × q and n × q × q."""
     data = design.data
-    q = psi.shape[0]
-    S = sigma2 * jnp.eye(q, dtype=psi.dtype) + design.ZtZ @ psi
-    Ztr = cluster_sum(data, data.Z * residual[:, None])
-    mu = jnp.linalg.solve(S, Ztr[..., None])[..., 0] @ psi.T
-    C = psi - psi @ jnp.linalg.solve(S, design.ZtZ @ psi)
-    return mu, 0.5 * (C + jnp.swapaxes(C, 1, 2))
+    covariance = cluster_covariance_of(design, psi, sigma2)
+    return (covariance.posterior_mean(cluster_sum(data, data.Z * residual[:, None])),
+            covariance.posterior_covariance())
 
 
 # ---- the inverse-Wishart prior in the (b, A) parameterisation -------------------------------------
@@ -197,22 +189,6 @@ def log_posterior(design: EBDesign, params: EBParams, lam, b, A) -> Array:
 # ---- marginal likelihood ------------------------------------------------------------------------
 
 
-def _cluster_cholesky(design: EBDesign, L: Array, sigma2: Array) -> Array:
-    """Cholesky factors of M_i = I + Lᵀ Z_iᵀZ_i L / σ² (n × q × q; M_i ⪰ I, so they exist)."""
-    q = L.shape[0]
-    M = jnp.eye(q, dtype=L.dtype) + jnp.einsum("ab,iac,cd->ibd", L, design.ZtZ, L) / sigma2
-    return jnp.linalg.cholesky(M)
-
-
-def _v_inverse_apply_factored(design: EBDesign, L: Array, sigma2: Array, chol: Array, M: Array) -> Array:
-    """V⁻¹M = σ⁻²(M − Z_i L M_i⁻¹ Lᵀ Z_iᵀ M / σ²) per cluster, Ψ = L Lᵀ (Cholesky solves only)."""
-    data = design.data
-    half = jax.scipy.linalg.solve_triangular(chol, jnp.einsum("ab,iak->ibk", L, cluster_cross(data, data.Z, M)),
-                                             lower=True)
-    coef = jnp.einsum("ab,ibk->iak", L, jax.scipy.linalg.solve_triangular(chol, half, lower=True, trans=1))
-    return (M - jnp.einsum("ta,tak->tk", data.Z, coef[data.cluster]) / sigma2) / sigma2
-
-
 def restricted_log_marginal(design: EBDesign, L: Array, sigma2: Array, lam) -> Array:
     """log p(y | Ψ = L Lᵀ, σ², λ) with β_G ~ N(0, (σ²/λ) I) and every b_i integrated out exactly
     and a flat prior on β_F: the density of the N − k error contrasts Aᵀy (A an orthonormal
@@ -222,7 +198,7 @@ def restricted_log_marginal(design: EBDesign, L: Array, sigma2: Array, lam) -> A
         K = V + (σ²/λ) G̃ G̃ᵀ,   G̃ = (I − P_F) G = U D Wᵀ.
 
     (Using G̃ instead of G does not change the contrasts' covariance AᵀKA.) K is never formed:
-    V⁻¹ acts through q×q cluster Cholesky solves (log|V_i| = m_i log σ² + log|M_i|), and
+    V⁻¹ acts through `ClusterCovariance`'s q×q cluster solves, and
     Woodbury reduces the rest to the r×r matrix I + (σ²/λ) D UᵀV⁻¹U D, r = rank G̃ ≤ min(N, p):
     O(N r) memory, the size of X.
     """
@@ -247,17 +223,15 @@ def _marginal_terms_by_clusters(design: EBDesign, L: Array, sigma2: Array, lam):
     data = design.data
     r = design.d.shape[0]
     c = sigma2 / lam
-    chol_v = _cluster_cholesky(design, L, sigma2)
+    covariance = cluster_covariance_of(design, L @ L.T, sigma2, L)
     T = jnp.concatenate([design.U, design.F, data.y[:, None]], axis=1)
-    VT = _v_inverse_apply_factored(design, L, sigma2, chol_v, T)
+    VT = covariance.inverse_apply(data, T)
     UVT = design.d[:, None] * (design.U.T @ VT)  # D Uᵀ V⁻¹ [U, F, y]
     M = jnp.eye(r, dtype=L.dtype) + c * UVT[:, :r] * design.d[None, :]
     chol = jnp.linalg.cholesky(M)
     half = jax.scipy.linalg.solve_triangular(chol, UVT[:, r:], lower=True)
     gram = T[:, r:].T @ VT[:, r:] - c * half.T @ half  # [F, y]ᵀ K⁻¹ [F, y]
-    sizes = data.cluster_sizes.astype(L.dtype)
-    log_det_K = (jnp.sum(sizes) * jnp.log(sigma2) + 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol_v, axis1=1, axis2=2)))
-                 + 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol))))
+    log_det_K = covariance.log_det() + 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol)))
     return log_det_K, gram
 
 

@@ -9,7 +9,7 @@ import equinox as eqx
 import jax.numpy as jnp
 from jax import Array
 
-from .._covariance import cholesky_factor, cluster_cross, cluster_sum, low_rank_update_apply
+from .._covariance import ClusterCovariance, cholesky_factor, cluster_cross, cluster_sum
 from .._data import LMMData
 
 
@@ -50,24 +50,14 @@ def cluster_statistics(args: MixedModelData, beta: Array) -> ClusterStatistics:
 
 
 def variance_nll(theta: Array, log_sigma: Array, stats: ClusterStatistics, structure: str) -> Array:
-    """−log-likelihood from cluster statistics. With Ψ = L Lᵀ and M_i = I + Lᵀ Z_iᵀ Z_i L / σ²:
-
-        log|V_i| = m_i log σ² + log|M_i|,
-        r_iᵀ V_i⁻¹ r_i = (‖r_i‖² − u_iᵀ M_i⁻¹ u_i / σ²) / σ²,   u_i = Lᵀ Z_iᵀ r_i.
-
-    M_i ⪰ I, so this holds (and its Cholesky exists) for a singular Ψ as well.
-    """
+    """−log-likelihood from cluster statistics, through `ClusterCovariance` with Ψ = L(θ)L(θ)ᵀ:
+    ½ N log 2π + ½ Σ_i log|V_i| + ½ Σ_i r_iᵀ V_i⁻¹ r_i, valid for a singular Ψ as well."""
     q = stats.ZtZ.shape[-1]
     L = cholesky_factor(theta, structure, q)
-    sigma2 = jnp.exp(2.0 * log_sigma)
-    M = jnp.eye(q, dtype=stats.ZtZ.dtype) + jnp.einsum("ab,iac,cd->ibd", L, stats.ZtZ, L) / sigma2
-    chol = jnp.linalg.cholesky(M)
-    u = stats.Ztr @ L
-    v = jnp.linalg.solve(chol, u[..., None])[..., 0]  # ‖chol⁻¹ u‖² = uᵀ M⁻¹ u
-    logdet = stats.sizes * jnp.log(sigma2) + 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol, axis1=1, axis2=2)), axis=1)
-    quad = (stats.rr - jnp.sum(v * v, axis=1) / sigma2) / sigma2
+    covariance = ClusterCovariance(stats.ZtZ, stats.sizes, L @ L.T, jnp.exp(2.0 * log_sigma), L)
     n_obs = jnp.sum(stats.sizes)
-    return 0.5 * n_obs * math.log(2.0 * math.pi) + 0.5 * jnp.sum(logdet + quad)
+    quadratic = covariance.quadratic(stats.Ztr, stats.rr)
+    return 0.5 * n_obs * math.log(2.0 * math.pi) + 0.5 * (covariance.log_det() + quadratic)
 
 
 class MixedModelNLL(eqx.Module):
@@ -97,22 +87,9 @@ def mixed_model_nll(data: LMMData, X: Array | None = None, structure: str = "ide
 
 def whiten_by_covariance(args: MixedModelData, theta: Array, log_sigma: Array, structure: str):
     """(V^{-1/2} X, V^{-1/2} y): then ½‖V^{-1/2}(y − Xβ)‖² = ½ Σ r_iᵀ V_i⁻¹ r_i, so the β-step of
-    the penalised likelihood is a Lasso on these data.
-
-    With A_i = Lᵀ Z_iᵀ Z_i L = W_i Λ_i W_iᵀ and U_i = Z_i L W_i Λ_i^{-1/2} (orthonormal columns),
-    V_i^{-1/2} = σ⁻¹ (I + U_i [(I + Λ_i/σ²)^{-1/2} − I] U_iᵀ); directions with Λ = 0 get 1.
-    """
+    the penalised likelihood is a Lasso on these data (`ClusterCovariance.inverse_sqrt_apply`)."""
     data = args.data
-    q = data.Z.shape[1]
-    L = cholesky_factor(theta, structure, q)
-    sigma2 = jnp.exp(2.0 * log_sigma)
-    A = jnp.einsum("ab,iac,cd->ibd", L, args.ZtZ, L)
-    lam, W = jnp.linalg.eigh(A)
-    positive = lam > 1e3 * jnp.finfo(lam.dtype).eps * jnp.maximum(1.0, jnp.max(lam, axis=1, keepdims=True))
-    scale = jnp.where(positive, 1.0 / jnp.sqrt(jnp.where(positive, lam, 1.0)), 0.0)
-    basis = jnp.einsum("ta,ab,tbc->tc", data.Z, L, W[data.cluster]) * scale[data.cluster]
-    coefficients = jnp.where(positive, (1.0 + lam / sigma2) ** -0.5 - 1.0, 0.0)
-    sigma = jnp.sqrt(sigma2)
-    X_w = low_rank_update_apply(data, basis, coefficients, args.X) / sigma
-    y_w = low_rank_update_apply(data, basis, coefficients, args.y) / sigma
-    return X_w, y_w
+    L = cholesky_factor(theta, structure, data.Z.shape[1])
+    sizes = data.cluster_sizes.astype(L.dtype)
+    covariance = ClusterCovariance(args.ZtZ, sizes, L @ L.T, jnp.exp(2.0 * log_sigma), L).with_eigen(data)
+    return covariance.inverse_sqrt_apply(data, args.X), covariance.inverse_sqrt_apply(data, args.y)

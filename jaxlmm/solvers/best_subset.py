@@ -10,9 +10,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._penalties import L0
 from .._solution import RESULTS, Solution
 from ..losses.least_squares import LeastSquares
-from ..penalties import L0
 
 _CONFIG_FLAGS = ("jax_platform_name", "jax_platforms", "jax_enable_x64")
 

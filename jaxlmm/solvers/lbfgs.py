@@ -8,6 +8,8 @@ import jax.numpy as jnp
 import optax
 from jax import Array, lax
 
+from .._solution import RESULTS, Solution
+
 
 def minimise_lbfgs(value_and_grad, u0: Array, max_steps: int, gtol: float, ftol: float = 1e-9):
     """L-BFGS (optax's `scale_by_lbfgs` direction) with Armijo backtracking, written so that the
@@ -15,7 +17,9 @@ def minimise_lbfgs(value_and_grad, u0: Array, max_steps: int, gtol: float, ftol:
     trial point, which is accepted (new direction) or rejected (half the step). Stops when
     max |gradient| ≤ gtol, or when an accepted step improves the value by ≤ ftol·(1 + |value|)
     (a maximiser at the boundary of the transformed range — b → 1, λ → ∞ — has a vanishing
-    but never small gradient). Returns (u, aux at u, iterations, converged)."""
+    but never small gradient). Returns (solution, aux at u): a `Solution` whose `result` is
+    `successful` on either test, `line_search_failed` when the step fell below 1e-12,
+    `max_steps_reached` or `nonfinite`, `kkt_residual` max |gradient| and `stats["num_steps"]`."""
     lbfgs = optax.scale_by_lbfgs()
 
     def cond(s):
@@ -45,5 +49,8 @@ def minimise_lbfgs(value_and_grad, u0: Array, max_steps: int, gtol: float, ftol:
     zero = jnp.zeros_like(u0)
     init = (u0, jnp.asarray(jnp.inf, u0.dtype), aux0, zero, zero, jnp.asarray(0.0, u0.dtype), lbfgs.init(u0), 0,
             jnp.asarray(False))
-    u, _, aux, grad, _, step, *_, it, done = lax.while_loop(cond, body, init)
-    return u, aux, it, done & (step >= 1e-12)
+    u, value, aux, grad, _, step, *_, it, done = lax.while_loop(cond, body, init)
+    code = RESULTS.where(done, RESULTS.successful, RESULTS.max_steps_reached)
+    code = RESULTS.where(step < 1e-12, RESULTS.line_search_failed, code)
+    code = RESULTS.where(jnp.isfinite(value), code, RESULTS.nonfinite)
+    return Solution(u, code, value, jnp.max(jnp.abs(grad)), {"num_steps": it}), aux

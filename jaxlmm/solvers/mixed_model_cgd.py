@@ -8,7 +8,8 @@ import jax.numpy as jnp
 from jax import Array, lax
 
 from .._covariance import diagonal_parameters
-from .._solution import RESULTS
+from .._penalties import L1
+from .._solution import RESULTS, ReportsResult
 from ..losses.least_squares import LeastSquares, LeastSquaresData
 from ..losses.penalised_ml import (
     MixedModelData,
@@ -17,13 +18,12 @@ from ..losses.penalised_ml import (
     variance_nll,
     whiten_by_covariance,
 )
-from ..penalties import L1
 from ._base import attainable, nonzero_limits
 from .coordinate_descent import CoordinateDescent
 from .newton import damped_newton
 
 
-class MixedModelFit(eqx.Module):
+class MixedModelFit(ReportsResult):
     """In-JIT result of `MixedModelCGD.run`: `params`, `objective` Q_λ, `nll` (−log L),
     `result` code and `num_steps` (outer iterations)."""
 
@@ -32,10 +32,6 @@ class MixedModelFit(eqx.Module):
     nll: Array
     result: RESULTS
     num_steps: Array
-
-    @property
-    def converged(self) -> Array:
-        return self.result == RESULTS.successful
 
 
 class MixedModelCGD(eqx.Module):
@@ -100,7 +96,7 @@ class MixedModelCGD(eqx.Module):
             def f(phi):
                 return variance_nll(phi[:n_theta], phi[n_theta], stats, structure)
 
-            phi = damped_newton(f, jnp.append(params.theta, params.log_sigma), self.newton_steps)
+            phi = damped_newton(f, jnp.append(params.theta, params.log_sigma), self.newton_steps).value
             theta = phi[:n_theta]
             theta = theta.at[diagonal].set(jnp.where(jnp.abs(theta[diagonal]) < self.threshold, 0.0, theta[diagonal]))
             return theta, phi[n_theta]

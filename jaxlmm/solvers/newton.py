@@ -7,6 +7,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from .._solution import RESULTS, Solution
+
 
 def value_grad_hessian(f, x):
     """(f(x), ∇f(x), ∇²f(x)) from one forward-over-reverse pass (one trace of f, not three)."""
@@ -25,17 +27,22 @@ def damped_newton(f, x, max_steps: int, return_derivatives: bool = False):
 
     Stops when a step would move x by ≤ max(1e-10, 100 eps) (relative; x then stays where f, ∇f and ∇²f were
     last evaluated), when no decrease can be found, or after `max_steps`. Meant for d ≲ 20
-    parameters: each step forms the d×d Hessian by autodiff. With `return_derivatives`, returns
-    (x, (f, ∇f, ∇²f)) with the derivatives of the last Newton step — at x itself when it stopped
-    on a small step — so a caller that needs them at the optimum does not trace them again.
+    parameters: each step forms the d×d Hessian by autodiff.
+
+    Returns a `Solution` (`kkt_residual` = max |∇f|, `stats["num_steps"]`): `successful` after a
+    small step, or when no decrease could be found but the predicted one, −∇fᵀ·step, was at
+    rounding level (100 eps (1 + |f|)); `line_search_failed` when no decrease was found short of
+    that; `max_steps_reached`; `nonfinite`. With `return_derivatives`, returns (solution,
+    (f, ∇f, ∇²f)) with the derivatives of the last Newton step — at x itself when it stopped on a
+    small step — so a caller that needs them at the optimum does not trace them again.
     """
 
     def cond(s):
-        _, it, done, _ = s
+        _, it, done, _, _ = s
         return (~done) & (it < max_steps)
 
     def body(s):
-        x, it, _, _ = s
+        x, it, _, _, _ = s
         value, grad, hess = value_grad_hessian(f, x)
         w, V = jnp.linalg.eigh(hess)
         floor = 1e-10 * jnp.maximum(1.0, jnp.max(jnp.abs(w)))
@@ -60,12 +67,20 @@ def damped_newton(f, x, max_steps: int, return_derivatives: bool = False):
         accepted = f_t <= value
         small = jnp.max(jnp.abs(t * step)) <= step_tol * (1.0 + jnp.max(jnp.abs(x)))
         new = jnp.where(accepted & ~small, x + t * step, x)
-        return new, it + 1, small | ~accepted, (value, grad, hess)
+        rounding = -slope <= 100 * jnp.finfo(x.dtype).eps * (1.0 + jnp.abs(value))
+        code = RESULTS.where(small | rounding, RESULTS.successful, RESULTS.line_search_failed)
+        return new, it + 1, small | ~accepted, (value, grad, hess), code
 
     # 1e-10, or 100 eps where that is larger (float32: a step below rounding never comes).
     step_tol = max(1e-10, 100 * float(jnp.finfo(x.dtype).eps))
     d = x.shape[0]
     zero = jnp.zeros((), x.dtype)
     derivatives = (zero, jnp.zeros(d, x.dtype), jnp.zeros((d, d), x.dtype))
-    x, _, _, derivatives = lax.while_loop(cond, body, (x, 0, jnp.asarray(False), derivatives))
-    return (x, derivatives) if return_derivatives else x
+    init = (x, 0, jnp.asarray(False), derivatives, RESULTS.max_steps_reached)
+    x, it, done, derivatives, code = lax.while_loop(cond, body, init)
+    value, grad, _ = derivatives
+    code = RESULTS.where(done, code, RESULTS.max_steps_reached)
+    code = RESULTS.where(jnp.isfinite(value) & jnp.all(jnp.isfinite(x)), code, RESULTS.nonfinite)
+    kkt = jnp.max(jnp.abs(grad)) if d else zero
+    solution = Solution(x, code, value, kkt, {"num_steps": it})
+    return (solution, derivatives) if return_derivatives else solution

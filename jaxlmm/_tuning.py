@@ -14,11 +14,11 @@ from tqdm.auto import tqdm
 
 from ._cores import quasi_lasso_core
 from ._data import LMMData
+from ._path import lambda_max
+from ._select import cluster_folds, marginal_sse, training_weights
 from ._validate import check_count, check_data, check_scalar
-from .estimators import fit_quasi
+from .estimators._quasi import fit_quasi
 from .losses import quasi_likelihood
-from .path import lambda_max
-from .select import cluster_folds, marginal_sse, training_weights
 from .solvers import CoordinateDescent
 
 

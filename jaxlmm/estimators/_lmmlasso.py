@@ -12,24 +12,25 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array, lax
 
-from ._covariance import (
+from .._covariance import (
     COVARIANCE_STRUCTURES,
     blup,
     cholesky_factor,
     cluster_sum,
     covariance_start,
+    proxy_covariance,
 )
-from ._data import LMMData
-from ._fit import Fit, Tuning
-from ._scale import data_scale, rescaled
-from ._solution import RESULTS, result_name
-from ._validate import check_count, check_data, check_fraction, check_indices, check_scalar, check_weights
-from .estimators import fit_quasi
-from .losses.penalised_ml import MixedModelData, MixedModelParams, mixed_model_nll, whiten_by_covariance
-from .path import kkt_lambda
-from .penalties import L1
-from .solvers.coordinate_descent import CoordinateDescent
-from .solvers.mixed_model_cgd import MixedModelCGD, MixedModelFit
+from .._data import LMMData
+from .._fit import Fit, Tuning, finish
+from .._path import kkt_lambda
+from .._penalties import L1
+from .._scale import data_scale, rescaled
+from .._solution import RESULTS, result_name
+from .._validate import check_count, check_data, check_flag, check_fraction, check_indices, check_scalar, check_weights
+from ..losses.penalised_ml import MixedModelData, MixedModelParams, mixed_model_nll, whiten_by_covariance
+from ..solvers.coordinate_descent import CoordinateDescent
+from ..solvers.mixed_model_cgd import MixedModelCGD, MixedModelFit
+from ._quasi import fit_quasi
 
 
 class LMMLassoPath(eqx.Module):
@@ -61,21 +62,24 @@ def profile_start(args: MixedModelData, beta: Array, structure: str) -> tuple[Ar
         γ̂ = argmin_{γ ∈ [−10, 10]} N log(Σ_i r_iᵀ H_i⁻¹ r_i) + Σ_i log|H_i|   (σ² profiled out),
 
     σ̂² = Σ_i r_iᵀ H_i⁻¹ r_i / N, τ̂ = e^γ̂ σ̂, and Ψ = τ̂² I in the requested structure. The
-    one-dimensional search is a grid of 401 values of γ, using each cluster's SVD of Z_i.
+    one-dimensional search is a grid of 401 values of γ, each H_i a `proxy_covariance`.
     """
     data = args.data
     r = args.y - args.X @ beta
     n_obs = r.shape[0]
     if structure == "none":  # no random effects: σ² is the ML residual variance
         return jnp.zeros(0, r.dtype), 0.5 * jnp.log(r @ r / n_obs)
-    coords = cluster_sum(data, data.z_basis * r[:, None])  # U_iᵀ r_i
-    s2 = data.z_singular**2
-    a = jnp.exp(2.0 * jnp.linspace(-10.0, 10.0, 401, dtype=r.dtype))[:, None, None]
-    quad = r @ r - jnp.sum(a * s2 / (1.0 + a * s2) * coords**2, axis=(1, 2))
-    logdet = jnp.sum(jnp.log1p(a * s2), axis=(1, 2))
+    Ztr, rr = cluster_sum(data, data.Z * r[:, None]), cluster_sum(data, r * r)
+    a = jnp.exp(2.0 * jnp.linspace(-10.0, 10.0, 401, dtype=r.dtype))
+
+    def profile(a):
+        H = proxy_covariance(data, a)
+        return H.quadratic(Ztr, rr), H.log_det()
+
+    quad, logdet = jax.vmap(profile)(a)
     best = jnp.argmin(n_obs * jnp.log(quad) + logdet)
     sigma2 = quad[best] / n_obs
-    tau = jnp.sqrt(a[best, 0, 0] * sigma2)
+    tau = jnp.sqrt(a[best] * sigma2)
     return covariance_start(tau, structure, data.Z.shape[1]), 0.5 * jnp.log(sigma2)
 
 
@@ -226,7 +230,7 @@ class LMMLassoFit(Fit):
 
     - `loglik` (ML log-likelihood, no penalty), `bic`, `aic`, `objective` Q_λ (with the
       ½N log 2π constant).
-    - `lam` (on the fitting scale: standardised columns when `standardize=True`), `cov`,
+    - `lam` (on the fitting scale: standardised columns when `standardize=True`), `structure`,
       `unpenalized` (column indices of X), `weights` (penalty weights, None if plain),
       `adaptive`, `start` ("cold": from the Lasso start, "warm": from the path or λ_max).
     - `path`: the `LMMLassoPath` (BIC curves for both starts) when λ was chosen; its λ and BIC
@@ -241,7 +245,7 @@ class LMMLassoFit(Fit):
     aic: float
     objective: float
     lam: float
-    cov: str
+    structure: str
     unpenalized: np.ndarray
     weights: np.ndarray | None
     adaptive: bool
@@ -306,7 +310,7 @@ def fit_lmmlasso(
     data: LMMData,
     lam=None,
     *,
-    cov: str = "identity",
+    structure: str = "identity",
     unpenalized=None,
     weights=None,
     adaptive: bool = False,
@@ -316,6 +320,7 @@ def fit_lmmlasso(
     max_df: float | None = None,
     solver: MixedModelCGD | None = None,
     seed: int = 0,
+    throw: bool = False,
 ) -> LMMLassoFit:
     """l1-penalised maximum likelihood for the linear mixed model (lmmLasso; Schelldorfer,
     Bühlmann & van de Geer 2011):
@@ -341,7 +346,7 @@ def fit_lmmlasso(
       `lambda_min_ratio`·λ_max, with λ chosen by BIC = −2 log L + log N·(#{β̂_k ≠ 0} + dim θ + 1).
       Fits with more than `max_df` parameters (default N/2) are treated as saturated and
       excluded from the choice (as lmmlasso stops when the active set fills up).
-    - `cov`: Ψ = θ² I ("identity"), diagonal, "full" (Cholesky, positive definite), or
+    - `structure`: Ψ = θ² I ("identity"), diagonal, "full" (Cholesky, positive definite), or
       "none" (no random effects: the plain Lasso with σ² by ML, for comparison).
     - `unpenalized`: indices of X's columns that are not penalised. Default: every column of X
       that is also a column of Z.
@@ -351,15 +356,19 @@ def fit_lmmlasso(
       `lambda_min_ratio`·(min w_k / max w_k)·λ_max so that every column kept by the first stage
       can enter (a weight of 1/|β̂_k| for a small β̂_k moves its entry point far down).
     - `solver`: a `MixedModelCGD` (its `beta_solver` may be `ProximalGradient()`).
+    - `throw`: raise a `RuntimeError` with the `RESULTS` message when the fit did not succeed
+      (default False: the fit's `result` and `converged` say so, the choice inside sweeps).
 
     Returns an `LMMLassoFit`.
     """
     check_data(data)
-    if cov not in COVARIANCE_STRUCTURES:
-        raise ValueError(f"`cov` must be one of {COVARIANCE_STRUCTURES}; got {cov!r}.")
+    throw = check_flag("throw", throw)
+    adaptive, standardize = check_flag("adaptive", adaptive), check_flag("standardize", standardize)
+    if structure not in COVARIANCE_STRUCTURES:
+        raise ValueError(f"`structure` must be one of {COVARIANCE_STRUCTURES}; got {structure!r}.")
     p, n_obs = data.n_features, data.n_obs
     q = data.Z.shape[1]
-    if cov != "none":
+    if structure != "none":
         rank = np.sum(np.asarray(data.z_singular) > 0, axis=1)
         if not np.any(np.asarray(data.cluster_sizes) > rank):
             raise ValueError(
@@ -372,7 +381,7 @@ def fit_lmmlasso(
     unpen_idx = _default_unpenalized(data) if unpenalized is None else check_indices("unpenalized", unpenalized, p)
     w_user = check_weights(weights, p)
     w_user = np.ones(p) if w_user is None else w_user
-    if lam == 0.0 and cov != "none" and np.linalg.matrix_rank(np.column_stack([np.ones(n_obs), data.X])) >= n_obs:
+    if lam == 0.0 and structure != "none" and np.linalg.matrix_rank(np.column_stack([np.ones(n_obs), data.X])) >= n_obs:
         raise ValueError(
             f"`lam` = 0 with rank([1, X]) = N = {n_obs}: X fits y exactly, so the likelihood is unbounded "
             "(σ² → 0). Use lam > 0 or fewer columns."
@@ -389,7 +398,7 @@ def fit_lmmlasso(
     lam_fit = None if lam is None else lam * lam_unit
     design, center, scale = _standardised_design(data, standardize)
     dtype = data.X.dtype
-    args = _model_data(data, jnp.asarray(design, dtype), cov)
+    args = _model_data(data, jnp.asarray(design, dtype), structure)
     mask = np.zeros(p + 1, bool)
     mask[0] = True
     mask[unpen_idx + 1] = True
@@ -399,12 +408,13 @@ def fit_lmmlasso(
         w_full = jnp.asarray(np.concatenate([[1.0], w]), dtype)
         if lam is None:
             grid = jnp.asarray(np.geomspace(1.0, min_ratio, n_lambda), dtype)
-            path = lmmlasso_path(args, cov, grid, w_full, jnp.asarray(mask), cold_beta, solver, jnp.asarray(max_df))
+            path = lmmlasso_path(args, structure, grid, w_full, jnp.asarray(mask), cold_beta, solver,
+                                 jnp.asarray(max_df))
             i = int(path.best)
             chosen = path.cold if bool(path.best_is_cold) else path.warm
             fit = jax.tree.map(lambda x: x[i], chosen)
             return fit, float(path.lambdas[i]), "cold" if bool(path.best_is_cold) else "warm", path
-        warm, cold_fit, bic_w, bic_c = _fit_single(args, cov, jnp.asarray(lam, dtype), w_full, jnp.asarray(mask),
+        warm, cold_fit, bic_w, bic_c = _fit_single(args, structure, jnp.asarray(lam, dtype), w_full, jnp.asarray(mask),
                                                    cold_beta, solver)
         use_cold = bool(cold_fit.converged) and (bic_c <= bic_w or not bool(warm.converged))
         return (cold_fit if use_cold else warm), float(lam), "cold" if use_cold else "warm", None
@@ -432,18 +442,19 @@ def fit_lmmlasso(
         lam_caller, stage_weights = lam_used, stage_weights / lam_unit
     else:
         lam_caller = lam_used / lam_unit
-    summary = _summarise(fit, data, args, cov, center, scale, lam_caller, unpen_idx, stage_weights, adaptive, start,
-                         path, units, 1.0 if adaptive else 1.0 / lam_unit)
-    return dataclasses.replace(summary, groups=labels, feature_names=names, data_fingerprint=fingerprint)
+    summary = _summarise(fit, data, args, structure, center, scale, lam_caller, unpen_idx, stage_weights, adaptive,
+                         start, path, units, 1.0 if adaptive else 1.0 / lam_unit)
+    summary = dataclasses.replace(summary, groups=labels, feature_names=names, data_fingerprint=fingerprint)
+    return finish(summary, throw)
 
 
-def _summarise(fit, data, args, cov, center, scale, lam, unpen_idx, weights, adaptive, start, path, units,
+def _summarise(fit, data, args, structure, center, scale, lam, unpen_idx, weights, adaptive, start, path, units,
                lam_factor):
     """The fit on the caller's scale (`units`: the internal rescaling of y and X)."""
     beta_std = np.asarray(fit.params.beta)
     coef = beta_std[1:] / scale
     intercept = float(beta_std[0] - center @ coef)
-    psi, sigma2, ranef, bic, aic = _summary(fit, args, cov)
+    psi, sigma2, ranef, bic, aic = _summary(fit, args, structure)
     ranef = np.asarray(ranef)
     s, log_s = units.y, math.log(units.y)
     shift = data.n_obs * log_s  # −log L = −log L̃ + N log s_y
@@ -455,7 +466,7 @@ def _summarise(fit, data, args, cov, center, scale, lam, unpen_idx, weights, ada
         coef=coef, intercept=intercept * s, support=np.flatnonzero(coef), sigma2=float(sigma2) * s * s,
         psi=np.asarray(psi) * s * s, ranef=ranef * s, groups=data.labels, loglik=-float(fit.nll) - shift,
         bic=float(bic) + 2 * shift, aic=float(aic) + 2 * shift, objective=float(fit.objective) + shift,
-        converged=bool(fit.converged), n_iter=int(fit.num_steps), lam=lam, cov=cov, unpenalized=unpen_idx,
+        converged=bool(fit.converged), n_iter=int(fit.num_steps), lam=lam, structure=structure, unpenalized=unpen_idx,
         weights=weights, adaptive=adaptive, start=start, path=path, result=result_name(fit.result),
         feature_names=(), n_obs=data.n_obs, n_clusters=data.n_clusters,
     )

@@ -7,9 +7,9 @@ import jax
 import jax.numpy as jnp
 from jax import Array, lax
 
-from ._solution import RESULTS
+from ._penalties import L1
+from ._solution import RESULTS, ReportsResult
 from ._solve import _solve_jit
-from .penalties import L1
 
 # glmnet's path-stopping constants (`glmnet.control`): a path stops once the fit explains
 # `DEVIANCE_RATIO_MAX` of the null loss, or once a step explains less than `DEVIANCE_CHANGE_MIN`
@@ -45,7 +45,7 @@ def lambda_grid(lam_max, n_lambda: int = 100, min_ratio: float = 1e-2) -> Array:
     return lam_max * jnp.geomspace(1.0, min_ratio, n_lambda)
 
 
-class LassoPath(eqx.Module):
+class LassoPath(ReportsResult):
     """Solutions along a λ path: `lambdas` (n_λ), `coef` (n_λ × p), `result` codes,
     `objective`, `kkt_residual` and `num_steps` per λ; `fitted` (n_λ): False for the λ after an
     early stop, whose rows repeat the last fitted solution; `lambda_max` and `start` (the
@@ -61,10 +61,6 @@ class LassoPath(eqx.Module):
     fitted: Array
     lambda_max: Array
     start: Array
-
-    @property
-    def converged(self) -> Array:
-        return self.result == RESULTS.successful
 
 
 @eqx.filter_jit

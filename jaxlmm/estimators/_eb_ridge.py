@@ -24,12 +24,12 @@ import numpy as np
 from jax import Array, lax
 from jax.flatten_util import ravel_pytree
 
-from ._data import LMMData
-from ._fit import Fit, Tuning
-from ._scale import data_scale, rescaled
-from ._solution import RESULTS, result_name
-from ._validate import check_data, check_indices, check_scalar
-from .losses.eb_ridge import (
+from .._data import LMMData
+from .._fit import Fit, Tuning, finish
+from .._scale import data_scale, rescaled
+from .._solution import RESULTS, ReportsResult, result_name
+from .._validate import check_data, check_flag, check_indices, check_scalar
+from ..losses.eb_ridge import (
     EBDesign,
     EBParams,
     eb_design,
@@ -41,8 +41,8 @@ from .losses.eb_ridge import (
     posterior_moments,
     variance_from_phi,
 )
-from .solvers.lbfgs import minimise_lbfgs
-from .solvers.newton import damped_newton, value_grad_hessian
+from ..solvers.lbfgs import minimise_lbfgs
+from ..solvers.newton import damped_newton, value_grad_hessian
 
 
 def ridge_coefficients(design: EBDesign, lam, target: Array) -> tuple[Array, Array]:
@@ -79,7 +79,7 @@ def ecm_step(design: EBDesign, params: EBParams, lam, b, A) -> EBParams:
     return EBParams(beta_F, beta_G, 0.5 * (psi + psi.T), sigma2)
 
 
-class EBMap(eqx.Module):
+class EBMap(ReportsResult):
     """In-JIT result of `eb_ridge_map`: `params`, `log_posterior` J, `result`, `num_steps`
     (iterations, each two or three ECM steps)."""
 
@@ -189,10 +189,11 @@ def laplace_log_marginal(design: EBDesign, lam, b, A: Array, phi0: Array, newton
         return -log_integrand(phi, design, lam, b, A)
 
     if differentiable:
-        phi_hat = lax.stop_gradient(damped_newton(f, lax.stop_gradient(phi0), newton_steps))
+        phi_hat = lax.stop_gradient(damped_newton(f, lax.stop_gradient(phi0), newton_steps).value)
         value, grad, hess = value_grad_hessian(f, phi_hat)
     else:  # the derivatives of Newton's last step, at φ̂ when it converged
-        phi_hat, (value, grad, hess) = damped_newton(f, phi0, newton_steps, return_derivatives=True)
+        newton_fit, (value, grad, hess) = damped_newton(f, phi0, newton_steps, return_derivatives=True)
+        phi_hat = newton_fit.value
     # Envelope theorem: at the mode, d f(φ̂(Θ), Θ)/dΘ = ∂f/∂Θ, so the value needs no φ̂-derivative;
     # the log-determinant does, through one Newton step (implicit derivative −H⁻¹ ∂²f/∂φ∂Θ).
     newton = jnp.linalg.solve(hess, grad)
@@ -325,15 +326,11 @@ def learn_hyperparameters(design: EBDesign, lam=None, b=None, A=None, learn_A: s
         objective = _central_differences(negative, phi0)
     else:
         raise ValueError(f"`gradient` must be 'differences' or 'autodiff'; got {gradient!r}.")
-    u, laplace, steps, converged = minimise_lbfgs(objective, u0, max_steps, gtol)
-    lam_hat, b_hat, A_hat = theta(u)
-    result = RESULTS.where(
-        ~jnp.isfinite(laplace.value),
-        RESULTS.nonfinite,
-        RESULTS.where(converged, RESULTS.successful, RESULTS.max_steps_reached),
-    )
+    search, laplace = minimise_lbfgs(objective, u0, max_steps, gtol)
+    lam_hat, b_hat, A_hat = theta(search.value)
+    result = RESULTS.where(jnp.isfinite(laplace.value), search.result, RESULTS.nonfinite)
     return Hyperparameters(jnp.asarray(lam_hat, dtype), jnp.asarray(b_hat, dtype), A_hat, laplace.value,
-                           laplace.phi, laplace.valid, result, steps)
+                           laplace.phi, laplace.valid, result, search.stats["num_steps"])
 
 
 # ---- user entry point --------------------------------------------------------------------------
@@ -422,11 +419,13 @@ def _map_and_evidence(design, lam, b, A, proper):
     mu, _ = posterior_moments(design, fit.params.psi, fit.params.sigma2, residual)
     evidence = None
     if proper:
-        evidence = laplace_log_marginal(design, lam, b, A, phi_from_variance(fit.params.psi, fit.params.sigma2))
+        evidence = laplace_log_marginal(design, lam, b, A, phi_from_variance(fit.params.psi, fit.params.sigma2),
+                                        differentiable=False)  # a value: no derivative machinery to compile
     return fit, mu, evidence
 
 
-def fit_eb_ridge(data: LMMData, lam=None, *, b=None, A=None, unpenalized=None, intercept: bool = True) -> EBRidgeFit:
+def fit_eb_ridge(data: LMMData, lam=None, *, b=None, A=None, unpenalized=None, intercept: bool = True,
+                 throw: bool = False) -> EBRidgeFit:
     """Empirical-Bayes regularised LMM (Amestoy, van de Wiel & van Wieringen):
 
         y_i = β_0 + X_i β + Z_i b_i + ε_i,  b_i ~ N(0, Ψ),  ε_i ~ N(0, σ² I),
@@ -453,12 +452,16 @@ def fit_eb_ridge(data: LMMData, lam=None, *, b=None, A=None, unpenalized=None, i
       or a q×q positive definite matrix (fixed).
     - `unpenalized`: column indices of X with a flat prior (besides the intercept).
     - `intercept`: include an unpenalised intercept (default True).
+    - `throw`: raise a `RuntimeError` with the `RESULTS` message when the fit did not succeed
+      (default False: the fit's `result` and `converged` say so, the choice inside sweeps).
 
     Raises `ValueError` for negative or non-finite λ, b ∉ [0, 1), a bad A, bad `unpenalized`
     indices, no penalised column left, unpenalised columns that are collinear, or a request to
     learn hyperparameters with λ = 0 or b ≤ 2q/(n + 2q) fixed (the evidence is then undefined).
     """
     check_data(data)
+    throw = check_flag("throw", throw)
+    intercept = check_flag("intercept", intercept)
     q, p, n = data.Z.shape[1], data.n_features, data.n_clusters
     lam = check_scalar("lam", lam)
     b = check_scalar("b", b)
@@ -529,7 +532,7 @@ def fit_eb_ridge(data: LMMData, lam=None, *, b=None, A=None, unpenalized=None, i
     evidence_shift = -data.n_obs * log_s + k * log_s - (k - int(intercept)) * log_x
     posterior_shift = -data.n_obs * log_s - (c * q * log_s if b_v > 0 else 0.0)
     A_caller = np.asarray(A_v) * s * s
-    return EBRidgeFit(
+    return finish(EBRidgeFit(
         coef=coef * ratio,
         intercept=float(beta_F[0]) * s if intercept else 0.0,
         psi=np.asarray(fit.params.psi) * s * s,
@@ -553,4 +556,4 @@ def fit_eb_ridge(data: LMMData, lam=None, *, b=None, A=None, unpenalized=None, i
         n_obs=data.n_obs,
         n_clusters=n,
         data_fingerprint=fingerprint,
-    )
+    ), throw)

@@ -15,15 +15,23 @@ import numpy as np
 from scipy import stats
 from tqdm.auto import tqdm
 
-from ._data import LMMData
-from ._fit import Fit, Tuning
-from ._scale import data_scale, rescaled
-from ._validate import check_count, check_data, check_fraction, check_scalar
-from .inference import InferenceTable, debiased_lasso
-from .losses.shel import profile_synthetic, shel_loss
-from .path import solve_path
-from .select import cluster_folds, cross_validated_path
-from .solvers import CoordinateDescent
+from .._data import LMMData
+from .._fit import Fit, Tuning, finish
+from .._inference import InferenceTable, debiased_lasso
+from .._path import solve_path
+from .._scale import data_scale, rescaled
+from .._select import cluster_folds, cross_validated_path
+from .._validate import (
+    check_count,
+    check_data,
+    check_flag,
+    check_fraction,
+    check_scalar,
+    check_unpenalized,
+    check_weights,
+)
+from ..losses.shel import profile_synthetic, shel_loss
+from ..solvers import CoordinateDescent
 
 DEFAULT_K_GRID = (1, 2, 3, 5, 8)
 
@@ -77,7 +85,7 @@ def user_synthetic(data: LMMData, S) -> np.ndarray:
 
 
 @eqx.filter_jit
-def _cv_path(data, S_bar, base, train, test, relative, solver):
+def _cv_path(data, S_bar, base, train, test, relative, solver, weights, unpenalized):
     """The SHEL Lasso path on the clusters in `base` (λ from its λ_max down `relative`, stopped
     early by glmnet's rule) and the held-out errors of every fold along it, as one program
     (`cross_validated_path`). Fold f fits on `train[f]` and scores Σ over `test[f]` rows of
@@ -90,37 +98,38 @@ def _cv_path(data, S_bar, base, train, test, relative, solver):
         return jnp.sum(test_w[data.cluster][:, None] * residual**2, axis=0)
 
     path, sse, _ = cross_validated_path(lambda w: shel_loss(data, S_bar, w), base, train, test, relative, solver,
-                                        y0, score)
+                                        y0, score, weights, unpenalized)
     return path, sse
 
 
 @eqx.filter_jit
-def _fit_at(data, S_bar, base, lam, solver):
+def _fit_at(data, S_bar, base, lam, solver, weights, unpenalized):
     fn, args = shel_loss(data, S_bar, base)
-    return solve_path(fn, args, lam[None], solver, jnp.zeros(args.X.shape[1], args.X.dtype))
+    return solve_path(fn, args, lam[None], solver, jnp.zeros(args.X.shape[1], args.X.dtype), weights, unpenalized)
 
 
-def _select(data, S_bar, base, folds, n_folds, relative, solver, lam=None, cv_solver=None):
-    """β̂ on the clusters in `base` with λ given or chosen by cluster CV (folds over `base`).
+def _select(data, S_bar, base, folds, n_folds, relative, solver, lam=None, cv_solver=None, penalty=(None, None)):
+    """β̂ on the clusters in `base` with λ given or chosen by cluster CV (folds over `base`);
+    `penalty` = (weights, unpenalized mask) of the L1 penalty on β.
     The CV paths use `cv_solver` (default `solver`); with another solver the chosen λ is
     refitted with `solver`. Returns (coef, lam, cv_error per λ or None, (converged, coordinate epochs))."""
     cv_solver = solver if cv_solver is None else cv_solver
     dtype = data.X.dtype
     base_w = jnp.asarray(base, dtype)
     if lam is not None:
-        path = _fit_at(data, S_bar, base_w, jnp.asarray(lam, dtype), solver)
+        path = _fit_at(data, S_bar, base_w, jnp.asarray(lam, dtype), solver, *penalty)
         return np.asarray(path.coef[0]), float(lam), None, _status(path, 0)
     in_fold = folds[None, :] == np.arange(n_folds)[:, None]
     train = jnp.asarray(base[None, :] * ~in_fold, dtype)
     test = jnp.asarray(base[None, :] * in_fold, dtype)
-    path, sse = _cv_path(data, S_bar, base_w, train, test, jnp.asarray(relative, dtype), cv_solver)
+    path, sse = _cv_path(data, S_bar, base_w, train, test, jnp.asarray(relative, dtype), cv_solver, *penalty)
     error = np.asarray(sse).sum(axis=0) / float(np.sum(np.asarray(data.cluster_sizes) * base))
     error = np.where(np.asarray(path.fitted), error, np.nan)  # only λ the base path reached
     best = int(np.nanargmin(error))
     lam_best = float(path.lambdas[best])
     if cv_solver is solver:
         return np.asarray(path.coef[best]), lam_best, error, _status(path, best)
-    refit = _fit_at(data, S_bar, base_w, jnp.asarray(lam_best, dtype), solver)
+    refit = _fit_at(data, S_bar, base_w, jnp.asarray(lam_best, dtype), solver, *penalty)
     return np.asarray(refit.coef[0]), lam_best, error, _status(refit, 0)
 
 
@@ -188,7 +197,8 @@ def _aggregate_splits(estimates, ses, dfs, level, gamma=0.5):
 _profile = eqx.filter_jit(profile_synthetic)
 
 
-def split_inference(data, S_bar, relative, solver, n_splits, level, n_folds, seed, progress, cv_solver=None):
+def split_inference(data, S_bar, relative, solver, n_splits, level, n_folds, seed, progress, cv_solver=None,
+                    penalty=(None, None)):
     """Cluster sample splitting: select (SHEL, λ by CV) on a random half of the clusters, refit
     OLS of P y on P X_Ŝ on the other half (P fitted on that half) with CR1 SEs; aggregate B
     splits. Rows: every coefficient selected in at least one split."""
@@ -202,7 +212,8 @@ def split_inference(data, S_bar, relative, solver, n_splits, level, n_folds, see
         half = np.zeros(n, bool)
         half[rng.permutation(n)[: n // 2]] = True
         folds = cluster_folds(n, n_folds, seed=int(rng.integers(2**31)))
-        coef, *_ = _select(data, S_bar, half.astype(float), folds, n_folds, relative, solver, cv_solver=cv_solver)
+        coef, *_ = _select(data, S_bar, half.astype(float), folds, n_folds, relative, solver, cv_solver=cv_solver,
+                           penalty=penalty)
         support = np.flatnonzero(coef)
         if support.size == 0:
             continue
@@ -297,12 +308,18 @@ def fit_shel(
     n_splits: int = 10,
     level: float = 0.95,
     seed: int = 0,
+    weights=None,
+    unpenalized=None,
     solver=None,
     progress: bool = True,
+    throw: bool = False,
 ) -> SHELFit:
     """SHEL: the Lasso with unpenalised cluster-level synthetic variables S (METHODS §3).
 
-        (β̂, γ̂) = argmin (1/2N) ‖y − Xβ − Sγ‖² + λ ‖β‖₁,   γ unpenalised, S constant within clusters.
+        (β̂, γ̂) = argmin (1/2N) ‖y − Xβ − Sγ‖² + λ Σ_{k ∉ U} w_k |β_k|,   γ unpenalised,
+
+    S constant within clusters (`weights` w, default 1; `unpenalized` U, default none: the same
+    vocabulary as `fit_quasi` and `fit_lmmlasso`).
 
     **A reconstruction.** Only the abstract of the SHEL paper is available. It says that when
     covariate distributions differ across clusters, a Lasso that ignores the clusters selects
@@ -336,14 +353,18 @@ def fit_shel(
       one split (`extra["selection_frequency"]`).
     - `inference="debiased"`: the debiased Lasso of `jaxlmm.debias` (node-wise Lassos, scaled-
       Lasso λ_j, cluster-robust SEs) on the profiled data, one row per selected coefficient.
+    - `throw`: raise a `RuntimeError` with the `RESULTS` message when the fit did not succeed
+      (default False: the fit's `result` and `converged` say so, the choice inside sweeps).
 
     Raises `ValueError` for an unknown `synthetic`, a synthetic matrix that varies within a
     cluster or has K ≥ n columns, K ≥ n or K < 1, K given with non-PCA synthetic variables,
     negative or non-finite λ, an unknown `inference`, `n_splits` < 1, `level` ∉ (0, 1).
     """
     check_data(data)
+    throw, progress = check_flag("throw", throw), check_flag("progress", progress)
     n, p, N = data.n_clusters, data.n_features, data.n_obs
     lam = check_scalar("lam", lam)
+    user_weights, user_mask = check_weights(weights, p), check_unpenalized(unpenalized, p)
     if inference not in (None, "split", "debiased"):
         raise ValueError(f"`inference` must be None, 'split' or 'debiased'; got {inference!r}.")
     level = check_fraction("level", level)
@@ -376,6 +397,8 @@ def fit_shel(
     relative = np.geomspace(1.0, ratio, n_lambda)
     everything = np.ones(n)
     dtype = data.X.dtype
+    # Weights are scale-free (X is rescaled by one factor): they pass to the fitting scale as given.
+    penalty = (None if user_weights is None else jnp.asarray(user_weights, dtype), jnp.asarray(user_mask))
 
     if kind == "pca":
         Ks = (int(K),) if K is not None else tuple(k for k in K_grid if 1 <= k < n - 1)
@@ -389,7 +412,7 @@ def fit_shel(
             # Columns beyond K are zeroed (not dropped): one compiled shape for every K.
             S_k = S_full * (np.arange(S_full.shape[1]) <= k)
             coef, lam_k, error, status = _select(data, jnp.asarray(S_k, dtype), everything, folds, n_folds, relative,
-                                             solver, lam, cv_solver)
+                                                 solver, lam, cv_solver, penalty)
             candidates.append((np.inf if error is None else np.min(error), k, S_k, coef, lam_k, error, status))
         best = min(range(len(candidates)), key=lambda i: candidates[i][0])
         _, K_hat, S_bar, coef, lam_hat, _, status = candidates[best]
@@ -399,7 +422,7 @@ def fit_shel(
         S_bar = None if kind == "dummies" else user_synthetic(caller_data, synthetic)
         S_j = None if S_bar is None else jnp.asarray(S_bar, dtype)
         coef, lam_hat, error, status = _select(data, S_j, everything, folds, n_folds, relative, solver, lam,
-                                                  cv_solver)
+                                               cv_solver, penalty)
         K_hat = n if S_bar is None else S_bar.shape[1] - 1
         cv_error = None if error is None else error[None]
         Ks = (K_hat,)
@@ -428,12 +451,12 @@ def fit_shel(
     table = None
     if inference == "split":
         table = split_inference(data, S_jax, relative, solver, int(n_splits), level, n_folds, seed + 1,
-                                progress, cv_solver).rescaled(coef_factor)
+                                progress, cv_solver, penalty).rescaled(coef_factor)
     elif inference == "debiased":
         table = debiased_inference(data, S_jax, unit_coef, np.flatnonzero(unit_coef), level, solver,
                                    float(units.x)).rescaled(coef_factor, node_lam=units.x**2)
     converged, n_iter = status
-    return SHELFit(
+    return finish(SHELFit(
         coef=coef, intercept=intercept, support=np.flatnonzero(coef), feature_names=caller_data.column_names(),
         groups=caller_data.labels, sigma2=float(fitted_residual @ fitted_residual / dof), psi=None,
         ranef=(effects - intercept)[:, None], result="successful" if converged else "max_steps_reached",
@@ -447,4 +470,4 @@ def fit_shel(
         cv_error=None if cv_error is None else cv_error * units.y * units.y,
         lambda_ratios=None if lam is not None else np.asarray(relative),
         K_grid=tuple(Ks),
-    )
+    ), throw)

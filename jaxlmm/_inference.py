@@ -17,8 +17,8 @@ from ._covariance import cluster_sum
 from ._data import LMMData
 from ._fit import single_fit
 from ._scale import data_scale, rescaled
+from ._select import scaled_lasso
 from .losses import LeastSquaresData, quasi_likelihood
-from .select import scaled_lasso
 from .solvers import CoordinateDescent
 
 

@@ -9,25 +9,12 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from ._data import LMMData
-from ._fit import Fit, Tuning
-from ._scale import data_scale, rescaled
-from ._solution import result_name
-from ._solve import solve
-from ._validate import (
-    check_count,
-    check_data,
-    check_fraction,
-    check_grid,
-    check_scalar,
-    check_unpenalized,
-    check_weights,
-)
-from ._whiten import effective_sample_size
-from .losses import LeastSquares, LeastSquaresData, quasi_likelihood
-from .path import LassoPath, solve_path
-from .penalties import L0
-from .select import (
+from .._data import LMMData
+from .._fit import Fit, Tuning, finish
+from .._path import LassoPath, solve_path
+from .._penalties import L0
+from .._scale import data_scale, rescaled
+from .._select import (
     INFORMATION_CRITERIA,
     cluster_folds,
     cross_validated_path,
@@ -36,8 +23,22 @@ from .select import (
     scaled_lasso,
     training_weights,
 )
-from .solvers import BestSubset, CoordinateDescent
-from .variance_components import variance_components, variance_identifiable
+from .._solution import result_name
+from .._solve import solve
+from .._validate import (
+    check_count,
+    check_data,
+    check_flag,
+    check_fraction,
+    check_grid,
+    check_scalar,
+    check_unpenalized,
+    check_weights,
+)
+from .._variance_components import variance_components, variance_identifiable
+from .._whiten import effective_sample_size
+from ..losses import LeastSquares, LeastSquaresData, quasi_likelihood
+from ..solvers import BestSubset, CoordinateDescent
 
 DEFAULT_A_GRID = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
 
@@ -251,6 +252,7 @@ def fit_quasi(
     solver=None,
     best_subset: BestSubset | None = None,
     variance: bool = True,
+    throw: bool = False,
 ) -> QuasiFit:
     """Fit the Σ_a-whitened quasi-likelihood of Li, Cai & Li (2022) with a Lasso or an l0 penalty.
 
@@ -290,6 +292,8 @@ def fit_quasi(
       the CV paths solved to rtol 1e-5 and the path at the chosen a refitted to 1e-7; a solver
       given is used for both);
       `best_subset`: a `BestSubset` with skscope options.
+    - `throw`: raise a `RuntimeError` with the `RESULTS` message when the fit did not succeed
+      (default False: the fit's `result` and `converged` say so, the choice inside sweeps).
 
     Every fit runs on y / s_y and X / s_x (powers of two nearest the sd of y and the root mean
     square of X) and is reported on the caller's scale, so it is equivariant to the units of
@@ -301,6 +305,8 @@ def fit_quasi(
     check_data(data)
     p = data.n_features
     a = check_scalar("a", a)
+    throw, progress = check_flag("throw", throw), check_flag("progress", progress)
+    intercept, variance = check_flag("intercept", intercept), check_flag("variance", variance)
     a_values = np.array([a]) if a is not None else check_grid("a_grid", a_grid)
     if k is not None and lam is not None:
         raise ValueError("Give `lam` (Lasso) or `k` (best subset), not both.")
@@ -328,7 +334,7 @@ def fit_quasi(
     if variance and np.ndim(fit.coef) == 1 and variance_identifiable(data):
         vc = variance_components(fit, data)
         fit = dataclasses.replace(fit, sigma2=vc.sigma2, psi=vc.psi, ranef=vc.ranef)
-    return fit
+    return finish(fit, throw)
 
 
 def _fit_quasi_rescaled(data, a, a_values, lam, k, folds, user_mask, user_weights, n_lambda, lambda_min_ratio,

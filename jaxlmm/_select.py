@@ -11,9 +11,9 @@ import numpy as np
 from jax import Array, lax
 
 from ._data import LMMData
+from ._path import solve_path
+from ._penalties import L1
 from ._solve import _solve_jit
-from .path import solve_path
-from .penalties import L1
 
 
 def cluster_folds(n_clusters: int, n_folds: int, seed: int = 0) -> np.ndarray:
