@@ -119,7 +119,7 @@ class ClusterCovariance(eqx.Module):
     `factor` (L) and `eigen` (basis N × q stored row by row, eigenvalues n × q).
     """
 
-    ZtZ: Array
+    ZtZ: Array | None
     sizes: Array
     psi: Array
     sigma2: Array
@@ -231,16 +231,17 @@ def cluster_covariance(data: LMMData, psi: Array, sigma2, ZtZ: Array | None = No
     return ClusterCovariance(ZtZ, data.cluster_sizes.astype(psi.dtype), psi, sigma2, factor)
 
 
-def proxy_covariance(data: LMMData, a) -> ClusterCovariance:
+def proxy_covariance(data: LMMData, a, ZtZ: Array | None = None) -> ClusterCovariance:
     """Σ_a = blockdiag(I + a Z_i Z_iᵀ) (σ² = 1, Ψ = a I), with its eigenpairs taken from each
     cluster's thin SVD Z_i = U_i S_i W_iᵀ (eigenvalues a s_ik², basis U_i): no eigh, and exact
-    derivatives in a."""
+    derivatives in a. Whitening, V⁻¹ and tr V⁻¹ use those alone; `ZtZ` (Z_iᵀZ_i) is needed only
+    for log|Σ_a|, quadratic forms and posterior moments, and is not computed unless given (the
+    whitening also runs eagerly, op by op, where every extra operation costs a dispatch)."""
     dtype = data.X.dtype
     q = data.Z.shape[1]
     a = jnp.asarray(a, dtype)
-    return ClusterCovariance(cluster_cross(data, data.Z, data.Z), data.cluster_sizes.astype(dtype),
-                             a * jnp.eye(q, dtype=dtype), jnp.ones((), dtype),
-                             eigen=(data.z_basis, a * data.z_singular**2))
+    return ClusterCovariance(ZtZ, data.cluster_sizes.astype(dtype), a * jnp.eye(q, dtype=dtype),
+                             jnp.ones((), dtype), eigen=(data.z_basis, a * data.z_singular**2))
 
 
 # ---- parameterisations of Ψ for likelihood-based fits: Ψ = L Lᵀ with L built from θ ----------

@@ -88,7 +88,7 @@ def test_proxy_covariance_is_the_isotropic_operator():
     a = 2.5
     general = ClusterCovariance(cluster_cross(data, data.Z, data.Z), data.cluster_sizes.astype(float),
                                 a * jnp.eye(2), jnp.asarray(1.0), jnp.sqrt(a) * jnp.eye(2)).with_eigen(data)
-    proxy = proxy_covariance(data, a)
+    proxy = proxy_covariance(data, a, cluster_cross(data, data.Z, data.Z))
     np.testing.assert_allclose(proxy.inverse_sqrt_apply(data, M), general.inverse_sqrt_apply(data, M), atol=1e-12)
     np.testing.assert_allclose(proxy.trace_inverse(), general.trace_inverse(), rtol=1e-12)
     # m_i − rank Z_i per cluster: 0, 1, 3, 0.

@@ -73,7 +73,7 @@ def profile_start(args: MixedModelData, beta: Array, structure: str) -> tuple[Ar
     a = jnp.exp(2.0 * jnp.linspace(-10.0, 10.0, 401, dtype=r.dtype))
 
     def profile(a):
-        H = proxy_covariance(data, a)
+        H = proxy_covariance(data, a, args.ZtZ)
         return H.quadratic(Ztr, rr), H.log_det()
 
     quad, logdet = jax.vmap(profile)(a)
