@@ -89,21 +89,22 @@ def _config():
 
 @pytest.fixture(scope="module")
 def small():
+    # The shapes (12 clusters of 8 rows, p = 10) and calls of tests/test_protocol.py: programs
+    # compiled by either module are loaded from the suite's compilation cache by the other.
     rng = np.random.default_rng(0)
-    sizes = [5, 4, 6, 5, 4, 6, 5, 5]
-    groups = np.repeat(np.arange(len(sizes)), sizes)
-    X = rng.normal(size=(len(groups), 5))
-    y = X[:, 0] + rng.normal(size=len(sizes))[groups] + rng.normal(size=len(groups))
+    groups = np.repeat(np.arange(12), 8)
+    X = rng.normal(size=(len(groups), 10))
+    y = X[:, 0] + rng.normal(size=12)[groups] + rng.normal(size=len(groups))
     return jaxlmm.LMMData.from_arrays(X, y, groups)
 
 
 PUBLIC_CALLS = {
-    "fit_quasi": lambda d: jaxlmm.fit_quasi(d, a=1.0, n_lambda=10, progress=False),
+    "fit_quasi": lambda d: jaxlmm.fit_quasi(d, a=1.0, lam=0.05, progress=False),
     "fit_quasi best subset": lambda d: jaxlmm.fit_quasi(d, a=1.0, k=2, progress=False),
     "debias": lambda d: jaxlmm.debias(jaxlmm.fit_quasi(d, a=1.0, lam=0.1), d, coords=[0]),
     "variance_components": lambda d: jaxlmm.variance_components(jaxlmm.fit_quasi(d, a=1.0, lam=0.1), d),
     "fit_lmmlasso": lambda d: jaxlmm.fit_lmmlasso(d, lam=3.0),
-    "fit_shel": lambda d: jaxlmm.fit_shel(d, K=1, n_lambda=10, progress=False),
+    "fit_shel": lambda d: jaxlmm.fit_shel(d, K=2, lam=0.05, progress=False),
     "fit_eb_ridge": lambda d: jaxlmm.fit_eb_ridge(d, lam=1.0, b=0.5, A=1.0),
     "whiten": lambda d: jaxlmm.whiten(d, 1.0),
     "blup": lambda d: jaxlmm.blup(d, np.eye(1), 1.0, d.y),
@@ -140,7 +141,7 @@ def test_labels_do_not_reach_compiled_programs(small):
     first = jaxlmm.LMMData.from_arrays(X, y, groups)
     renamed = jaxlmm.LMMData.from_arrays(X, y, [f"site-{g}" for g in groups])
     calls = [lambda d: jaxlmm.fit_quasi(d, a=1.0, lam=0.1), lambda d: jaxlmm.fit_lmmlasso(d, lam=3.0),
-             lambda d: jaxlmm.fit_shel(d, K=1, lam=0.1, progress=False)]
+             lambda d: jaxlmm.fit_shel(d, K=2, lam=0.1, progress=False)]
     for call in calls:
         call(first)
     with compile_log() as compiled:
