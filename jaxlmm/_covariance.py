@@ -115,8 +115,9 @@ class ClusterCovariance(eqx.Module):
     Lᵀ Z_iᵀZ_i L: `eigen` when the caller knows them (Σ_a = I + a Z_i Z_iᵀ from each cluster's
     SVD of Z_i), else from `factor` by a q×q `eigh` per cluster.
 
-    **Fields:** `ZtZ` (n × q × q), `sizes` (n: m_i), `psi` (q × q), `sigma2`, optionally
-    `factor` (L) and `eigen` (basis N × q stored row by row, eigenvalues n × q).
+    **Fields:** `ZtZ` (n × q × q; None when only the eigen routes are used), `sizes` (n: m_i),
+    `psi` (q × q), `sigma2`, optionally `factor` (L) and `eigen` (basis N × q stored row by row,
+    eigenvalues n × q).
     """
 
     ZtZ: Array | None
