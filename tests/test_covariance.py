@@ -33,7 +33,7 @@ def _everything(data, psi, sigma2, L, M, r):
     )
 
 
-@settings(max_examples=12, deadline=None)
+@settings(max_examples=8, deadline=None)
 @given(
     sizes=st.lists(st.integers(1, 7), min_size=2, max_size=6),
     q=st.integers(1, 3),
