@@ -74,15 +74,13 @@ def quasi_best_subset_core(data: LMMData, a, support, cluster_weights=None) -> C
     (k = |S| + 1), never p × p. `jit`/`vmap` (over a or stacked data; the support is static).
     """
     support = tuple(int(j) for j in support)
-    fn, args = quasi_likelihood(data, a, cluster_weights, intercept=True)
+    _, args = quasi_likelihood(data, a, cluster_weights, intercept=True)
     columns = np.array([0, *(j + 1 for j in support)])
     X_s = args.X[:, columns]
     weighted = args.weights[:, None] * X_s  # row weights: 0 outside the training clusters
-    gram = weighted.T @ X_s
-    finite = jnp.all(jnp.isfinite(gram))
-    beta_s = jnp.linalg.solve(gram, weighted.T @ args.y)
+    beta_s = jnp.linalg.solve(weighted.T @ X_s, weighted.T @ args.y)
     coef = jnp.zeros(data.n_features, beta_s.dtype).at[columns[1:] - 1].set(beta_s[1:])
-    result = RESULTS.where(finite & jnp.all(jnp.isfinite(beta_s)), RESULTS.successful, RESULTS.nonfinite)
+    result = RESULTS.where(jnp.all(jnp.isfinite(beta_s)), RESULTS.successful, RESULTS.nonfinite)
     return CoreFit(coef, beta_s[0], None, None, None, result, jnp.zeros((), jnp.int32))
 
 

@@ -72,7 +72,7 @@ def tune_by_gradient(data: LMMData, a0: float = 1.0, lam0=None, *, n_folds: int 
     if not a0 > 0:
         raise ValueError(f"`a0` must be > 0 (the search runs on log a); got {a0}.")
     steps = check_count("steps", steps)
-    learning_rate = check_scalar("learning_rate", learning_rate)
+    learning_rate = check_scalar("learning_rate", learning_rate, allow_none=False)
     dtype = data.X.dtype
     start = time.perf_counter()
     if lam0 is None:

@@ -17,7 +17,7 @@ import numpy as np
 from jax import Array
 from jax.scipy.special import multigammaln
 
-from .._covariance import ClusterCovariance, cluster_cross, cluster_sum
+from .._covariance import cluster_covariance, cluster_cross, cluster_sum
 from .._data import LMMData
 
 # ---- design -------------------------------------------------------------------------------
@@ -88,19 +88,12 @@ def eb_design(data: LMMData, unpenalized: tuple = (), intercept: bool = True) ->
 # ---- Gaussian algebra on cluster blocks ---------------------------------------------------------
 
 
-def cluster_covariance_of(design: EBDesign, psi: Array, sigma2: Array, factor: Array | None = None
-                          ) -> ClusterCovariance:
-    """V_i = σ² I + Z_i Ψ Z_iᵀ of the design's clusters (Z_iᵀZ_i computed once, in the design;
-    `factor` L = chol Ψ where the caller has it)."""
-    return ClusterCovariance(design.ZtZ, design.data.cluster_sizes.astype(psi.dtype), psi, sigma2, factor)
-
-
 def log_likelihood(design: EBDesign, beta_F: Array, beta_G: Array, psi: Array, sigma2: Array) -> Array:
     """log p(y | β, Ψ, σ²) = −½ N log 2π − ½ Σ log|V_i| − ½ Σ r_iᵀ V_i⁻¹ r_i (NaN when Ψ has left
     the PSD cone)."""
     data = design.data
     r = data.y - design.F @ beta_F - design.G @ beta_G
-    covariance = cluster_covariance_of(design, psi, sigma2)
+    covariance = cluster_covariance(design.data, psi, sigma2, design.ZtZ)
     quad = covariance.quadratic(cluster_sum(data, data.Z * r[:, None]), cluster_sum(data, r * r))
     return -0.5 * (data.n_obs * math.log(2.0 * math.pi) + covariance.log_det() + quad)
 
@@ -108,7 +101,7 @@ def log_likelihood(design: EBDesign, beta_F: Array, beta_G: Array, psi: Array, s
 def posterior_moments(design: EBDesign, psi: Array, sigma2: Array, residual: Array) -> tuple[Array, Array]:
     """E-step: μ_i = E[b_i | y] (the BLUP) and C_i = Cov[b_i | y], n × q and n × q × q."""
     data = design.data
-    covariance = cluster_covariance_of(design, psi, sigma2)
+    covariance = cluster_covariance(design.data, psi, sigma2, design.ZtZ)
     return (covariance.posterior_mean(cluster_sum(data, data.Z * residual[:, None])),
             covariance.posterior_covariance())
 
@@ -223,7 +216,7 @@ def _marginal_terms_by_clusters(design: EBDesign, L: Array, sigma2: Array, lam):
     data = design.data
     r = design.d.shape[0]
     c = sigma2 / lam
-    covariance = cluster_covariance_of(design, L @ L.T, sigma2, L)
+    covariance = cluster_covariance(design.data, L @ L.T, sigma2, design.ZtZ, L)
     T = jnp.concatenate([design.U, design.F, data.y[:, None]], axis=1)
     VT = covariance.inverse_apply(data, T)
     UVT = design.d[:, None] * (design.U.T @ VT)  # D Uᵀ V⁻¹ [U, F, y]

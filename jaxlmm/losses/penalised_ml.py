@@ -9,7 +9,7 @@ import equinox as eqx
 import jax.numpy as jnp
 from jax import Array
 
-from .._covariance import ClusterCovariance, cholesky_factor, cluster_cross, cluster_sum
+from .._covariance import ClusterCovariance, cholesky_factor, cluster_covariance, cluster_cross, cluster_sum
 from .._data import LMMData
 
 
@@ -90,6 +90,5 @@ def whiten_by_covariance(args: MixedModelData, theta: Array, log_sigma: Array, s
     the penalised likelihood is a Lasso on these data (`ClusterCovariance.inverse_sqrt_apply`)."""
     data = args.data
     L = cholesky_factor(theta, structure, data.Z.shape[1])
-    sizes = data.cluster_sizes.astype(L.dtype)
-    covariance = ClusterCovariance(args.ZtZ, sizes, L @ L.T, jnp.exp(2.0 * log_sigma), L).with_eigen(data)
+    covariance = cluster_covariance(data, L @ L.T, jnp.exp(2.0 * log_sigma), args.ZtZ, L).with_eigen(data)
     return covariance.inverse_sqrt_apply(data, args.X), covariance.inverse_sqrt_apply(data, args.y)
