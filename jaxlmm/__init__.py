@@ -35,6 +35,7 @@ from ._penalties import (
     ElasticNet as ElasticNet,
     GroupLasso as GroupLasso,
 )
+from ._persist import load_fit as load_fit
 from ._select import cluster_folds as cluster_folds, scaled_lasso as scaled_lasso
 from ._solution import RESULTS as RESULTS, Solution as Solution
 from ._solve import solve as solve
@@ -49,11 +50,13 @@ from ._whiten import Whitened as Whitened, effective_sample_size as effective_sa
 from .estimators import (
     CVCurve as CVCurve,
     EBRidgeFit as EBRidgeFit,
+    LMMFit as LMMFit,
     LMMLassoFit as LMMLassoFit,
     LMMLassoPath as LMMLassoPath,
     QuasiFit as QuasiFit,
     SHELFit as SHELFit,
     fit_eb_ridge as fit_eb_ridge,
+    fit_lmm as fit_lmm,
     fit_lmmlasso as fit_lmmlasso,
     fit_quasi as fit_quasi,
     fit_shel as fit_shel,

@@ -108,6 +108,7 @@ class LMMData(eqx.Module):
       U_i stored row by row and zero past rank(Z_i).
     - `labels`: the group label of each cluster index (static).
     - `feature_names`: the names of X's columns (static; None for x0, x1, …). Fits report them.
+    - `design`: the `FormulaDesign` when built by `from_formula` (static; None otherwise).
     """
 
     X: Array
@@ -119,6 +120,7 @@ class LMMData(eqx.Module):
     z_singular: Array
     labels: tuple = eqx.field(static=True)
     feature_names: tuple | None = eqx.field(static=True, default=None)
+    design: object = eqx.field(static=True, default=None)
 
     @classmethod
     def from_arrays(cls, X, y, groups: Sequence[Hashable], Z=None, feature_names=None) -> LMMData:
@@ -126,7 +128,8 @@ class LMMData(eqx.Module):
 
         **Arguments:**
 
-        - `X`: fixed-effects design, N × p (p may exceed N). Include a column of ones yourself
+        - `X`: fixed-effects design, N × p (p may exceed N; p = 0, an intercept-only model, is
+          for `fit_lmm` alone: the penalised methods need columns). Include a column of ones yourself
           only if you want it penalised like the others; the estimators add an unpenalised
           intercept by default.
         - `y`: response, length N; must not be constant.
@@ -154,8 +157,6 @@ class LMMData(eqx.Module):
         if feature_names is None and hasattr(X, "columns"):
             feature_names = [str(c) for c in X.columns]
         X_arr = _as_2d("X", X, n_rows)
-        if X_arr.shape[1] == 0:
-            raise ValueError("`X` has no columns (p = 0): there are no fixed effects to fit.")
         if feature_names is not None:
             feature_names = tuple(str(name) for name in feature_names)
             if len(feature_names) != X_arr.shape[1] or len(set(feature_names)) != len(feature_names):
@@ -194,6 +195,37 @@ class LMMData(eqx.Module):
             labels=labels,
             feature_names=feature_names,
         )
+
+    @classmethod
+    def from_formula(cls, formula: str, data, columns=None) -> LMMData:
+        """Grouped data from a pandas DataFrame and an lme4-style formula, expanded by formulaic:
+
+            "Reaction ~ Days + (Days | Subject)",  "distance ~ age * Sex + (1 | Subject)",
+            "y ~ . + (1 + t || id)",  "y ~ 0 + x + (1 | school:class)".
+
+        - The fixed part is any formulaic formula: categorical columns get treatment contrasts
+          with named columns (`Sex[T.Male]`), `I(x**2)`, `np.log(x)` and interactions work, `.`
+          means every column except the response and the group, and "0 +" removes the intercept
+          (the estimators add an unpenalised one otherwise; its column is not in X).
+        - One grouping factor, in one bar `(terms | g)` — an unstructured Ψ, as in lme4 — or
+          `(terms || g)` or several single-column bars of g — a diagonal Ψ. `g` may be `a:b`
+          (the combinations of two columns). Crossed or nested factors are refused.
+        - `columns`: more numeric fixed-effect columns appended by name, without formula
+          expansion (thousands of them, as in p ≫ N): a list of names, or a regular expression
+          that the chosen names match in full (`columns=r"gene_\\d+"`).
+        - Rows with a missing value in any variable the model uses are dropped, as lme4 does;
+          `design.n_dropped` says how many, and fits report it.
+
+        The result's `design` (a `FormulaDesign`) is what `fit_*` reads for the intercept and
+        Ψ's structure, and what `Fit.predict(df)` uses to expand new data. Raises `ValueError`
+        for a formula that does not parse, missing columns, a formula without a bar, more than
+        one grouping factor, a categorical response, and whatever `from_arrays` refuses.
+        """
+        from ._formula import parse_formula
+
+        y, X, groups, Z, design = parse_formula(formula, data, columns)
+        made = cls.from_arrays(X, y, groups, Z, feature_names=design.feature_names)
+        return dataclasses.replace(made, design=design)
 
     @classmethod
     def stack(cls, datasets: Sequence[LMMData]) -> LMMData:
@@ -239,11 +271,11 @@ class LMMData(eqx.Module):
 
     def with_index_labels(self) -> LMMData:
         """The same data with labels 0..n−1. `labels` is a static field, so it is part of every
-        compiled program's cache key: the estimators fit on this copy (without `feature_names`,
-        static too), and data sets that differ only in their labels share compiled programs."""
-        if self.labels == tuple(range(len(self.labels))) and self.feature_names is None:
+        compiled program's cache key: the estimators fit on this copy (without `feature_names`
+        and `design`, static too), and data sets that differ only in their labels share compiled programs."""
+        if self.labels == tuple(range(len(self.labels))) and self.feature_names is None and self.design is None:
             return self
-        return dataclasses.replace(self, labels=tuple(range(len(self.labels))), feature_names=None)
+        return dataclasses.replace(self, labels=tuple(range(len(self.labels))), feature_names=None, design=None)
 
     def column_names(self) -> tuple:
         """`feature_names`, or x0, x1, … when none were given."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
+import inspect
 
 import numpy as np
 
@@ -57,7 +59,8 @@ class Fit:
       `converged` (bool), `n_iter` (iterations of the final solve, int; 0 where the solver
       does not report them).
     - `n_obs`, `n_clusters`; `inference` (an `InferenceTable`, or None);
-      `data_fingerprint` (`LMMData.fingerprint()` of the data, which post-fit functions check).
+      `data_fingerprint` (`LMMData.fingerprint()` of the data, which post-fit functions check);
+      `design` (the `FormulaDesign` when fitted from a formula and a DataFrame, else None).
 
     Properties that each method defines: `method` (its name), `hyperparameters` (the values
     used or chosen), `criteria` (log-likelihood, information criteria, evidence, where defined),
@@ -79,6 +82,7 @@ class Fit:
     n_clusters: int
     inference: object | None = None  # an InferenceTable
     data_fingerprint: str | None = None
+    design: object | None = None  # a FormulaDesign when fitted from a formula
 
     method = "fit"
 
@@ -105,11 +109,17 @@ class Fit:
 
     def predict(self, X, groups=None, Z=None) -> np.ndarray:
         """ŷ = β̂_0 + X β̂, plus Z_t b̂_i for every row t whose group label i was in the fit; rows of
-        new groups (and all rows when `groups` is None) get the marginal prediction.
+        new groups (and all rows when `groups` is None) get the marginal prediction β̂_0 + x_tᵀβ̂.
 
         **Arguments:** `X` (N × p), `groups` (N labels, optional), `Z` (N × q; default a column of
-        ones, the random intercept).
+        ones, the random intercept). For a fit made from a formula, `X` may instead be a
+        DataFrame with the formula's columns: X, Z and the groups are built from it as they were
+        for the fit (then `groups` and `Z` must not be given).
         """
+        if self.design is not None and hasattr(X, "columns"):
+            if groups is not None or Z is not None:
+                raise ValueError("`groups` and `Z` come from the DataFrame for a formula fit; do not pass them.")
+            X, Z, groups = self.design.matrices(X)
         X = np.asarray(X, float)
         p = np.shape(self.coef)[-1]
         if X.ndim != 2 or X.shape[1] != p:
@@ -160,6 +170,10 @@ class Fit:
         support = self.support if isinstance(self.support, np.ndarray) else np.asarray([], int)
         lines.append(f"observations: {self.n_obs}   clusters: {self.n_clusters}   p: {p}   "
                      f"selected: {len(support)}")
+        if self.design is not None:
+            lines.append(f"formula: {self.design.formula}")
+            if self.design.n_dropped:
+                lines.append(f"rows dropped for missing values: {self.design.n_dropped}")
         for name, value in self.hyperparameters.items():
             lines.append(f"{name:>22}: {_format(value)}")
         tuning = self.tuning
@@ -186,6 +200,14 @@ class Fit:
 
     def __str__(self) -> str:
         return self.summary()
+
+    def save(self, path):
+        """Write the fit to `path` as portable JSON (no pickle); `jaxlmm.load_fit(path)` reads it
+        back with every field, and `predict` works on the loaded fit. A formula fit's file holds
+        the fitted rows of the formula's variables (formulaic's state is rebuilt from them)."""
+        from ._persist import save_fit
+
+        return save_fit(self, path)
 
 
 def single_fit(fit, data: LMMData) -> tuple[np.ndarray, float, float]:
@@ -217,3 +239,46 @@ def finish(fit: Fit, throw: bool) -> Fit:
         message = RESULTS[getattr(RESULTS, fit.result)]
         raise RuntimeError(f"{fit.method} did not succeed ({fit.result}): {message}")
     return fit
+
+
+def accepts_formula(fit_function):
+    """Give a `fit_*(data, ...)` the formula route: `fit_*(df, formula="y ~ x + (1 | g)", ...)`.
+
+    `data` may then be a pandas DataFrame (with `formula`), or an `LMMData` made by
+    `LMMData.from_formula`. The formula decides the intercept ("0 +" removes it; methods that
+    always fit one refuse such a formula) and Ψ's structure where the method has a `structure`
+    argument (`(x | g)` unstructured, `(x || g)` diagonal), unless the caller passes them; the fit
+    keeps the `FormulaDesign` for names, summaries and `predict(df)`."""
+    parameters = inspect.signature(fit_function).parameters
+
+    @functools.wraps(fit_function)
+    def fit(data, *args, formula=None, **kwargs):
+        if formula is not None:
+            if isinstance(data, LMMData):
+                raise ValueError("`formula` goes with a pandas DataFrame `data`; this `data` is already an LMMData.")
+            data = LMMData.from_formula(formula, data)
+        elif hasattr(data, "columns") and not isinstance(data, LMMData):
+            raise ValueError("`data` is a DataFrame: pass `formula=` (e.g. 'y ~ x1 + x2 + (1 | group)').")
+        design = getattr(data, "design", None)
+        if design is None:
+            return fit_function(data, *args, **kwargs)
+        if not design.intercept:
+            if "intercept" not in parameters:
+                raise ValueError(f"`formula` removes the intercept, but {fit_function.__name__} always fits one.")
+            if kwargs.get("intercept", False):
+                raise ValueError("`formula` removes the intercept (0 + … or - 1) but `intercept=True` was passed.")
+            kwargs["intercept"] = False
+        if "structure" in parameters and len(design.random_names) > 1:  # with q = 1 every structure is ψ I
+            kwargs.setdefault("structure", design.structure)
+        return dataclasses.replace(fit_function(data, *args, **kwargs), design=design)
+
+    fit.__doc__ = (fit_function.__doc__ or "") + _FORMULA_NOTE
+    return fit
+
+
+_FORMULA_NOTE = """
+    **Formulas:** `data` may be a pandas DataFrame with `formula="y ~ x1 + x2 + (1 + t | g)"`
+    (lme4 syntax through formulaic; see `LMMData.from_formula`), or an `LMMData` made by
+    `from_formula`. The formula sets the intercept and, where there is a `structure` argument,
+    Ψ's structure; the fit keeps its names and `predict` accepts a DataFrame.
+"""

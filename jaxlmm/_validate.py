@@ -10,9 +10,13 @@ import numpy as np
 from ._data import LMMData
 
 
-def check_data(data) -> LMMData:
+def check_data(data, fixed_effects: bool = True) -> LMMData:
+    """An `LMMData`; with `fixed_effects`, one with p ≥ 1 columns in X (the penalised methods)."""
     if not isinstance(data, LMMData):
         raise ValueError(f"`data` must be an LMMData (use LMMData.from_arrays); got {type(data).__name__}.")
+    if fixed_effects and data.n_features == 0:
+        raise ValueError("`data.X` has no columns (p = 0): there are no fixed effects to penalise (fit_lmm fits "
+                         "an intercept-only model).")
     return data
 
 

@@ -52,7 +52,6 @@ BAD = [
     (dict(X=np.ones(6)), "`X` must be a 2-D"),
     (dict(Z=np.ones(6)), "`Z` must be a 2-D"),
     (dict(Z=np.ones((5, 1))), "`Z` has 5 rows"),
-    (dict(X=np.zeros((6, 0))), "p = 0"),
     (dict(groups=[0] * 6), "at least 2"),
     (dict(groups=[0, 1, 0]), "`groups` has 3 labels"),
     (dict(y=np.array([1.0, np.nan, 2, 3, 4, 5])), "`y` must be real and finite"),

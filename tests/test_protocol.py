@@ -4,6 +4,7 @@ import dataclasses
 import functools
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import jaxlmm
@@ -12,22 +13,28 @@ N_CLUSTERS, SIZE, P = 12, 8, 10
 NAMES = tuple(f"gene_{k}" for k in range(P))
 
 
-def _data():
+def _frame():
     rng = np.random.default_rng(5)
     groups = np.repeat([f"site{i:02d}" for i in range(N_CLUSTERS)], SIZE)
     X = rng.normal(size=(N_CLUSTERS * SIZE, P))
     b = np.repeat(rng.normal(size=N_CLUSTERS), SIZE)
     y = 2.0 * X[:, 0] - 1.5 * X[:, 3] + b + 0.5 * rng.normal(size=len(groups))
     order = rng.permutation(len(groups))
-    return jaxlmm.LMMData.from_arrays(X[order], y[order], groups[order], feature_names=NAMES)
+    frame = pd.DataFrame(X[order], columns=NAMES)
+    frame["y"], frame["site"] = y[order], groups[order]
+    return frame
 
 
-DATA = _data()
+FRAME = _frame()
+FORMULA = "y ~ " + " + ".join(NAMES) + " + (1 | site)"
+DATA = jaxlmm.LMMData.from_arrays(FRAME[list(NAMES)].to_numpy(), FRAME["y"].to_numpy(), FRAME["site"].to_numpy(),
+                                  feature_names=NAMES)
 FITTERS = {
     "quasi": lambda data, **kw: jaxlmm.fit_quasi(data, a=1.0, lam=0.05, progress=False, **kw),
     "lmmlasso": lambda data, **kw: jaxlmm.fit_lmmlasso(data, lam=10.0, **kw),
     "shel": lambda data, **kw: jaxlmm.fit_shel(data, K=2, lam=0.05, progress=False, **kw),
     "eb_ridge": lambda data, **kw: jaxlmm.fit_eb_ridge(data, lam=1.0, b=0.5, A=1.0, **kw),
+    "lmm": lambda data, **kw: jaxlmm.fit_lmm(data, **kw),
 }
 RESULT_NAMES = set(jaxlmm.RESULTS._name_to_item)
 
@@ -59,7 +66,7 @@ def test_fields_and_types(fitted):
     assert isinstance(fit.n_iter, int) and fit.n_iter >= 0
     assert (fit.n_obs, fit.n_clusters) == (DATA.n_obs, DATA.n_clusters)
     assert fit.data_fingerprint == DATA.fingerprint()
-    assert isinstance(fit.hyperparameters, dict) and "lam" in fit.hyperparameters
+    assert isinstance(fit.hyperparameters, dict) and ("lam" in fit.hyperparameters or name == "lmm")
     assert isinstance(fit.criteria, dict) and isinstance(fit.method, str)
     assert fit.tuning is None  # every hyperparameter was given
     # The strong columns are found by every method.
@@ -97,6 +104,55 @@ def test_summary_and_table(fitted):
     frame = fit.to_pandas()
     assert list(frame.index) == ["intercept", *NAMES]
     np.testing.assert_allclose(frame["coef"].to_numpy(), np.concatenate([[fit.intercept], fit.coef]))
+
+
+@pytest.mark.parametrize("name", sorted(FITTERS))
+def test_formula_fit_equals_array_fit(name):
+    """A DataFrame and a formula give the array fit (the same numbers, the same compiled program),
+    with the formula's names, and `predict` on a DataFrame builds X, Z and the groups itself."""
+    fit = FITTERS[name](FRAME, formula=FORMULA)
+    reference = fit_of(name)
+    np.testing.assert_allclose(fit.coef, reference.coef, rtol=1e-12, atol=1e-14)
+    assert fit.intercept == pytest.approx(reference.intercept, rel=1e-12)
+    assert fit.sigma2 == pytest.approx(reference.sigma2, rel=1e-12)
+    assert fit.feature_names == NAMES and fit.groups == reference.groups and fit.design.formula == FORMULA
+    assert fit.data_fingerprint == DATA.fingerprint()
+    new = FRAME.iloc[:10].copy()
+    new.loc[new.index[:3], "site"] = "unseen"
+    X_new = new[list(NAMES)].to_numpy()
+    np.testing.assert_allclose(fit.predict(new), reference.predict(X_new, groups=new["site"].to_numpy()),
+                               rtol=1e-12)
+    np.testing.assert_allclose(fit.predict(new)[:3], X_new[:3] @ fit.coef + fit.intercept, rtol=1e-12)
+    assert FORMULA in fit.summary()
+
+
+@pytest.mark.parametrize("name", sorted(FITTERS))
+def test_save_load_round_trip(name, tmp_path):
+    """A saved fit loads back with every field equal (arrays bit for bit) and predicts the same,
+    on arrays and, for a formula fit, on a DataFrame."""
+    fit = FITTERS[name](FRAME, formula=FORMULA) if name in ("lmm", "quasi") else fit_of(name)
+    path = fit.save(tmp_path / f"{name}.json")
+    loaded = jaxlmm.load_fit(path)
+    assert type(loaded) is type(fit)
+    for field in dataclasses.fields(fit):
+        if field.name == "design":
+            continue
+        a, b = getattr(fit, field.name), getattr(loaded, field.name)
+        if isinstance(a, np.ndarray):
+            np.testing.assert_array_equal(a, b)
+        elif dataclasses.is_dataclass(a):
+            assert type(a) is type(b)
+        else:
+            assert a == b, field.name
+    X_new = FRAME[list(NAMES)].to_numpy()[:7]
+    groups = FRAME["site"].to_numpy()[:7]
+    np.testing.assert_array_equal(loaded.predict(X_new, groups=groups), fit.predict(X_new, groups=groups))
+    assert loaded.summary() == fit.summary()
+    if fit.design is not None:
+        np.testing.assert_array_equal(loaded.predict(FRAME.iloc[:7]), fit.predict(FRAME.iloc[:7]))
+    (tmp_path / "other.json").write_text('{"format": "something else"}')
+    with pytest.raises(ValueError, match="not a jaxlmm fit file"):
+        jaxlmm.load_fit(tmp_path / "other.json")
 
 
 BAD_INPUTS = [

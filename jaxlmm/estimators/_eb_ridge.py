@@ -25,7 +25,7 @@ from jax import Array, lax
 from jax.flatten_util import ravel_pytree
 
 from .._data import LMMData
-from .._fit import Fit, Tuning, finish
+from .._fit import Fit, Tuning, accepts_formula, finish
 from .._scale import data_scale, rescaled
 from .._solution import RESULTS, ReportsResult, result_name
 from .._validate import check_data, check_flag, check_indices, check_scalar
@@ -424,6 +424,7 @@ def _map_and_evidence(design, lam, b, A, proper):
     return fit, mu, evidence
 
 
+@accepts_formula
 def fit_eb_ridge(data: LMMData, lam=None, *, b=None, A=None, unpenalized=None, intercept: bool = True,
                  throw: bool = False) -> EBRidgeFit:
     """Empirical-Bayes regularised LMM (Amestoy, van de Wiel & van Wieringen):

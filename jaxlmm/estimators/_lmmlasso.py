@@ -21,7 +21,7 @@ from .._covariance import (
     proxy_covariance,
 )
 from .._data import LMMData
-from .._fit import Fit, Tuning, finish
+from .._fit import Fit, Tuning, accepts_formula, finish
 from .._path import kkt_lambda
 from .._penalties import L1
 from .._scale import data_scale, rescaled
@@ -306,6 +306,7 @@ def _cold_start(data: LMMData, center, scale, seed) -> np.ndarray:
     return np.concatenate([[lasso.intercept + center @ beta], beta * scale])
 
 
+@accepts_formula
 def fit_lmmlasso(
     data: LMMData,
     lam=None,

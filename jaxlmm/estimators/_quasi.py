@@ -10,7 +10,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .._data import LMMData
-from .._fit import Fit, Tuning, finish
+from .._fit import Fit, Tuning, accepts_formula, finish
 from .._path import LassoPath, solve_path
 from .._penalties import L0
 from .._scale import data_scale, rescaled
@@ -231,6 +231,7 @@ def _choose_k_by_ic(args, coefs, ks, criterion, n_penalized) -> tuple[int, np.nd
 # ---- the estimator ----------------------------------------------------------------------------
 
 
+@accepts_formula
 def fit_quasi(
     data: LMMData,
     lam=None,

@@ -16,7 +16,7 @@ from scipy import stats
 from tqdm.auto import tqdm
 
 from .._data import LMMData
-from .._fit import Fit, Tuning, finish
+from .._fit import Fit, Tuning, accepts_formula, finish
 from .._inference import InferenceTable, debiased_lasso
 from .._path import solve_path
 from .._scale import data_scale, rescaled
@@ -294,6 +294,7 @@ class SHELFit(Fit):
                          "inference='debiased').")
 
 
+@accepts_formula
 def fit_shel(
     data: LMMData,
     lam=None,

