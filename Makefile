@@ -1,5 +1,5 @@
-# Each target creates its virtual environment on first use. `demo`, `test`, `bench` and
-# `notebooks` install the exact versions of requirements*.lock (a new release cannot change a
+# Each target creates its virtual environment on first use. `demo`, `test`, `bench`,
+# `notebooks` and `docs` install the exact versions of requirements*.lock (a new release cannot change a
 # result); `test-latest` installs the newest releases pyproject.toml allows; `lock` refreshes
 # the lock files to those newest releases (run it, then `make test`, then commit the locks).
 PYTHON ?= python3
@@ -8,9 +8,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 LOCK := requirements.lock
 NOTEBOOK_LOCK := requirements-notebooks.lock
+DOCS_LOCK := requirements-docs.lock
 TEST := python -m pytest -q -n 2 -p no:cacheprovider
 
-.PHONY: demo test test-latest bench notebooks lock clean
+.PHONY: demo test test-latest bench notebooks docs lock clean
 
 $(STAMP): pyproject.toml $(LOCK)
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -48,7 +49,13 @@ notebooks: $(STAMP)
 	$(BIN)/pip install --quiet --no-deps -r $(NOTEBOOK_LOCK)
 	$(BIN)/python notebooks/run.py notebooks/*.ipynb
 
-# Re-resolve both lock files to the newest releases that pyproject.toml allows (uv, in a
+# The documentation site (mkdocs-material + mkdocstrings) into site/; --strict fails on any
+# warning: a broken link, a missing page, an API name that no longer exists.
+docs: $(STAMP)
+	$(BIN)/pip install --quiet --no-deps -r $(DOCS_LOCK)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
+# Re-resolve the lock files to the newest releases that pyproject.toml allows (uv, in a
 # throwaway environment), for Python 3.11 as CI runs it.
 lock:
 	rm -rf .venv-lock
@@ -58,7 +65,9 @@ lock:
 		--extra test --extra bench --extra plots -o $(LOCK)
 	.venv-lock/bin/uv pip compile pyproject.toml --upgrade --python-version 3.11 --custom-compile-command "make lock" \
 		--extra test --extra bench --extra plots --extra notebooks -o $(NOTEBOOK_LOCK)
+	.venv-lock/bin/uv pip compile pyproject.toml --upgrade --python-version 3.11 --custom-compile-command "make lock" \
+		--extra test --extra bench --extra plots --extra docs -o $(DOCS_LOCK)
 	rm -rf .venv-lock
 
 clean:
-	rm -rf $(VENV) .venv-latest .venv-lock build dist *.egg-info
+	rm -rf $(VENV) .venv-latest .venv-lock build dist site *.egg-info

@@ -1,6 +1,6 @@
 """jaxlmm: high-dimensional linear mixed models in JAX."""
 
-from . import losses as losses, simulate as simulate, solvers as solvers
+from . import losses as losses, plots as plots, simulate as simulate, solvers as solvers
 from ._cores import (
     CoreFit as CoreFit,
     Influence as Influence,

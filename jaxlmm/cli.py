@@ -1,7 +1,7 @@
 """Command line: `jaxlmm fit data.csv --formula "y ~ x + (1 | g)" --method lmm` fits a model to
 a CSV file and prints its summary; `jaxlmm demo` runs the seed-001 workflow on its embedded
-default design. The `jaxlmm` script enters through `jaxlmm_launcher`, which sets up the
-compilation cache first."""
+default design, then a tour of every method on the same data. The `jaxlmm` script enters
+through `jaxlmm_launcher`, which sets up the compilation cache first."""
 
 from __future__ import annotations
 
@@ -14,15 +14,17 @@ from pathlib import Path
 import numpy as np
 
 
-def demo(seed: int = 0, k: int = 3) -> None:
+def demo(seed: int = 0, k: int = 3, tour: bool = True) -> None:
     import jax
 
     # float64 for the demo only, scoped: the library never changes global JAX config.
     with jax.enable_x64(True):
-        _demo(seed, k)
+        sim, data, fit = _demo(seed, k)
+        if tour:
+            _tour(sim, data, fit)
 
 
-def _demo(seed: int, k: int) -> None:
+def _demo(seed: int, k: int):
     import jaxlmm
 
     sim = jaxlmm.simulate.scope_example_design(seed=seed)
@@ -54,12 +56,51 @@ def _demo(seed: int, k: int) -> None:
         from statsmodels.regression.mixed_linear_model import MixedLM
     except ImportError:
         print("(install statsmodels to compare with MixedLM)")
-        return
+        return sim, data, fit
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         mixed = MixedLM(sim.y, sim.X, groups=sim.groups, exog_re=sim.Z).fit()
     theirs = np.linalg.norm(np.asarray(mixed.fe_params) - sim.beta)
     print(f"ℓ2 error, statsmodels MixedLM:     {theirs:.4f}   ({theirs / ours:.0f}× larger)")
+    return sim, data, fit
+
+
+def _tour(sim, data, best_subset) -> None:
+    """Every method on the same design, in one table (first calls: compilation included)."""
+    import dataclasses
+
+    import jaxlmm
+
+    print("\nA tour of the other methods on the same data (time includes compilation on a first run):")
+    print(f"  {'method':<44} {'support':<22} {'ℓ2 error':>9} {'time s':>7}")
+
+    def row(name, call):
+        start = time.perf_counter()
+        fit = call()
+        elapsed = time.perf_counter() - start
+        support = fit.support.tolist()
+        shown = str(support) if len(support) <= 6 else f"{len(support)} columns"
+        mark = "" if fit.converged else f"  ({fit.result})"
+        print(f"  {name:<44} {shown:<22} {np.linalg.norm(fit.coef - sim.beta):>9.4f} {elapsed:>7.1f}{mark}")
+        return fit
+
+    a = best_subset.a
+    lasso = row(f"quasi Lasso, a = {a:g}, universal λ", lambda: jaxlmm.fit_quasi(data, a=a, lam="universal",
+                                                                                progress=False))
+    row("lmmLasso, λ by BIC", lambda: jaxlmm.fit_lmmlasso(data))
+    row("SHEL, K = 2, the same λ", lambda: jaxlmm.fit_shel(data, lam=lasso.lam, K=2, progress=False))
+    row("EB ridge (no selection), λ, b, A learned", lambda: jaxlmm.fit_eb_ridge(data))
+    support = best_subset.support
+    names = tuple(data.column_names()[j] for j in support)
+    refit = dataclasses.replace(data, X=data.X[:, support], feature_names=names)
+    start = time.perf_counter()
+    lmm = jaxlmm.fit_lmm(refit)
+    elapsed = time.perf_counter() - start
+    coef = np.zeros_like(sim.beta)
+    coef[support] = lmm.coef
+    print(f"  {'LMM (REML) refit on the best subset':<44} {str(support.tolist()):<22} "
+          f"{np.linalg.norm(coef - sim.beta):>9.4f} {elapsed:>7.1f}")
+    print("  (the refit's Wald intervals ignore the selection: see debias() for valid ones)")
 
 
 METHODS = {
@@ -124,9 +165,11 @@ def main(argv=None) -> None:
     demo_parser = sub.add_parser("demo", help="seed-001 workflow on the embedded default design")
     demo_parser.add_argument("--seed", type=int, default=0)
     demo_parser.add_argument("--k", type=int, default=3)
+    demo_parser.add_argument("--no-tour", dest="tour", action="store_false",
+                             help="the seed-001 workflow only, without the tour of the other methods")
     args = parser.parse_args(argv)
     if args.command == "demo":
-        demo(seed=args.seed, k=args.k)
+        demo(seed=args.seed, k=args.k, tour=args.tour)
     elif args.command == "fit":
         try:
             fit(args.data, args.formula, args.method, ml=args.ml, out=args.out, save=args.save)

@@ -235,7 +235,8 @@ class LMMLassoFit(Fit):
       `adaptive`, `start` ("cold": from the Lasso start, "warm": from the path or λ_max).
     - `path`: the `LMMLassoPath` (BIC curves for both starts) when λ was chosen; its λ and BIC
       are on the caller's scale, its stacked fits on the internal one (y and X divided by the
-      powers of two nearest their scales; standardised columns).
+      powers of two nearest their scales; standardised columns). `coef_path` (n_λ × p): β̂ at
+      each λ of the path on the caller's scale, from the start with the smaller BIC there.
 
     Every number is on the caller's scale: the fit runs on rescaled data (`fit_lmmlasso`).
     """
@@ -251,6 +252,7 @@ class LMMLassoFit(Fit):
     adaptive: bool
     start: str
     path: LMMLassoPath | None = None
+    coef_path: np.ndarray | None = None
 
     @property
     def method(self) -> str:
@@ -463,7 +465,12 @@ def _summarise(fit, data, args, structure, center, scale, lam, unpen_idx, weight
         path = eqx.tree_at(lambda t: (t.lambdas, t.bic_warm, t.bic_cold), path,
                            (path.lambdas * lam_factor, path.bic_warm + 2 * shift, path.bic_cold + 2 * shift))
     coef = coef * (s / units.x)
-    return LMMLassoFit(
+    coef_path = None
+    if path is not None:
+        cold = np.asarray(path.bic_cold) < np.asarray(path.bic_warm)
+        betas = np.where(cold[:, None], np.asarray(path.cold.params.beta), np.asarray(path.warm.params.beta))
+        coef_path = betas[:, 1:] / scale * (s / units.x)
+    return LMMLassoFit(coef_path=coef_path, 
         coef=coef, intercept=intercept * s, support=np.flatnonzero(coef), sigma2=float(sigma2) * s * s,
         psi=np.asarray(psi) * s * s, ranef=ranef * s, groups=data.labels, loglik=-float(fit.nll) - shift,
         bic=float(bic) + 2 * shift, aic=float(aic) + 2 * shift, objective=float(fit.objective) + shift,
