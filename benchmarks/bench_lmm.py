@@ -93,7 +93,8 @@ def main():
         sm_crit, sm_time = statsmodels(frame)
 
         def show(value, fmt):
-            return format(value, fmt) if value is not None else "—"
+            width = fmt.split(".")[0].lstrip(">")
+            return format(value, fmt) if value is not None else format("—", f">{width}")
 
         ratio = f"{r_time / again:.1f}×" if r_time else "—"
         print(f"{name:<42} {fit.criterion:>16.4f} {show(r_crit, '>14.4f')} {show(sm_crit, '>14.4f')} | "

@@ -93,6 +93,50 @@ def blup(data: LMMData, psi: Array, sigma2, residual: Array) -> Array:
     return cluster_covariance(data, psi, sigma2).posterior_mean(Ztr)
 
 
+# ---- small per-cluster factorisations ---------------------------------------------------------
+
+# Up to this q the per-cluster Cholesky factors and triangular solves are written out entry by
+# entry as array operations over the n clusters, instead of batched LAPACK calls: for tiny
+# matrices those are faster, and jaxlib 0.10's batched LAPACK kernels (ParallelBatchMap on XLA's
+# intra-op pool) deadlock on this 2-core machine when two run at once over ~35,000+ clusters
+# (seen with the gradient of two chained triangular solves: every pool thread waits on a
+# BlockingCounter whose tasks cannot be scheduled).
+SMALL_Q = 4
+
+
+def small_cholesky(M: Array) -> Array:
+    """Lower Cholesky factors of a batch (..., q, q) of SPD matrices; NaN where one is not PD,
+    as `jnp.linalg.cholesky`. Written out for q ≤ `SMALL_Q`, LAPACK above."""
+    q = M.shape[-1]
+    if q > SMALL_Q:
+        return jnp.linalg.cholesky(M)
+    L = {}
+    for j in range(q):
+        L[j, j] = jnp.sqrt(M[..., j, j] - sum(L[j, k] ** 2 for k in range(j)))
+        for i in range(j + 1, q):
+            L[i, j] = (M[..., i, j] - sum(L[i, k] * L[j, k] for k in range(j))) / L[j, j]
+    zero = jnp.zeros_like(M[..., 0, 0])
+    return jnp.stack([jnp.stack([L.get((i, j), zero) for j in range(q)], -1) for i in range(q)], -2)
+
+
+def small_triangular_solve(C: Array, B: Array, transpose: bool = False) -> Array:
+    """C⁻¹B (or C⁻ᵀB) for a batch of lower-triangular C (..., q, q) and B (..., q, k), by
+    substitution written out for q ≤ `SMALL_Q`, LAPACK above."""
+    q = C.shape[-1]
+    if q > SMALL_Q:
+        return jax.scipy.linalg.solve_triangular(C, B, lower=True, trans=1 if transpose else 0)
+    X = {}
+    rows = range(q - 1, -1, -1) if transpose else range(q)
+    for i in rows:
+        others = range(i + 1, q) if transpose else range(i)
+        acc = B[..., i, :]
+        for k in others:
+            coef = C[..., k, i] if transpose else C[..., i, k]
+            acc = acc - coef[..., None] * X[k]
+        X[i] = acc / C[..., i, i][..., None]
+    return jnp.stack([X[i] for i in range(q)], -2)
+
+
 # ---- the per-cluster covariance V_i = σ² I + Z_i Ψ Z_iᵀ ----------------------------------------
 
 
@@ -136,7 +180,7 @@ class ClusterCovariance(eqx.Module):
         q = self.psi.shape[-1]
         L = self.factor
         A = jnp.einsum("ab,iac,cd->ibd", L, self.ZtZ, L)
-        return jnp.linalg.cholesky(jnp.eye(q, dtype=L.dtype) + A / self.sigma2)
+        return small_cholesky(jnp.eye(q, dtype=L.dtype) + A / self.sigma2)
 
     def _push(self, ZtM: Array) -> Array:
         """Ψ T_i⁻¹ Z_iᵀ M_i / σ² for Z_iᵀ M_i given per cluster (n × q or n × q × k). With a factor
@@ -146,8 +190,8 @@ class ClusterCovariance(eqx.Module):
         ZtM = ZtM[..., None] if vector else ZtM
         if self.factor is not None:
             L, chol = self.factor, self._cholesky()
-            half = jax.scipy.linalg.solve_triangular(chol, jnp.einsum("ab,iak->ibk", L, ZtM), lower=True)
-            solved = jax.scipy.linalg.solve_triangular(chol, half, lower=True, trans=1)
+            half = small_triangular_solve(chol, jnp.einsum("ab,iak->ibk", L, ZtM))
+            solved = small_triangular_solve(chol, half, transpose=True)
             out = jnp.einsum("ab,ibk->iak", L, solved) / self.sigma2
         else:
             out = jnp.einsum("ab,ibk->iak", self.psi, jnp.linalg.solve(self._t(), ZtM)) / self.sigma2

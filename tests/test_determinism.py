@@ -14,8 +14,8 @@ from helpers import compile_log
 
 import jaxlmm
 
-# The work whose bits must not depend on the process: simulated data, a CV fit, debiasing,
-# variance components and an lmmLasso fit. Printed as one digest per result.
+# The work whose bits must not depend on the process: simulated data (NumPy's LAPACK), a quasi
+# fit with its variance components and debiasing, an lmmLasso and a REML fit. One digest each.
 SCRIPT = textwrap.dedent("""
     import hashlib, json, os
     import numpy as np
@@ -36,17 +36,25 @@ SCRIPT = textwrap.dedent("""
         return h.hexdigest()[:16]
 
     sim = jaxlmm.simulate.scope_example_design(seed=3, n_clusters=12)
-    data = jaxlmm.LMMData.from_arrays(sim.X, sim.y, sim.groups, sim.Z)
-    fit = jaxlmm.fit_quasi(data, a_grid=(0.5, 4.0), n_lambda=20, progress=False)
-    table = jaxlmm.debias(fit, data, coords=[0, 1, 2])
+    # The fits use the shapes and calls of tests/test_protocol.py (12 clusters of 8 rows, p = 10):
+    # their programs come from the suite's compilation cache when that module ran first.
+    rng = np.random.default_rng(5)
+    groups = np.repeat(np.arange(12), 8)
+    X = rng.normal(size=(96, 10))
+    y = 2.0 * X[:, 0] - 1.5 * X[:, 3] + np.repeat(rng.normal(size=12), 8) + 0.5 * rng.normal(size=96)
+    data = jaxlmm.LMMData.from_arrays(X, y, groups)
+    fit = jaxlmm.fit_quasi(data, a=1.0, lam=0.05, progress=False)
+    table = jaxlmm.debias(fit, data, coords=[0, 3])
     vc = jaxlmm.variance_components(fit, data)
-    lmm = jaxlmm.fit_lmmlasso(data, lam=8.0)
+    lmm = jaxlmm.fit_lmmlasso(data, lam=10.0)
+    reml = jaxlmm.fit_lmm(data)
     print("DIGESTS " + json.dumps({
         "data": digest(sim.X, sim.y, sim.Z),
-        "quasi": digest(fit.coef, [fit.intercept, fit.lam, fit.a], fit.cv.error),
+        "quasi": digest(fit.coef, [fit.intercept, fit.sigma2], fit.ranef),
         "debias": digest(table.estimate, table.std_error),
         "variance": digest([vc.sigma2], vc.psi),
         "lmmlasso": digest(lmm.coef, [lmm.sigma2, lmm.loglik], lmm.psi),
+        "lmm": digest(reml.coef, [reml.criterion], reml.psi, reml.ranef),
     }))
 """)
 
