@@ -92,9 +92,8 @@ def _group_labels(frame, group: tuple) -> list:
 
 
 def _bars(formula: str):
-    """The random-effect bars of `formula` from formulaic's tokens: a list of (start, end,
-    lhs, rhs, double) — the parenthesised span in the string, the two sides of the bar, and
-    whether it was `||` — with the fixed part left over."""
+    """The random-effect bars of `formula` from formulaic's tokens, and the fixed part left over:
+    ([(lhs, rhs, double), ...], fixed) — the two sides of each bar and whether it was `||`."""
     from formulaic.parser import DefaultFormulaParser
 
     try:

@@ -29,7 +29,7 @@ class DataScale(NamedTuple):
         return self.y == 1.0 and self.x == 1.0
 
 
-def _power_of_two(value: float) -> np.float64:
+def power_of_two(value: float) -> np.float64:
     """As a NumPy float: a variance in y's units may overflow the dtype (y·1e200), and NumPy
     then says so with a warning and inf where a Python float would raise."""
     if not np.isfinite(value) or value <= 0:
@@ -37,7 +37,7 @@ def _power_of_two(value: float) -> np.float64:
     return np.float64(math.ldexp(1.0, round(math.log2(value))))
 
 
-def _rms(values: np.ndarray, center: bool) -> float:
+def rms(values: np.ndarray, center: bool) -> float:
     """Root mean square (about the mean when `center`), without squaring huge or tiny numbers."""
     values = np.asarray(values, np.float64)
     peak = np.max(np.abs(values))
@@ -51,7 +51,7 @@ def _rms(values: np.ndarray, center: bool) -> float:
 
 def data_scale(data: LMMData) -> DataScale:
     """Powers of two nearest the sd of y and the root mean square of X's entries."""
-    return DataScale(_power_of_two(_rms(data.y, center=True)), _power_of_two(_rms(data.X, center=False)))
+    return DataScale(power_of_two(rms(data.y, center=True)), power_of_two(rms(data.X, center=False)))
 
 
 def rescaled(data: LMMData, scale: DataScale) -> LMMData:

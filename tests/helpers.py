@@ -37,6 +37,16 @@ def dense_sigma(groups, Z, a):
     return S
 
 
+def dense_v(groups, Z, psi, sigma2):
+    """V = σ² I + blockdiag(Z_i Ψ Z_iᵀ) as a dense N × N matrix, rows in the order of `groups`."""
+    groups = np.asarray(groups)
+    V = sigma2 * np.eye(len(groups))
+    for g in np.unique(groups):
+        idx = np.flatnonzero(groups == g)
+        V[np.ix_(idx, idx)] += Z[idx] @ psi @ Z[idx].T
+    return V
+
+
 def dense_inverse_sqrt(S):
     """Symmetric S^{-1/2} by eigh (the correct version of the seed's `eig` computation)."""
     w, V = np.linalg.eigh(S)

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import dense_v
 from hypothesis import given, settings, strategies as st
 
 import jaxlmm
@@ -22,11 +23,7 @@ from jaxlmm._covariance import (
 
 def _dense_blocks(cluster, Z, psi, sigma2):
     """Per-cluster index sets and the dense V (rows sorted by cluster, as in LMMData)."""
-    V = sigma2 * np.eye(len(cluster))
-    blocks = [np.flatnonzero(cluster == i) for i in range(cluster.max() + 1)]
-    for idx in blocks:
-        V[np.ix_(idx, idx)] += Z[idx] @ psi @ Z[idx].T
-    return V, blocks
+    return dense_v(cluster, Z, psi, sigma2), [np.flatnonzero(cluster == i) for i in range(cluster.max() + 1)]
 
 
 @eqx.filter_jit

@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import dense_v
 from hypothesis import given, settings, strategies as st
 from scipy import linalg as sla, stats
 
@@ -32,17 +33,9 @@ def _data(seed=0, n=12, size_range=(2, 7), p=5, q=2, psi=((1.0, 0.3), (0.3, 0.5)
     return X[perm], y[perm], groups[perm], Z[perm]
 
 
-def _dense_V(groups, Z, psi, sigma2):
-    V = sigma2 * np.eye(len(groups))
-    for g in np.unique(groups):
-        idx = np.flatnonzero(groups == g)
-        V[np.ix_(idx, idx)] += Z[idx] @ psi @ Z[idx].T
-    return V
-
-
 def _dense_restricted(X, y, groups, Z, F, pen, psi, sigma2, lam):
     """log N(Aᵀy; 0, AᵀKA), K = V + (σ²/λ) X_pen X_penᵀ, A an orthonormal basis of F's complement."""
-    K = _dense_V(groups, Z, psi, sigma2) + (sigma2 / lam) * X[:, pen] @ X[:, pen].T
+    K = dense_v(groups, Z, psi, sigma2) + (sigma2 / lam) * X[:, pen] @ X[:, pen].T
     A = sla.null_space(F.T) if F.shape[1] else np.eye(len(y))
     return stats.multivariate_normal(np.zeros(A.shape[1]), A.T @ K @ A).logpdf(A.T @ y)
 
@@ -93,7 +86,7 @@ def test_inverse_wishart_density_and_jacobian():
 
 
 def _dense_log_posterior(X, y, groups, Z, F, pen, beta_F, beta_G, psi, sigma2, lam, b, A, n):
-    V = _dense_V(groups, Z, psi, sigma2)
+    V = dense_v(groups, Z, psi, sigma2)
     mean = F @ beta_F + X[:, pen] @ beta_G
     loglik = stats.multivariate_normal(mean, V).logpdf(y)
     c = b * n / (1 - b)
@@ -158,7 +151,7 @@ def test_map_coefficients_solve_the_dense_ridge_gls_equations():
     data = jaxlmm.LMMData.from_arrays(X, y, groups, Z)
     fit = jaxlmm.fit_eb_ridge(data, lam=3.0, b=0.4, A=0.5)
     assert fit.converged
-    V = _dense_V(groups, Z, fit.psi, fit.sigma2)
+    V = dense_v(groups, Z, fit.psi, fit.sigma2)
     Xt = np.column_stack([np.ones(len(y)), X])
     P = np.diag(np.r_[0.0, np.full(X.shape[1], fit.lam / fit.sigma2)])
     beta = np.linalg.solve(Xt.T @ np.linalg.solve(V, Xt) + P, Xt.T @ np.linalg.solve(V, y))
@@ -185,7 +178,7 @@ def test_laplace_matches_brute_force_integral():
     A_null = sla.null_space(np.ones((1, len(y))))
     yc = A_null.T @ y
     C = np.eye(len(yc)) + A_null.T @ X @ X.T @ A_null / lam
-    B = A_null.T @ _dense_V(groups, Z, np.eye(1), 0.0) @ A_null
+    B = A_null.T @ dense_v(groups, Z, np.eye(1), 0.0) @ A_null
     w, Vg = sla.eigh(B, C)
     proj = Vg.T @ yc
     log_det_V = np.linalg.slogdet(Vg)[1]
@@ -335,7 +328,7 @@ def test_log_likelihood_matches_dense_for_a_singular_psi(seed, n, q):
     # The Ψ-based log-likelihood (used by the ECM) stays exact for a singular Ψ.
     singular = psi.copy()
     singular[:, 0] = singular[0, :] = 0.0
-    V0 = _dense_V(np.asarray(data.cluster), np.asarray(data.Z), singular, sigma2)
+    V0 = dense_v(np.asarray(data.cluster), np.asarray(data.Z), singular, sigma2)
     beta_F, beta_G = jnp.asarray([0.3]), jnp.asarray([0.5, -1.0])
     mean = 0.3 + np.asarray(data.X) @ np.asarray(beta_G)
     np.testing.assert_allclose(jax.jit(ebl.log_likelihood)(design, beta_F, beta_G, jnp.asarray(singular), sigma2),

@@ -25,6 +25,7 @@ from .._covariance import (
 from .._data import LMMData
 from .._fit import Fit, accepts_formula, finish
 from .._inference import InferenceTable
+from .._scale import power_of_two, rms
 from .._solution import result_name
 from .._validate import check_count, check_data, check_flag, check_fraction
 from ..solvers.lbfgs import minimise_lbfgs
@@ -171,8 +172,7 @@ def _fixed_design(data: LMMData, intercept: bool) -> tuple[np.ndarray, np.ndarra
     X = np.asarray(data.X)
     center = X.mean(axis=0) if intercept else np.zeros(X.shape[1])
     Xc = X - center
-    rms = np.sqrt(np.mean(Xc * Xc, axis=0))
-    scale = np.where(rms > 0, 2.0 ** np.round(np.log2(np.where(rms > 0, rms, 1.0))), 1.0)
+    scale = np.array([power_of_two(rms(column, center=False)) for column in Xc.T])
     D = Xc / scale
     if intercept:
         D = np.column_stack([np.ones(X.shape[0], X.dtype), D])
@@ -235,7 +235,7 @@ def fit_lmm(data: LMMData, *, reml: bool = True, structure: str = "full", interc
         raise ValueError("`data`: every cluster has at most rank(Z_i) rows, so σ² and Ψ cannot be told apart.")
 
     y = np.asarray(data.y)
-    y_scale = 2.0 ** np.round(np.log2(np.std(y)))  # exact: results are equivariant to y's units
+    y_scale = float(power_of_two(rms(y, center=True)))  # exact: results are equivariant to y's units
     fitting = data.with_index_labels()
     sol = _solve(fitting, jnp.asarray(D), jnp.asarray(y / y_scale, y.dtype), structure, reml, max_steps)
     theta = np.asarray(sol.theta)
@@ -260,6 +260,8 @@ def fit_lmm(data: LMMData, *, reml: bool = True, structure: str = "full", interc
     n_params = p_full + theta.size + 1
     singular = bool(np.any(np.abs(theta[diagonal_parameters(structure, data.Z.shape[1])]) < SINGULAR_TOLERANCE))
     std_error = np.sqrt(np.diag(cov_params))
+    # On the host (scipy): `_inference.normal_intervals` is the same formula in jnp, whose eager
+    # ops would add ~1 s of compilation to a first fit for a handful of numbers.
     z = scipy_stats.norm.ppf(0.5 + level / 2)
     coords = np.arange(-1 if intercept else 0, data.n_features)
     table = InferenceTable(coords=coords, estimate=beta, std_error=std_error, ci_low=beta - z * std_error,
