@@ -4,6 +4,8 @@ Everything is O(N q²); no m_i×m_i (let alone N×N) matrix."""
 
 from __future__ import annotations
 
+import math
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -95,21 +97,32 @@ def blup(data: LMMData, psi: Array, sigma2, residual: Array) -> Array:
 
 # ---- small per-cluster factorisations ---------------------------------------------------------
 
-# Up to this q the per-cluster Cholesky factors and triangular solves are written out entry by
-# entry as array operations over the n clusters, instead of batched LAPACK calls: for tiny
-# matrices those are faster, and jaxlib 0.10's batched LAPACK kernels (ParallelBatchMap on XLA's
-# intra-op pool) deadlock on this 2-core machine when two run at once over ~35,000+ clusters
-# (seen with the gradient of two chained triangular solves: every pool thread waits on a
-# BlockingCounter whose tasks cannot be scheduled).
+# For q ≤ SMALL_Q and at least WRITTEN_OUT_FROM clusters, the per-cluster Cholesky factors and
+# triangular solves are written out entry by entry as array operations over the clusters instead
+# of batched LAPACK calls. jaxlib 0.10's batched LAPACK kernels (ParallelBatchMap on XLA's
+# intra-op pool) deadlock on a 2-core machine when two run at once over ~35,000+ clusters (seen
+# with the gradient of two chained triangular solves: every pool thread waits on a BlockingCounter
+# whose tasks cannot be scheduled); the written-out form is also faster to run there. Below the
+# threshold LAPACK stays: its compact derivative rules compile in about half the time under the
+# nested derivatives of the EB evidence (q = 4: 8 s against 15 s), and compilation is what a
+# first fit on a small data set waits for.
 SMALL_Q = 4
+WRITTEN_OUT_FROM = 4096
 
 
-def small_cholesky(M: Array) -> Array:
+def _written_out(M: Array, written_out: bool | None) -> bool:
+    if written_out is not None:
+        return written_out
+    return M.shape[-1] <= SMALL_Q and math.prod(M.shape[:-2]) >= WRITTEN_OUT_FROM
+
+
+def small_cholesky(M: Array, written_out: bool | None = None) -> Array:
     """Lower Cholesky factors of a batch (..., q, q) of SPD matrices; NaN where one is not PD,
-    as `jnp.linalg.cholesky`. Written out for q ≤ `SMALL_Q`, LAPACK above."""
-    q = M.shape[-1]
-    if q > SMALL_Q:
+    as `jnp.linalg.cholesky`. Written out for q ≤ `SMALL_Q` over ≥ `WRITTEN_OUT_FROM` matrices
+    (or as `written_out` says), LAPACK otherwise."""
+    if not _written_out(M, written_out):
         return jnp.linalg.cholesky(M)
+    q = M.shape[-1]
     L = {}
     for j in range(q):
         L[j, j] = jnp.sqrt(M[..., j, j] - sum(L[j, k] ** 2 for k in range(j)))
@@ -119,12 +132,12 @@ def small_cholesky(M: Array) -> Array:
     return jnp.stack([jnp.stack([L.get((i, j), zero) for j in range(q)], -1) for i in range(q)], -2)
 
 
-def small_triangular_solve(C: Array, B: Array, transpose: bool = False) -> Array:
-    """C⁻¹B (or C⁻ᵀB) for a batch of lower-triangular C (..., q, q) and B (..., q, k), by
-    substitution written out for q ≤ `SMALL_Q`, LAPACK above."""
-    q = C.shape[-1]
-    if q > SMALL_Q:
+def small_triangular_solve(C: Array, B: Array, transpose: bool = False, written_out: bool | None = None) -> Array:
+    """C⁻¹B (or C⁻ᵀB) for a batch of lower-triangular C (..., q, q) and B (..., q, k): by
+    substitution written out as `small_cholesky` decides, LAPACK otherwise."""
+    if not _written_out(C, written_out):
         return jax.scipy.linalg.solve_triangular(C, B, lower=True, trans=1 if transpose else 0)
+    q = C.shape[-1]
     X = {}
     rows = range(q - 1, -1, -1) if transpose else range(q)
     for i in rows:

@@ -103,20 +103,31 @@ def test_proxy_covariance_is_the_isotropic_operator():
 
 
 @settings(max_examples=20, deadline=None)
-@given(q=st.integers(1, 6), batch=st.integers(1, 5), k=st.integers(1, 3), seed=st.integers(0, 10_000))
-def test_small_factorisations_equal_lapack(q, batch, k, seed):
-    """The written-out Cholesky factor and triangular solves (q ≤ SMALL_Q; LAPACK above) equal
-    NumPy's on random SPD batches, transposed solves included; a non-PD matrix gives NaN."""
+@given(q=st.integers(1, 4), batch=st.integers(1, 5), k=st.integers(1, 3), seed=st.integers(0, 10_000),
+       written_out=st.sampled_from([True, False, None]))
+def test_small_factorisations_equal_lapack(q, batch, k, seed, written_out):
+    """The written-out Cholesky factor and triangular solves (forced, or chosen by size: LAPACK
+    for these small batches) equal NumPy's on random SPD batches, transposed solves included; a
+    non-PD matrix gives NaN."""
     rng = np.random.default_rng(seed)
     A = rng.normal(size=(batch, q, q))
     M = A @ np.swapaxes(A, 1, 2) + 0.05 * np.eye(q)
     B = rng.normal(size=(batch, q, k))
-    C = small_cholesky(jnp.asarray(M))
+    C = small_cholesky(jnp.asarray(M), written_out)
     np.testing.assert_allclose(C, np.linalg.cholesky(M), rtol=1e-9, atol=1e-11)
-    np.testing.assert_allclose(small_triangular_solve(C, jnp.asarray(B)), np.linalg.solve(C, B), rtol=1e-8, atol=1e-9)
-    np.testing.assert_allclose(small_triangular_solve(C, jnp.asarray(B), transpose=True),
+    np.testing.assert_allclose(small_triangular_solve(C, jnp.asarray(B), written_out=written_out),
+                               np.linalg.solve(C, B), rtol=1e-8, atol=1e-9)
+    np.testing.assert_allclose(small_triangular_solve(C, jnp.asarray(B), transpose=True, written_out=written_out),
                                np.linalg.solve(np.swapaxes(C, 1, 2), B), rtol=1e-8, atol=1e-9)
-    assert np.isnan(small_cholesky(jnp.asarray(-M))).any()
+    assert np.isnan(small_cholesky(jnp.asarray(-M), written_out)).any()
+
+
+def test_written_out_route_is_chosen_by_size():
+    from jaxlmm._covariance import SMALL_Q, WRITTEN_OUT_FROM, _written_out
+
+    assert _written_out(jnp.zeros((WRITTEN_OUT_FROM, SMALL_Q, SMALL_Q)), None)
+    assert not _written_out(jnp.zeros((WRITTEN_OUT_FROM - 1, SMALL_Q, SMALL_Q)), None)
+    assert not _written_out(jnp.zeros((WRITTEN_OUT_FROM, SMALL_Q + 1, SMALL_Q + 1)), None)
 
 
 @pytest.mark.timeout(120)
