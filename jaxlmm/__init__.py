@@ -39,6 +39,7 @@ from ._persist import load_fit as load_fit
 from ._select import cluster_folds as cluster_folds, scaled_lasso as scaled_lasso
 from ._solution import RESULTS as RESULTS, Solution as Solution
 from ._solve import solve as solve
+from ._sweep import SweepResult as SweepResult, sweep as sweep
 from ._tuning import GradientTuning as GradientTuning, tune_by_gradient as tune_by_gradient
 from ._variance_components import (
     VarianceComponents as VarianceComponents,

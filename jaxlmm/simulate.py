@@ -205,3 +205,213 @@ def target_shift(
     y = X @ beta + alpha[groups] + sigma * rng.normal(size=len(groups))
     return TargetShift(X, y, groups, np.ones((len(groups), 1)), beta, alpha[:, None],
                        np.array([[alpha_sd**2]]), float(sigma), alpha, np.arange(n_proxy))
+
+
+# ---- key-driven batches: every replicate drawn in one jitted program ----------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Batch:
+    """Replicates drawn by `draw`: `data`, a stacked `LMMData` (leading axis = keys, ready for
+    `jaxlmm.sweep`), and the truth per replicate: `beta` (B × p), `ranef` (B × n × q), `intercept`
+    (the fixed intercept of the design), `Psi` (q × q) and `sigma`; `extra` holds what a design
+    adds (target shift: `alpha` B × n and `proxies`)."""
+
+    data: object
+    beta: object
+    ranef: object
+    intercept: float
+    Psi: np.ndarray
+    sigma: float
+    extra: dict
+
+
+DESIGNS = ("scope_example", "li_cai_li", "schelldorfer", "target_shift")
+
+
+def draw(design: str, keys, cluster_size, **options) -> Batch:
+    """Draw one replicate per PRNG key of a design of the seeds and papers, all in one jitted
+    JAX program (no Python loop over replicates; on an accelerator the data are drawn there).
+
+    The distributions are those of the NumPy generators of the same name (`scope_example_design`,
+    `li_cai_li_design`, `schelldorfer_design`, `target_shift`): the same means and covariances,
+    not the same numbers. The cluster layout is one for the whole batch (`cluster_size`: one
+    size for every cluster, or one per cluster), so the replicates stack.
+
+    **Arguments:**
+
+    - `design`: "scope_example" (seed 001), "li_cai_li", "schelldorfer" (`variant` "H1"–"H3";
+      its cluster count and size come from the paper, so give `cluster_size=None`) or
+      "target_shift" (seed 000).
+    - `keys`: a batch of PRNG keys (`jax.random.split(jax.random.key(0), B)`).
+    - `options`: the design's parameters, named as in its NumPy generator (`p`, `q`, `sigma`, …).
+
+    Returns a `Batch`; `batch.data` goes straight into `jaxlmm.sweep`.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    if design not in DESIGNS:
+        raise ValueError(f"`design` must be one of {DESIGNS}; got {design!r}.")
+    keys = jnp.asarray(keys) if not isinstance(keys, jax.Array) else keys
+    if keys.ndim < 1 or keys.shape[0] == 0:
+        raise ValueError("`keys` must be a non-empty batch of PRNG keys (jax.random.split(key, B)).")
+    if design == "schelldorfer":
+        variant = options.pop("variant", "H1")
+        if variant not in SCHELLDORFER_DESIGNS:
+            raise ValueError(f"`variant` must be one of {sorted(SCHELLDORFER_DESIGNS)}; got {variant!r}.")
+        n_clusters, size, p, q, sigma2, theta2 = SCHELLDORFER_DESIGNS[variant]
+        if cluster_size is not None:
+            raise ValueError("`cluster_size` is fixed by the Schelldorfer design; pass None.")
+        cluster_size = np.full(n_clusters, size)
+    sizes = np.asarray(cluster_size, int)
+    if sizes.ndim == 0:
+        n_default = {"scope_example": 15, "li_cai_li": 40, "target_shift": 50}[design]
+        sizes = np.full(options.pop("n_clusters", n_default), int(sizes))
+    if sizes.ndim != 1 or len(sizes) < 2 or np.any(sizes < 1):
+        raise ValueError("`cluster_size` must be a positive size, or one per cluster (at least 2 clusters).")
+    groups = np.repeat(np.arange(len(sizes)), sizes)
+    extra = {}
+    if design == "scope_example":
+        draw_one, beta, Psi, sigma, intercept = _scope_example(groups, **options)
+    elif design == "li_cai_li":
+        draw_one, beta, Psi, sigma, intercept = _li_cai_li(groups, **options)
+    elif design == "schelldorfer":
+        draw_one, beta, Psi, sigma, intercept = _schelldorfer(groups, p, q, sigma2, theta2)
+    else:
+        draw_one, beta, Psi, sigma, intercept, extra = _target_shift(groups, **options)
+    X, y, Z, ranef, latent = jax.jit(jax.vmap(draw_one))(keys)
+    if design == "target_shift":
+        extra = {"alpha": latent, **extra}
+    data = _stacked_data(X, y, Z, groups, sizes)
+    return Batch(data, jnp.broadcast_to(jnp.asarray(beta, X.dtype), (X.shape[0], X.shape[2])), ranef, intercept,
+                 np.asarray(Psi), float(sigma), extra)
+
+
+def _dtype():
+    import jax.numpy as jnp
+
+    return jnp.zeros(()).dtype  # float64 when the caller enabled x64, else float32
+
+
+def _scope_example(groups, p=50, q=4, sigma=0.25, rho=0.2, support=(1, 5, 10), values=(1.0, 0.5, 0.3),
+                   psi_rho=0.56):
+    import jax
+    import jax.numpy as jnp
+
+    j, l = np.meshgrid(np.arange(p), np.arange(q), indexing="ij")
+    cross = np.where(np.maximum(j, l) <= q - 1, rho ** np.abs(j - l), 0.0)
+    root = _symmetric_sqrt_abs(np.block([[np.eye(p), cross], [cross.T, np.eye(q)]]))
+    beta = np.zeros(p)
+    beta[list(support)] = values
+    Psi = psi_rho ** np.abs(np.subtract.outer(np.arange(q), np.arange(q)))
+    chol, n, N, dt = np.linalg.cholesky(Psi), groups.max() + 1, len(groups), _dtype()
+
+    def one(key):
+        k1, k2, k3 = jax.random.split(key, 3)
+        XZ = jax.random.normal(k1, (N, p + q), dt) @ jnp.asarray(root, dt)
+        X, Z = XZ[:, :p], XZ[:, p:]
+        ranef = jax.random.normal(k2, (n, q), dt) @ jnp.asarray(chol.T, dt)
+        y = X @ jnp.asarray(beta, dt) + jnp.sum(Z * ranef[groups], 1) + sigma * jax.random.normal(k3, (N,), dt)
+        return X, y, Z, ranef, None
+
+    return one, beta, Psi, sigma, 0.0
+
+
+def _li_cai_li(groups, p=300, q=2, psi_diag=(1.0, 0.5), sigma=1.0, support=(0, 1, 2, 3, 4),
+               values=(1.0, 0.5, 0.2, 0.1, 0.05)):
+    import jax
+    import jax.numpy as jnp
+
+    beta = np.zeros(p)
+    beta[list(support)] = values
+    sd = np.sqrt(np.broadcast_to(np.asarray(psi_diag, float), (q,)))
+    n, N, dt = groups.max() + 1, len(groups), _dtype()
+
+    def one(key):
+        k1, k2, k3 = jax.random.split(key, 3)
+        X = jax.random.normal(k1, (N, p), dt)
+        Z = jnp.concatenate([jnp.ones((N, 1), dt), X[:, : q - 1]], axis=1)
+        ranef = jax.random.normal(k2, (n, q), dt) * jnp.asarray(sd, dt)
+        y = X @ jnp.asarray(beta, dt) + jnp.sum(Z * ranef[groups], 1) + sigma * jax.random.normal(k3, (N,), dt)
+        return X, y, Z, ranef, None
+
+    return one, beta, np.diag(sd**2), sigma, 0.0
+
+
+def _schelldorfer(groups, p, q, sigma2, theta2):
+    import jax
+    import jax.numpy as jnp
+
+    k = np.arange(p - 1)
+    chol = np.linalg.cholesky(0.2 ** np.abs(np.subtract.outer(k, k)))
+    beta = np.zeros(p - 1)
+    beta[:4] = (2.0, 4.0, 3.0, 3.0)
+    n, N, dt = groups.max() + 1, len(groups), _dtype()
+
+    def one(key):
+        k1, k2, k3 = jax.random.split(key, 3)
+        X = jax.random.normal(k1, (N, p - 1), dt) @ jnp.asarray(chol.T, dt)
+        Z = jnp.concatenate([jnp.ones((N, 1), dt), X[:, : q - 1]], axis=1)
+        ranef = jax.random.normal(k2, (n, q), dt) * np.sqrt(theta2)
+        y = (1.0 + X @ jnp.asarray(beta, dt) + jnp.sum(Z * ranef[groups], 1)
+             + np.sqrt(sigma2) * jax.random.normal(k3, (N,), dt))
+        return X, y, Z, ranef, None
+
+    return one, beta, theta2 * np.eye(q), float(np.sqrt(sigma2)), 1.0
+
+
+def _target_shift(groups, p=500, n_proxy=10, c=1.5, values=(1.0, 0.8, 0.6, 0.5, 0.4), sigma=1.0, alpha_sd=1.0,
+                  mean_sd=1.0):
+    import jax
+    import jax.numpy as jnp
+
+    if n_proxy + len(values) > p:
+        raise ValueError(f"`p` = {p} is smaller than n_proxy + len(values) = {n_proxy + len(values)}.")
+    beta = np.zeros(p)
+    beta[n_proxy : n_proxy + len(values)] = values
+    shift = np.zeros(p)
+    shift[:n_proxy] = c
+    n, N, dt = groups.max() + 1, len(groups), _dtype()
+
+    def one(key):
+        k1, k2, k3, k4 = jax.random.split(key, 4)
+        alpha = alpha_sd * jax.random.normal(k1, (n,), dt)
+        mu = mean_sd * jax.random.normal(k2, (n, p), dt) + alpha[:, None] * jnp.asarray(shift, dt)
+        X = mu[groups] + jax.random.normal(k3, (N, p), dt)
+        y = X @ jnp.asarray(beta, dt) + alpha[groups] + sigma * jax.random.normal(k4, (N,), dt)
+        return X, y, jnp.ones((N, 1), dt), alpha[:, None], alpha
+
+    return one, beta, np.array([[alpha_sd**2]]), sigma, 0.0, {"proxies": np.arange(n_proxy)}
+
+
+def _stacked_data(X, y, Z, groups, sizes):
+    """A stacked `LMMData` from batched arrays already sorted by cluster (rows of cluster 0
+    first): the per-cluster thin SVDs of Z as `LMMData.from_arrays` computes them, in JAX."""
+    import jax
+    import jax.numpy as jnp
+
+    from ._data import LMMData
+
+    batch, n_rows, q = Z.shape
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+
+    @jax.jit
+    def svd(Z):
+        basis = jnp.zeros(Z.shape, Z.dtype)
+        singular = jnp.zeros((batch, len(sizes), q), Z.dtype)
+        for size in np.unique(sizes):
+            members = np.flatnonzero(sizes == size)
+            rows = starts[members][:, None] + np.arange(size)[None, :]
+            u, s, _ = jnp.linalg.svd(Z[:, rows], full_matrices=False)
+            r = s.shape[-1]
+            keep = s > s[..., :1] * max(size, q) * jnp.finfo(Z.dtype).eps
+            basis = basis.at[:, rows.ravel(), :r].set((u * keep[..., None, :]).reshape(batch, -1, r))
+            singular = singular.at[:, members, :r].set(s * keep)
+        return basis, singular
+
+    basis, singular = svd(Z)
+    index = jnp.broadcast_to(jnp.asarray(groups, jnp.int32), (batch, n_rows))
+    order = jnp.broadcast_to(jnp.arange(n_rows, dtype=jnp.int32), (batch, n_rows))
+    return LMMData(X=X, y=y, Z=Z, cluster=index, order=order, z_basis=basis, z_singular=singular,
+                   labels=tuple(range(len(sizes))))

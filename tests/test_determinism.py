@@ -68,6 +68,12 @@ THREADS = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS
 def _digests(env_extra):
     env = {k: v for k, v in os.environ.items() if k not in THREADS}
     env.update(env_extra)
+    if "JAXLMM_TEST_JIT_CACHE" in os.environ:
+        # The suite's compilation cache: the second process loads the programs the first one
+        # compiled (what is compared is how the same programs run in another process with
+        # another thread count, not whether XLA compiles deterministically).
+        env.update(JAX_COMPILATION_CACHE_DIR=os.environ["JAXLMM_TEST_JIT_CACHE"],
+                   JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.1")
     proc = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("DIGESTS ")][-1]

@@ -1,0 +1,98 @@
+"""`jaxlmm.sweep` against a Python loop of single jitted fits of the same core, on identical data,
+in one process (issue 16, benchmark (ii) and the many-responses case).
+
+Rows:
+* H1 lmmLasso (25 clusters × 6, p = 300, random intercept + slope): replicates × λ grid;
+* the quasi-likelihood Lasso on the Li–Cai–Li design (40 clusters of 4–12, p = 300):
+  replicates × (a, λ) grid;
+* many responses on one design (quasi Lasso and SHEL): R responses, one λ.
+Columns: fits, sweep first call (compilation included) and repeated, the loop's first call and
+repeated per fit extrapolated to all fits (measured on `--loop` fits), the ratio of repeated
+times, and the largest |Δβ| between the two (they must agree before a time means anything).
+
+    python benchmarks/bench_sweep.py            # 20 replicates × 10 λ etc. (about a minute)
+    python benchmarks/bench_sweep.py --full     # 100 replicates × 50 λ (the issue's size)
+"""
+
+import argparse
+
+import jax
+import numpy as np
+
+jax.config.update("jax_enable_x64", True)
+
+from _timing import best_of, first_call  # noqa: E402
+
+import jaxlmm  # noqa: E402
+
+
+def lmmlasso_problem(n_rep):
+    sims = [jaxlmm.simulate.schelldorfer_design(seed=r, design="H1") for r in range(n_rep)]
+    data = [jaxlmm.LMMData.from_arrays(s.X, s.y, s.groups, s.Z) for s in sims]
+    return data, sims[0].beta
+
+
+def quasi_problem(n_rep):
+    sizes = np.random.default_rng(123).integers(4, 13, size=40)
+    sims = [jaxlmm.simulate.li_cai_li_design(seed=r, cluster_size=sizes) for r in range(n_rep)]
+    return [jaxlmm.LMMData.from_arrays(s.X, s.y, s.groups, s.Z) for s in sims], sims[0].beta
+
+
+def compare(name, core, datasets, grid, loop_fits, responses=None, **options):
+    stacked = jaxlmm.LMMData.stack(datasets) if responses is None else datasets[0]
+    run = lambda: jaxlmm.sweep(core, stacked, grid, responses=responses, progress=False, **options)  # noqa: E731
+    t_first, result = first_call(run)
+    t_again, result = best_of(run, 2)
+    n_batch, n_grid = result.result.shape
+    points = [(b, g) for b in range(n_batch) for g in range(n_grid)][:loop_fits]
+    names = list(result.grid)
+    single = jax.jit(lambda d, *h: core(d, **dict(zip(names, h)), **options))
+
+    def data_of(b):
+        if responses is None:
+            return datasets[b]
+        order = np.argsort(np.asarray(stacked.order))  # caller's row of each sorted row
+        X, groups, Z = (np.asarray(a)[order] for a in (stacked.X, stacked.cluster, stacked.Z))
+        return jaxlmm.LMMData.from_arrays(X, responses[b], groups, Z)
+
+    loop_data = {b: data_of(b) for b, _ in points}
+    hyper = lambda g: [result.grid[n][g] for n in names]  # noqa: E731
+    t_loop_first, _ = first_call(lambda: single(loop_data[points[0][0]], *hyper(points[0][1])).coef)
+
+    def loop():
+        return [single(loop_data[b], *hyper(g)).coef for b, g in points]
+
+    t_loop, coefs = best_of(loop, 2)
+    diff = max(np.abs(np.asarray(c) - result.fits.coef[b, g]).max() for (b, g), c in zip(points, coefs))
+    per_fit = t_loop / len(points)
+    total = n_batch * n_grid
+    print(f"{name:<46} {total:>6} {t_first:>8.2f} {t_again:>8.2f} {t_loop_first:>8.2f} {per_fit * total:>9.2f} "
+          f"{per_fit * total / t_again:>7.1f}× {diff:>9.1e}  ({int(result.converged.sum())}/{total} converged)")
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--full", action="store_true")
+    args = parser.parse_args()
+    n_rep, n_lam, loop_fits = (100, 50, 200) if args.full else (20, 10, 40)
+    print(f"{'problem':<46} {'fits':>6} {'first s':>8} {'again s':>8} {'loop 1st':>8} {'loop s*':>9} {'ratio':>8} "
+          f"{'max|Δβ|':>9}")
+    data, beta = lmmlasso_problem(n_rep)
+    compare(f"H1 lmmLasso: {n_rep} replicates × {n_lam} λ", jaxlmm.lmmlasso_core, data,
+            {"lam": np.geomspace(100.0, 10.0, n_lam)}, loop_fits)
+    data, beta = quasi_problem(n_rep)
+    compare(f"quasi Lasso: {n_rep} replicates × 5 a × {n_lam} λ", jaxlmm.quasi_lasso_core, data,
+            {"a": [0.25, 0.5, 1.0, 2.0, 4.0], "lam": np.geomspace(0.3, 0.03, n_lam)}, loop_fits)
+    rng = np.random.default_rng(0)
+    n_resp = 2000 if args.full else 500
+    responses = np.stack([d.y for d in data] * (n_resp // len(data)))[:n_resp]
+    responses = responses[:, np.argsort(np.asarray(data[0].order))] + 0.1 * rng.normal(size=responses.shape)
+    compare(f"quasi Lasso: {n_resp} responses, one design", jaxlmm.quasi_lasso_core, data,
+            {"a": [1.0], "lam": [0.1]}, loop_fits, responses=responses)
+    compare(f"SHEL: {n_resp} responses, one design", jaxlmm.shel_core, data, {"lam": [0.1]}, loop_fits,
+            responses=responses)
+    print("* the loop's repeated time per fit (measured on", loop_fits, "fits) times all fits")
+
+
+if __name__ == "__main__":
+    main()

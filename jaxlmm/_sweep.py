@@ -1,0 +1,229 @@
+"""Sweeps: one compiled program for a method's pure core over a batch of data sets (replicates)
+or of responses on one design, times a grid of hyperparameters; chunked for memory, sharded
+over the local devices, failures reported per fit."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from ._data import LMMData
+from ._solution import RESULTS
+
+_RESULT_NAMES = {int(np.asarray(item._value)): name for name, item in RESULTS._name_to_item.items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepResult:
+    """What `sweep` returns, on the host.
+
+    - `fits`: the core's result pytree (a `CoreFit` for the built-in cores) with two leading
+      axes, batch (replicate or response) × grid point: `fits.coef` is B × G × p.
+    - `grid`: {name: the G values of that hyperparameter}, one entry per grid point (the
+      Cartesian product of the values given, in C order).
+    - `result`: B × G names of the `RESULTS` codes ("successful", "nonfinite", …).
+    - `summary`: {"nnz", and with `truth`: "tp", "fp", "fn", "l2_error"}: B × G arrays computed
+      on the device, next to the fits.
+    """
+
+    fits: object
+    grid: dict
+    result: np.ndarray
+    summary: dict
+
+    @property
+    def converged(self) -> np.ndarray:
+        """B × G booleans: the fit met its tolerance."""
+        return self.result == "successful"
+
+    def to_pandas(self):
+        """One row per (batch index, grid point): `batch`, `grid_point`, the hyperparameters,
+        `result`, and the summary columns."""
+        import pandas as pd
+
+        n_batch, n_grid = self.result.shape
+        columns = {"batch": np.repeat(np.arange(n_batch), n_grid), "grid_point": np.tile(np.arange(n_grid), n_batch)}
+        columns.update({name: np.tile(values, n_batch) for name, values in self.grid.items()})
+        columns["result"] = self.result.ravel()
+        for name in _SUMMARY_ORDER:
+            if name in self.summary:
+                columns[name] = np.asarray(self.summary[name]).ravel()
+        return pd.DataFrame(columns)
+
+
+_SUMMARY_ORDER = ("nnz", "tp", "fp", "fn", "l2_error")
+
+
+def _grid_points(grid: dict | None) -> dict:
+    if grid is None:
+        return {}
+    if not isinstance(grid, dict) or not all(isinstance(name, str) for name in grid):
+        raise ValueError("`grid` must be a dict {hyperparameter name: values}.")
+    values = {}
+    for name, value in grid.items():
+        array = np.atleast_1d(np.asarray(value))
+        if array.ndim != 1 or array.size == 0 or not np.issubdtype(array.dtype, np.number):
+            raise ValueError(f"`grid[{name!r}]` must be a non-empty 1-D array of numbers.")
+        if not np.all(np.isfinite(array)):
+            raise ValueError(f"`grid[{name!r}]` must be finite.")
+        values[name] = array
+    points = list(itertools.product(*values.values()))
+    return {name: np.array([point[k] for point in points]) for k, name in enumerate(values)}
+
+
+def _summaries(coef, truth):
+    support = coef != 0
+    out = {"nnz": jnp.sum(support, axis=-1)}
+    if truth is not None:
+        signal = (truth != 0)[..., None, :]  # broadcast over the grid axis
+        out["tp"] = jnp.sum(support & signal, axis=-1)
+        out["fp"] = jnp.sum(support & ~signal, axis=-1)
+        out["fn"] = jnp.sum(~support & signal, axis=-1)
+        out["l2_error"] = jnp.linalg.norm(coef - truth[..., None, :], axis=-1)
+    return out
+
+
+@eqx.filter_jit
+def _run_chunk(core, options, data, responses, truth, grid):
+    def at_grid(d):
+        return jax.vmap(lambda point: core(d, **point, **options))(grid)
+
+    if responses is None:  # replicates: every array of `data` has the batch axis
+        fits = jax.vmap(at_grid)(data)
+    else:  # one design: only y is batched, so whatever does not depend on y is computed once
+        fits = jax.vmap(lambda y: at_grid(eqx.tree_at(lambda d: d.y, data, y)))(responses)
+    return fits, _summaries(fits.coef, truth)
+
+
+def sweep(core, data: LMMData, grid: dict | None = None, *, responses=None, truth=None, batch_size: int | None = None,
+          devices=None, progress: bool = True, **options) -> SweepResult:
+    """Fit a pure core (`quasi_lasso_core`, `shel_core`, `lmmlasso_core`, `eb_ridge_core`, or your
+    own `core(data, **hyperparameters, **options) -> CoreFit`) over a batch × a grid, in one
+    compiled program:
+
+        fits[b, g] = core(data_b, **grid_g, **options)
+
+    with data_b the b-th replicate of a stacked `LMMData` (`LMMData.stack`), or, when
+    `responses` is given, `data` with its y replaced by the b-th response (many responses on
+    one design: X, Z and every per-cluster factorisation that does not depend on y are
+    computed once, not per response).
+
+    The batch runs in chunks of `batch_size` (one compiled program for all chunks; the last
+    is padded), with a tqdm bar over the chunks. Each chunk is sharded along the batch axis over
+    `devices` (default: every device of `jax.devices()`, so a multi-host run under
+    `jax.distributed` uses all hosts). Nothing raises inside: a fit that fails (NaN data, no
+    convergence) gets its own result code, and the others are computed as if it were absent.
+
+    **Arguments:**
+
+    - `core`: the pure function; `data`: a stacked `LMMData` (leading batch axis), or one
+      `LMMData` with `responses`.
+    - `grid`: {name: values} of the core's hyperparameters (keyword arguments); every
+      combination is fitted (the Cartesian product). None: one grid point with no arguments.
+    - `responses`: B × N responses in the caller's row order (the order given to
+      `LMMData.from_arrays`).
+    - `truth`: the true β (p,) or one per batch element (B × p): adds TP/FP/FN and the ℓ2 error
+      per fit to `summary`, computed on the device.
+    - `batch_size`: fits of the batch axis per chunk (default: all at once); rounded up to a
+      multiple of the number of devices.
+    - `options`: further keyword arguments of the core, the same for every fit (`solver=`,
+      `structure=`, …).
+
+    Returns a `SweepResult` (`fits` with leading batch × grid axes, `grid`, `result`,
+    `summary`, `to_pandas()`).
+    """
+    if not callable(core):
+        raise ValueError("`core` must be a function core(data, **hyperparameters) returning a CoreFit.")
+    if not isinstance(data, LMMData):
+        raise ValueError("`data` must be an LMMData (stacked with LMMData.stack, or one design with `responses`).")
+    points = _grid_points(grid)
+    if responses is None:
+        if data.y.ndim != 2:
+            raise ValueError("`data` must be stacked (LMMData.stack) with a leading batch axis, or `responses` given.")
+        n_batch, n_obs, p = data.y.shape[0], data.y.shape[1], data.X.shape[-1]
+    else:
+        if data.y.ndim != 1:
+            raise ValueError("With `responses`, `data` must be one data set (not stacked).")
+        n_obs, p = data.n_obs, data.n_features
+        responses = np.asarray(responses, dtype=np.asarray(data.y).dtype)
+        if responses.ndim != 2 or responses.shape[1] != n_obs or responses.shape[0] == 0:
+            raise ValueError(f"`responses` must be B × N with N = {n_obs} (one response per row).")
+        n_batch = responses.shape[0]
+        responses = responses[:, np.asarray(data.order)]  # the rows as the data lays them out
+    if truth is not None:
+        truth = np.asarray(truth, dtype=np.asarray(data.X).dtype)
+        if truth.shape not in ((p,), (n_batch, p)):
+            raise ValueError(f"`truth` must have shape ({p},) or ({n_batch}, {p}).")
+        truth = np.broadcast_to(truth, (n_batch, p))
+    devices = list(jax.devices() if devices is None else devices)
+    if not devices:
+        raise ValueError("`devices` must name at least one device.")
+    size = n_batch if batch_size is None else int(batch_size)
+    if size < 1:
+        raise ValueError(f"`batch_size` must be a positive integer; got {batch_size!r}.")
+    size = -(-min(size, n_batch) // len(devices)) * len(devices)
+    mesh = Mesh(np.array(devices), ("batch",))
+    batched = NamedSharding(mesh, PartitionSpec("batch"))
+    replicated = NamedSharding(mesh, PartitionSpec())
+    grid_host = {name: values.astype(np.asarray(data.X).dtype) for name, values in points.items()} or {"_": np.zeros(1)}
+    grid_arrays = jax.tree.map(lambda a: _place(a, replicated), grid_host)
+    core_fn = core if points else _IgnoreGrid(core)
+
+    def chunk_of(host, start):
+        index = np.minimum(np.arange(start, start + size), n_batch - 1)  # pad with the last element
+        return _place(host[index], batched)
+
+    host_data = jax.tree.map(np.asarray, data)
+    shared = None if responses is None else jax.tree.map(lambda a: _place(a, replicated), host_data)
+    starts = range(0, n_batch, size)
+    if progress and len(starts) > 1:
+        from tqdm.auto import tqdm
+
+        starts = tqdm(starts, desc="sweep", unit="chunk")
+    fits_parts, summary_parts = [], []
+    for start in starts:
+        if responses is None:
+            chunk_data, chunk_y = jax.tree.map(lambda a: chunk_of(a, start), host_data), None
+        else:
+            chunk_data, chunk_y = shared, chunk_of(responses, start)
+        chunk_truth = None if truth is None else chunk_of(truth, start)
+        fits, summary = _run_chunk(core_fn, options, chunk_data, chunk_y, chunk_truth, grid_arrays)
+        keep = min(size, n_batch - start)
+        fits_parts.append(jax.tree.map(lambda a: _gather(a)[:keep], fits))
+        summary_parts.append({k: _gather(v)[:keep] for k, v in summary.items()})
+    fits = jax.tree.map(lambda *parts: np.concatenate(parts), *fits_parts)
+    summary = {k: np.concatenate([part[k] for part in summary_parts]) for k in summary_parts[0]}
+    codes = np.asarray(getattr(fits.result, "_value", fits.result))
+    result = np.vectorize(_RESULT_NAMES.__getitem__, otypes=[object])(codes)
+    return SweepResult(fits, points, result, summary)
+
+
+class _IgnoreGrid(eqx.Module):
+    """A core called without hyperparameters: the one dummy grid point is dropped."""
+
+    core: object = eqx.field(static=True)
+
+    def __call__(self, data, _, **options):
+        return self.core(data, **options)
+
+
+def _place(host: np.ndarray, sharding) -> jax.Array:
+    """A host array as a global array with this sharding (every process passes the same host
+    array; each one fills only the shards of its own devices)."""
+    host = np.asarray(host)
+    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+
+def _gather(array) -> np.ndarray:
+    """The whole array on this host (from every process under jax.distributed)."""
+    if getattr(array, "is_fully_addressable", True):
+        return np.asarray(array)
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.process_allgather(array, tiled=True))
