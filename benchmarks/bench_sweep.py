@@ -15,6 +15,12 @@ times, and the largest |Δβ| between the two (they must agree before a time mea
 """
 
 import argparse
+import shutil
+import subprocess
+import tempfile
+import time
+import warnings
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -41,6 +47,7 @@ def quasi_problem(n_rep):
 def compare(name, core, datasets, grid, loop_fits, responses=None, **options):
     stacked = jaxlmm.LMMData.stack(datasets) if responses is None else datasets[0]
     run = lambda: jaxlmm.sweep(core, stacked, grid, responses=responses, progress=False, **options)  # noqa: E731
+    grid = grid or {}
     t_first, result = first_call(run)
     t_again, result = best_of(run, 2)
     n_batch, n_grid = result.result.shape
@@ -70,6 +77,54 @@ def compare(name, core, datasets, grid, loop_fits, responses=None, **options):
           f"{per_fit * total / t_again:>7.1f}× {diff:>9.1e}  ({int(result.converged.sum())}/{total} converged)")
 
 
+R_REFIT = """
+suppressPackageStartupMessages(library(lme4))
+d <- read.csv(commandArgs(TRUE)[1]); Y <- as.matrix(read.csv(commandArgs(TRUE)[2]))
+d$g <- factor(d$g); d$y <- Y[, 1]
+fit <- lmer(y ~ t + x1 + x2 + (t | g), data = d, REML = FALSE)
+k <- as.integer(commandArgs(TRUE)[3])
+elapsed <- system.time(for (j in 1:k) fit_j <- refit(fit, Y[, j]))[["elapsed"]]
+cat(sprintf("%.6f %.10f\\n", elapsed / k, -2 * as.numeric(logLik(refit(fit, Y[, 1])))))
+"""
+
+
+def lmm_many_responses(n_resp, loop_fits):
+    """Plain LMM by ML (random intercept + slope), one design, many responses: the sweep against
+    a loop of jitted single fits, statsmodels MixedLM per response and lme4's refit() per
+    response (both measured on a few responses and multiplied out)."""
+    rng = np.random.default_rng(5)
+    groups = np.repeat(np.arange(50), 10)
+    t = rng.uniform(-1, 1, len(groups))
+    X = np.column_stack([t, rng.normal(size=(len(groups), 2))])
+    Z = np.column_stack([np.ones(len(groups)), t])
+    b = rng.normal(size=(n_resp, 50, 2)) * [1.0, 0.5]
+    Y = X @ [1.0, 0.5, 0.0] + np.einsum("tk,rtk->rt", Z, b[:, groups]) + rng.normal(size=(n_resp, len(groups)))
+    data = jaxlmm.LMMData.from_arrays(X, Y[0], groups, Z)
+    compare(f"plain LMM (ML): {n_resp} responses, N = 500, 50 groups", jaxlmm.lmm_core, [data], None, loop_fits,
+            responses=Y)
+    from statsmodels.regression.mixed_linear_model import MixedLM
+
+    k = 10
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for j in range(k):
+            MixedLM(Y[j], np.column_stack([np.ones(len(groups)), X]), groups=groups, exog_re=Z).fit(reml=False)
+    per = (time.perf_counter() - start) / k
+    print(f"{'  statsmodels MixedLM, per response × ' + str(n_resp):<46} {n_resp:>6} {'':>8} {'':>8} {'':>8} "
+          f"{per * n_resp:>9.2f}")
+    if shutil.which("Rscript"):
+        with tempfile.TemporaryDirectory() as tmp:
+            import pandas as pd
+
+            pd.DataFrame({"g": groups, "t": t, "x1": X[:, 1], "x2": X[:, 2]}).to_csv(Path(tmp, "d.csv"), index=False)
+            pd.DataFrame(Y[:k].T).to_csv(Path(tmp, "y.csv"), index=False)
+            out = subprocess.run(["Rscript", "-e", R_REFIT, str(Path(tmp, "d.csv")), str(Path(tmp, "y.csv")), str(k)],
+                                 capture_output=True, text=True, check=True).stdout.split()
+        print(f"{'  lme4 refit(), per response × ' + str(n_resp):<46} {n_resp:>6} {'':>8} {'':>8} {'':>8} "
+              f"{float(out[0]) * n_resp:>9.2f}   (lme4 −2 log L of response 0: {float(out[1]):.6f})")
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--full", action="store_true")
@@ -91,6 +146,7 @@ def main():
             {"a": [1.0], "lam": [0.1]}, loop_fits, responses=responses)
     compare(f"SHEL: {n_resp} responses, one design", jaxlmm.shel_core, data, {"lam": [0.1]}, loop_fits,
             responses=responses)
+    lmm_many_responses(10_000 if args.full else 1000, loop_fits)
     print("* the loop's repeated time per fit (measured on", loop_fits, "fits) times all fits")
 
 

@@ -6,6 +6,7 @@ from ._cores import (
     Influence as Influence,
     eb_ridge_core as eb_ridge_core,
     influence as influence,
+    lmm_core as lmm_core,
     lmmlasso_core as lmmlasso_core,
     quasi_best_subset_core as quasi_best_subset_core,
     quasi_lasso_core as quasi_lasso_core,

@@ -19,6 +19,7 @@ from ._penalties import L1
 from ._solution import RESULTS, ReportsResult
 from ._solve import _solve_jit
 from .estimators._eb_ridge import eb_ridge_map, ecm_step
+from .estimators._lmm import _solve as _lmm_solve
 from .estimators._lmmlasso import profile_start
 from .losses import quasi_likelihood
 from .losses.eb_ridge import eb_design, posterior_moments
@@ -144,6 +145,24 @@ def lmmlasso_core(data: LMMData, lam, structure: str = "identity", start=None, s
     sigma2 = jnp.exp(2.0 * params.log_sigma)
     ranef = blup(data, psi, sigma2, data.y - design @ params.beta)
     return CoreFit(params.beta[1:], params.beta[0], sigma2, psi, ranef, fit.result, fit.num_steps)
+
+
+def lmm_core(data: LMMData, reml=False, structure: str = "full", max_steps: int = 500) -> CoreFit:
+    """The unpenalised LMM y = β_0 + Xβ + Z_i b_i + ε as a pure function of arrays: maximum
+    likelihood (`reml=False`, the default here) or REML, β and σ² profiled out and L-BFGS over
+    the relative Cholesky factor θ of Ψ/σ², as `fit_lmm` (lme4's criterion; every evaluation
+    O(n q² p + p³) after one pass over the data). `sigma2` = r²/ν, `psi` = σ² ΛΛᵀ, `ranef` the BLUPs.
+
+    Unlike `fit_lmm` it neither validates nor rescales the data (give columns of moderate
+    scale). Under `jaxlmm.sweep(..., responses=Y)` only y is batched: ZᵢᵀZᵢ, ZᵢᵀXᵢ and XᵀX are
+    formed once for all responses. `structure`: "full", "diagonal" or "identity"."""
+    dtype = data.X.dtype
+    D = jnp.concatenate([jnp.ones((data.n_obs, 1), dtype), data.X], axis=1)
+    sol = _lmm_solve(data, D, data.y, structure, bool(reml), max_steps)
+    nu = data.n_obs - D.shape[1] if reml else data.n_obs
+    sigma2 = sol.fit.r2 / nu
+    return CoreFit(sol.fit.beta[1:], sol.fit.beta[0], sigma2, sigma2 * sol.factor @ sol.factor.T, sol.ranef,
+                   sol.result, sol.num_steps)
 
 
 def eb_ridge_core(data: LMMData, lam, b, A, intercept: bool = True, tol: float = 1e-12) -> CoreFit:

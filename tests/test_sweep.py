@@ -160,3 +160,26 @@ def test_sharded_and_distributed_equal_single_device():
         n, _, coef = _result(proc)
         assert n == 2
         np.testing.assert_allclose(coef, coef1, rtol=1e-10, atol=1e-12)
+
+
+def test_plain_lmm_for_many_responses_equals_fit_lmm():
+    """The gene-expression case: one design (random intercept and slope), many responses, ML.
+    Each response's fit equals `fit_lmm(reml=False)` (itself equal to lme4, tests/test_lmm.py) to
+    the L-BFGS tolerance."""
+    rng = np.random.default_rng(3)
+    groups = np.repeat(np.arange(30), 6)
+    t = rng.uniform(-1, 1, len(groups))
+    X = np.column_stack([t, rng.normal(size=(len(groups), 2))])
+    Z = np.column_stack([np.ones(len(groups)), t])
+    responses = np.stack([X @ [1.0, 0.5, 0.0] + np.einsum("tk,tk->t", Z, rng.normal(size=(30, 2))[groups] * [1, 0.5])
+                          + rng.normal(size=len(groups)) for _ in range(5)])
+    out = jaxlmm.sweep(jaxlmm.lmm_core, jaxlmm.LMMData.from_arrays(X, responses[0], groups, Z), responses=responses,
+                       progress=False)
+    assert out.converged.all()
+    for b in range(len(responses)):
+        ref = jaxlmm.fit_lmm(jaxlmm.LMMData.from_arrays(X, responses[b], groups, Z), reml=False)
+        np.testing.assert_allclose(out.fits.coef[b, 0], ref.coef, rtol=1e-6, atol=1e-8)
+        np.testing.assert_allclose(out.fits.intercept[b, 0], ref.intercept, rtol=1e-6, atol=1e-8)
+        np.testing.assert_allclose(out.fits.sigma2[b, 0], ref.sigma2, rtol=1e-6)
+        np.testing.assert_allclose(out.fits.psi[b, 0], ref.psi, rtol=1e-5, atol=1e-7 * np.abs(ref.psi).max())
+        np.testing.assert_allclose(out.fits.ranef[b, 0], ref.ranef, rtol=1e-5, atol=1e-6)
