@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 LOCK := requirements.lock
 NOTEBOOK_LOCK := requirements-notebooks.lock
 DOCS_LOCK := requirements-docs.lock
-TEST := python -m pytest -q -n 2 -p no:cacheprovider --durations=15
+TEST := python -m pytest -q -n 2 --dist worksteal -p no:cacheprovider --durations=15
 
 .PHONY: demo test test-latest bench notebooks docs lock clean
 
