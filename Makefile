@@ -41,6 +41,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/first_call.py
 	$(BIN)/python benchmarks/float32.py
 	cd benchmarks && ../$(BIN)/python bench_lmmlasso.py
+	cd benchmarks && ../$(BIN)/python bench_sweep.py
 
 # Studies reproducing the seeds' tables (minutes each; not part of `make bench`):
 #   benchmarks/sim_lmmlasso_table2.py, benchmarks/study_eb_ridge.py, benchmarks/study_shel.py

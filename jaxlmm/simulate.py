@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 
 import numpy as np
 
@@ -272,6 +273,14 @@ def draw(design: str, keys, cluster_size, **options) -> Batch:
         raise ValueError("`cluster_size` must be a positive size, or one per cluster (at least 2 clusters).")
     groups = np.repeat(np.arange(len(sizes)), sizes)
     extra = {}
+    builder = {"scope_example": _scope_example, "li_cai_li": _li_cai_li, "target_shift": _target_shift}.get(design)
+    if builder is not None:
+        allowed = set(inspect.signature(builder).parameters) - {"groups"}
+        if set(options) - allowed:
+            raise ValueError(f"unknown option(s) {sorted(set(options) - allowed)} for design {design!r}; "
+                             f"it takes {sorted(allowed)}.")
+    elif options:
+        raise ValueError(f"design 'schelldorfer' takes only `variant`; got {sorted(options)}.")
     if design == "scope_example":
         draw_one, beta, Psi, sigma, intercept = _scope_example(groups, **options)
     elif design == "li_cai_li":
