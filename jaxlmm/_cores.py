@@ -154,8 +154,9 @@ def lmm_core(data: LMMData, reml=False, structure: str = "full", max_steps: int 
     O(n q² p + p³) after one pass over the data). `sigma2` = r²/ν, `psi` = σ² ΛΛᵀ, `ranef` the BLUPs.
 
     Unlike `fit_lmm` it neither validates nor rescales the data (give columns of moderate
-    scale). Under `jaxlmm.sweep(..., responses=Y)` only y is batched: ZᵢᵀZᵢ, ZᵢᵀXᵢ and XᵀX are
-    formed once for all responses. `structure`: "full", "diagonal" or "identity"."""
+    scale). Under `jaxlmm.sweep(..., responses=Y)` only y is batched, so ZᵢᵀZᵢ, ZᵢᵀXᵢ and XᵀX
+    do not depend on the response (computed once under vmap, loop-invariant under lax.map).
+    `reml` (a Python bool) and `structure` ("full", "diagonal", "identity") are static."""
     dtype = data.X.dtype
     D = jnp.concatenate([jnp.ones((data.n_obs, 1), dtype), data.X], axis=1)
     sol = _lmm_solve(data, D, data.y, structure, bool(reml), max_steps)
