@@ -190,3 +190,17 @@ def test_plain_lmm_for_many_responses_equals_fit_lmm():
         np.testing.assert_allclose(out.fits.sigma2[b, 0], ref.sigma2, rtol=1e-6)
         np.testing.assert_allclose(out.fits.psi[b, 0], ref.psi, rtol=1e-5, atol=1e-7 * np.abs(ref.psi).max())
         np.testing.assert_allclose(out.fits.ranef[b, 0], ref.ranef, rtol=1e-5, atol=1e-6)
+
+
+def test_float32_data_sweep_in_float32():
+    """The sweep keeps the data's dtype: float32 replicates give float32 fits, close to float64's."""
+    sims = _sims(3)
+    as32 = [jaxlmm.LMMData.from_arrays(*(np.asarray(a, np.float32) for a in (s.X, s.y)), s.groups,
+                                       np.asarray(s.Z, np.float32)) for s in sims]
+    out32 = jaxlmm.sweep(jaxlmm.quasi_lasso_core, jaxlmm.LMMData.stack(as32), {"a": [1.0], "lam": [0.2]},
+                         truth=sims[0].beta, progress=False)
+    out64 = jaxlmm.sweep(jaxlmm.quasi_lasso_core, jaxlmm.LMMData.stack([_data(s) for s in sims]),
+                         {"a": [1.0], "lam": [0.2]}, progress=False)
+    assert out32.fits.coef.dtype == np.float32 and out32.result.shape == (3, 1)
+    assert np.all(np.isin(out32.result, ["successful", "max_steps_reached"]))  # float32 may not reach rtol 1e-10
+    np.testing.assert_allclose(out32.fits.coef, out64.fits.coef, atol=2e-4)
