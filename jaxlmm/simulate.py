@@ -265,6 +265,8 @@ def draw(design: str, keys, cluster_size, **options) -> Batch:
         if cluster_size is not None:
             raise ValueError("`cluster_size` is fixed by the Schelldorfer design; pass None.")
         cluster_size = np.full(n_clusters, size)
+    if cluster_size is None:
+        raise ValueError(f"`cluster_size` is needed for design {design!r}: one size, or one per cluster.")
     sizes = np.asarray(cluster_size, int)
     if sizes.ndim == 0:
         n_default = {"scope_example": 15, "li_cai_li": 40, "target_shift": 50}[design]

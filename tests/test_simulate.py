@@ -83,5 +83,7 @@ def test_bad_inputs_raise():
         draw("li_cai_li", KEYS, [5])
     with pytest.raises(ValueError, match="cluster_size"):
         draw("schelldorfer", KEYS, 6)
+    with pytest.raises(ValueError, match="cluster_size"):
+        draw("target_shift", KEYS, None)
     with pytest.raises(ValueError, match="unknown option"):
         draw("li_cai_li", KEYS, 5, n_groups=3)
