@@ -15,9 +15,7 @@ from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from ._data import LMMData
-from ._solution import RESULTS
-
-_RESULT_NAMES = {int(np.asarray(item._value)): name for name, item in RESULTS._name_to_item.items()}
+from ._solution import result_name
 
 
 @dataclasses.dataclass(frozen=True)
@@ -215,7 +213,7 @@ def sweep(core, data: LMMData, grid: dict | None = None, *, responses=None, trut
     fits = jax.tree.map(lambda *parts: np.concatenate(parts), *fits_parts)
     summary = {k: np.concatenate([part[k] for part in summary_parts]) for k in summary_parts[0]}
     codes = np.asarray(getattr(fits.result, "_value", fits.result))
-    result = np.vectorize(_RESULT_NAMES.__getitem__, otypes=[object])(codes)
+    result = np.vectorize(result_name, otypes=[object])(codes)
     return SweepResult(fits, points, result, summary)
 
 
