@@ -66,6 +66,12 @@ def _encode_groups(groups, n_rows: int) -> tuple[np.ndarray, tuple[Hashable, ...
     return np.fromiter((index[label] for label in labels), np.int64, n_rows), tuple(unique)
 
 
+def _above_rank_tolerance(s, size: int, q: int, eps: float):
+    """The singular values (last axis, largest first) above numpy's matrix-rank tolerance
+    s_max · max(m_i, q) · eps: the directions each cluster's Z_i really has."""
+    return s > s[..., :1] * max(size, q) * eps
+
+
 def _cluster_svd(Z: np.ndarray, cluster: np.ndarray, n_clusters: int):
     """Thin SVD of each cluster's Z_i, batched over clusters of equal size.
 
@@ -84,11 +90,40 @@ def _cluster_svd(Z: np.ndarray, cluster: np.ndarray, n_clusters: int):
         rows = starts[members][:, None] + np.arange(size)[None, :]
         u, s, _ = np.linalg.svd(Z[rows], full_matrices=False)
         r = s.shape[1]
-        tol = s[:, :1] * max(size, q) * np.finfo(Z.dtype).eps
-        keep = s > tol
+        keep = _above_rank_tolerance(s, size, q, np.finfo(Z.dtype).eps)
         basis[rows.ravel(), :r] = (u * keep[:, None, :]).reshape(-1, r)
         singular[members, :r] = s * keep
     return basis, singular
+
+
+def stacked_sorted(X: Array, y: Array, Z: Array, sizes: np.ndarray) -> LMMData:
+    """A stacked `LMMData` (leading batch axis) from batched arrays whose rows are already sorted
+    by cluster (`sizes[i]` rows of cluster i, in order), laid out as `from_arrays` lays out each
+    data set — the per-cluster thin SVDs of Z as `_cluster_svd` computes them — but in JAX, so
+    replicates drawn on a device stay there. No validation: for data the library generated."""
+    batch, n_rows, q = Z.shape
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+
+    @jax.jit
+    def svd(Z):
+        basis = jnp.zeros(Z.shape, Z.dtype)
+        singular = jnp.zeros((batch, len(sizes), q), Z.dtype)
+        for size in np.unique(sizes):
+            members = np.flatnonzero(sizes == size)
+            rows = starts[members][:, None] + np.arange(size)[None, :]
+            u, s, _ = jnp.linalg.svd(Z[:, rows], full_matrices=False)
+            r = s.shape[-1]
+            keep = _above_rank_tolerance(s, size, q, jnp.finfo(Z.dtype).eps)
+            basis = basis.at[:, rows.ravel(), :r].set((u * keep[..., None, :]).reshape(batch, -1, r))
+            singular = singular.at[:, members, :r].set(s * keep)
+        return basis, singular
+
+    basis, singular = svd(Z)
+    cluster = np.repeat(np.arange(len(sizes)), sizes)
+    index = jnp.broadcast_to(jnp.asarray(cluster, jnp.int32), (batch, n_rows))
+    order = jnp.broadcast_to(jnp.arange(n_rows, dtype=jnp.int32), (batch, n_rows))
+    return LMMData(X=X, y=y, Z=Z, cluster=index, order=order, z_basis=basis, z_singular=singular,
+                   labels=tuple(range(len(sizes))))
 
 
 class LMMData(eqx.Module):

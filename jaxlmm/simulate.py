@@ -252,6 +252,8 @@ def draw(design: str, keys, cluster_size, **options) -> Batch:
     import jax
     import jax.numpy as jnp
 
+    from ._data import stacked_sorted
+
     if design not in DESIGNS:
         raise ValueError(f"`design` must be one of {DESIGNS}; got {design!r}.")
     keys = jnp.asarray(keys) if not isinstance(keys, jax.Array) else keys
@@ -294,7 +296,7 @@ def draw(design: str, keys, cluster_size, **options) -> Batch:
     X, y, Z, ranef, latent = jax.jit(jax.vmap(draw_one))(keys)
     if design == "target_shift":
         extra = {"alpha": latent, **extra}
-    data = _stacked_data(X, y, Z, groups, sizes)
+    data = stacked_sorted(X, y, Z, sizes)
     return Batch(data, jnp.broadcast_to(jnp.asarray(beta, X.dtype), (X.shape[0], X.shape[2])), ranef, intercept,
                  np.asarray(Psi), float(sigma), extra)
 
@@ -303,6 +305,25 @@ def _dtype():
     import jax.numpy as jnp
 
     return jnp.zeros(()).dtype  # float64 when the caller enabled x64, else float32
+
+
+def _gaussian_lmm(groups, covariates, beta, ranef_root, sigma, intercept=0.0):
+    """One replicate per key of y = intercept + Xβ + Z_i b_i + σε, b_i = ranef_rootᵀ-scaled
+    standard normals (b_i ~ N(0, ranef_rootᵀ ranef_root)), with (X, Z) = covariates(key, dtype)."""
+    import jax
+    import jax.numpy as jnp
+
+    n, N, dt = groups.max() + 1, len(groups), _dtype()
+
+    def one(key):
+        k1, k2, k3 = jax.random.split(key, 3)
+        X, Z = covariates(k1, dt)
+        ranef = jax.random.normal(k2, (n, Z.shape[1]), dt) @ jnp.asarray(ranef_root, dt)
+        y = (intercept + X @ jnp.asarray(beta, dt) + jnp.sum(Z * ranef[groups], 1)
+             + sigma * jax.random.normal(k3, (N,), dt))
+        return X, y, Z, ranef, None
+
+    return one
 
 
 def _scope_example(groups, p=50, q=4, sigma=0.25, rho=0.2, support=(1, 5, 10), values=(1.0, 0.5, 0.3),
@@ -316,38 +337,34 @@ def _scope_example(groups, p=50, q=4, sigma=0.25, rho=0.2, support=(1, 5, 10), v
     beta = np.zeros(p)
     beta[list(support)] = values
     Psi = psi_rho ** np.abs(np.subtract.outer(np.arange(q), np.arange(q)))
-    chol, n, N, dt = np.linalg.cholesky(Psi), groups.max() + 1, len(groups), _dtype()
 
-    def one(key):
-        k1, k2, k3 = jax.random.split(key, 3)
-        XZ = jax.random.normal(k1, (N, p + q), dt) @ jnp.asarray(root, dt)
-        X, Z = XZ[:, :p], XZ[:, p:]
-        ranef = jax.random.normal(k2, (n, q), dt) @ jnp.asarray(chol.T, dt)
-        y = X @ jnp.asarray(beta, dt) + jnp.sum(Z * ranef[groups], 1) + sigma * jax.random.normal(k3, (N,), dt)
-        return X, y, Z, ranef, None
+    def covariates(key, dt):
+        XZ = jax.random.normal(key, (len(groups), p + q), dt) @ jnp.asarray(root, dt)
+        return XZ[:, :p], XZ[:, p:]
 
-    return one, beta, Psi, sigma, 0.0
+    return _gaussian_lmm(groups, covariates, beta, np.linalg.cholesky(Psi).T, sigma), beta, Psi, sigma, 0.0
+
+
+def _with_random_slopes(X, q):
+    """Z = [1, the first q − 1 columns of X]."""
+    import jax.numpy as jnp
+
+    return jnp.concatenate([jnp.ones((X.shape[0], 1), X.dtype), X[:, : q - 1]], axis=1)
 
 
 def _li_cai_li(groups, p=300, q=2, psi_diag=(1.0, 0.5), sigma=1.0, support=(0, 1, 2, 3, 4),
                values=(1.0, 0.5, 0.2, 0.1, 0.05)):
     import jax
-    import jax.numpy as jnp
 
     beta = np.zeros(p)
     beta[list(support)] = values
     sd = np.sqrt(np.broadcast_to(np.asarray(psi_diag, float), (q,)))
-    n, N, dt = groups.max() + 1, len(groups), _dtype()
 
-    def one(key):
-        k1, k2, k3 = jax.random.split(key, 3)
-        X = jax.random.normal(k1, (N, p), dt)
-        Z = jnp.concatenate([jnp.ones((N, 1), dt), X[:, : q - 1]], axis=1)
-        ranef = jax.random.normal(k2, (n, q), dt) * jnp.asarray(sd, dt)
-        y = X @ jnp.asarray(beta, dt) + jnp.sum(Z * ranef[groups], 1) + sigma * jax.random.normal(k3, (N,), dt)
-        return X, y, Z, ranef, None
+    def covariates(key, dt):
+        X = jax.random.normal(key, (len(groups), p), dt)
+        return X, _with_random_slopes(X, q)
 
-    return one, beta, np.diag(sd**2), sigma, 0.0
+    return _gaussian_lmm(groups, covariates, beta, np.diag(sd), sigma), beta, np.diag(sd**2), sigma, 0.0
 
 
 def _schelldorfer(groups, p, q, sigma2, theta2):
@@ -358,18 +375,14 @@ def _schelldorfer(groups, p, q, sigma2, theta2):
     chol = np.linalg.cholesky(0.2 ** np.abs(np.subtract.outer(k, k)))
     beta = np.zeros(p - 1)
     beta[:4] = (2.0, 4.0, 3.0, 3.0)
-    n, N, dt = groups.max() + 1, len(groups), _dtype()
+    sigma = float(np.sqrt(sigma2))
 
-    def one(key):
-        k1, k2, k3 = jax.random.split(key, 3)
-        X = jax.random.normal(k1, (N, p - 1), dt) @ jnp.asarray(chol.T, dt)
-        Z = jnp.concatenate([jnp.ones((N, 1), dt), X[:, : q - 1]], axis=1)
-        ranef = jax.random.normal(k2, (n, q), dt) * np.sqrt(theta2)
-        y = (1.0 + X @ jnp.asarray(beta, dt) + jnp.sum(Z * ranef[groups], 1)
-             + np.sqrt(sigma2) * jax.random.normal(k3, (N,), dt))
-        return X, y, Z, ranef, None
+    def covariates(key, dt):
+        X = jax.random.normal(key, (len(groups), p - 1), dt) @ jnp.asarray(chol.T, dt)
+        return X, _with_random_slopes(X, q)
 
-    return one, beta, theta2 * np.eye(q), float(np.sqrt(sigma2)), 1.0
+    one = _gaussian_lmm(groups, covariates, beta, np.sqrt(theta2) * np.eye(q), sigma, intercept=1.0)
+    return one, beta, theta2 * np.eye(q), sigma, 1.0
 
 
 def _target_shift(groups, p=500, n_proxy=10, c=1.5, values=(1.0, 0.8, 0.6, 0.5, 0.4), sigma=1.0, alpha_sd=1.0,
@@ -394,35 +407,3 @@ def _target_shift(groups, p=500, n_proxy=10, c=1.5, values=(1.0, 0.8, 0.6, 0.5, 
         return X, y, jnp.ones((N, 1), dt), alpha[:, None], alpha
 
     return one, beta, np.array([[alpha_sd**2]]), sigma, 0.0, {"proxies": np.arange(n_proxy)}
-
-
-def _stacked_data(X, y, Z, groups, sizes):
-    """A stacked `LMMData` from batched arrays already sorted by cluster (rows of cluster 0
-    first): the per-cluster thin SVDs of Z as `LMMData.from_arrays` computes them, in JAX."""
-    import jax
-    import jax.numpy as jnp
-
-    from ._data import LMMData
-
-    batch, n_rows, q = Z.shape
-    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-
-    @jax.jit
-    def svd(Z):
-        basis = jnp.zeros(Z.shape, Z.dtype)
-        singular = jnp.zeros((batch, len(sizes), q), Z.dtype)
-        for size in np.unique(sizes):
-            members = np.flatnonzero(sizes == size)
-            rows = starts[members][:, None] + np.arange(size)[None, :]
-            u, s, _ = jnp.linalg.svd(Z[:, rows], full_matrices=False)
-            r = s.shape[-1]
-            keep = s > s[..., :1] * max(size, q) * jnp.finfo(Z.dtype).eps
-            basis = basis.at[:, rows.ravel(), :r].set((u * keep[..., None, :]).reshape(batch, -1, r))
-            singular = singular.at[:, members, :r].set(s * keep)
-        return basis, singular
-
-    basis, singular = svd(Z)
-    index = jnp.broadcast_to(jnp.asarray(groups, jnp.int32), (batch, n_rows))
-    order = jnp.broadcast_to(jnp.arange(n_rows, dtype=jnp.int32), (batch, n_rows))
-    return LMMData(X=X, y=y, Z=Z, cluster=index, order=order, z_basis=basis, z_singular=singular,
-                   labels=tuple(range(len(sizes))))
