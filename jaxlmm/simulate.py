@@ -116,20 +116,21 @@ SCHELLDORFER_DESIGNS = {
     "H1": (25, 6, 300, 2, 0.25, 0.56),
     "H2": (30, 6, 500, 1, 0.25, 0.56),
     "H3": (30, 6, 1000, 3, 0.25, 0.56),
+    # H4: Ψ = diag(3, 3, 2) on (1, x_2, x_3); the paper fits it with a diagonal Ψ of dimension 4.
+    "H4": (25, 6, 300, 3, 0.25, (3.0, 3.0, 2.0)),
 }
 
 
-def schelldorfer_design(seed: int = 0, design: str = "H1") -> Simulated:
-    """The high-dimensional designs H1–H3 of Schelldorfer, Bühlmann & van de Geer (2011, §5.1).
+def schelldorfer_design(seed: int = 0, design: str = "H1", theta2=None) -> Simulated:
+    """The high-dimensional designs H1–H4 of Schelldorfer, Bühlmann & van de Geer (2011, §5.1).
 
     Clusters of n = 6; covariates x_2..x_p ~ N(0, Σ), Σ_kl = 0.2^|k−l| (x_1 is the intercept,
-    not part of the returned X); Z = the first q columns of [1, X]; b_i ~ N(0, θ² I_q);
+    not part of the returned X); Z = the first q columns of [1, X]; b_i ~ N(0, diag(θ²)) with
+    θ² = 0.56 (H1–H3) or (3, 3, 2) (H4), or the caller's `theta2` (one value or q values);
     ε ~ N(0, σ²); β = (1, 2, 4, 3, 3, 0, …) with β_1 the intercept. Returned `beta` has length
     p − 1 (the coefficients of X); the intercept is 1.
     """
-    if design not in SCHELLDORFER_DESIGNS:
-        raise ValueError(f"`design` must be one of {sorted(SCHELLDORFER_DESIGNS)}; got {design!r}.")
-    n_clusters, size, p, q, sigma2, theta2 = SCHELLDORFER_DESIGNS[design]
+    n_clusters, size, p, q, sigma2, theta2 = _schelldorfer_variances(design, theta2)
     rng = np.random.default_rng(seed)
     n_obs = n_clusters * size
     k = np.arange(p - 1)
@@ -138,11 +139,59 @@ def schelldorfer_design(seed: int = 0, design: str = "H1") -> Simulated:
     beta = np.zeros(p - 1)
     beta[:4] = (2.0, 4.0, 3.0, 3.0)
     Z = np.column_stack([np.ones(n_obs), X[:, : q - 1]])
-    Psi = theta2 * np.eye(q)
+    Psi = np.diag(theta2)
     ranef = rng.normal(size=(n_clusters, q)) * np.sqrt(theta2)
     groups = np.repeat(np.arange(n_clusters), size)
     y = 1.0 + X @ beta + np.einsum("tk,tk->t", Z, ranef[groups]) + np.sqrt(sigma2) * rng.normal(size=n_obs)
     return Simulated(X, y, groups, Z, beta, ranef, Psi, float(np.sqrt(sigma2)))
+
+
+def _schelldorfer_variances(design, theta2):
+    """The design's constants with θ² as q variances (the caller's `theta2` if given)."""
+    if design not in SCHELLDORFER_DESIGNS:
+        raise ValueError(f"`design` must be one of {sorted(SCHELLDORFER_DESIGNS)}; got {design!r}.")
+    n_clusters, size, p, q, sigma2, default = SCHELLDORFER_DESIGNS[design]
+    value = default if theta2 is None else theta2
+    try:
+        variances = np.broadcast_to(np.asarray(value, float), (q,)).copy()
+    except ValueError:
+        raise ValueError(f"`theta2` must be one variance or q = {q} of them; got {theta2!r}.") from None
+    if not np.all(np.isfinite(variances)) or np.any(variances < 0):
+        raise ValueError(f"`theta2` must hold finite variances ≥ 0; got {theta2!r}.")
+    return n_clusters, size, p, q, sigma2, variances
+
+
+def schelldorfer_prediction_design(seed: int = 0, p: int = 10, theta2: float = 1.0,
+                                   test_size: int = 50) -> tuple[Simulated, Simulated]:
+    """The within-group prediction designs P1–P3 of Schelldorfer, Bühlmann & van de Geer (2011,
+    §5.2, Table 5): 25 clusters of 6 training rows, q = 3 (a random intercept and random slopes
+    on x_2, x_3), β = (1, 1.5, 1.2, 1, 2, 0, …) with β_1 the intercept, σ² = 1, covariates
+    N(0, Σ) with Σ_kl = 0.2^|k−l|, Ψ = θ² I; `p` counts the intercept (P1: 10, P2: 100, P3: 500).
+
+    Returns `(train, test)`: the test set has `test_size` new rows per cluster with the same
+    random effects b_i (what within-group prediction is measured on), drawn as the training rows.
+    """
+    theta2 = float(theta2)
+    if not np.isfinite(theta2) or theta2 < 0:
+        raise ValueError(f"`theta2` must be a finite variance ≥ 0; got {theta2!r}.")
+    if int(p) < 6:
+        raise ValueError(f"`p` must be ≥ 6 (the intercept and five signal columns); got {p!r}.")
+    n_clusters, size, q = 25, 6, 3
+    rng = np.random.default_rng(seed)
+    k = np.arange(int(p) - 1)
+    chol = np.linalg.cholesky(0.2 ** np.abs(np.subtract.outer(k, k)))
+    beta = np.zeros(int(p) - 1)
+    beta[:4] = (1.5, 1.2, 1.0, 2.0)
+    ranef = rng.normal(size=(n_clusters, q)) * np.sqrt(theta2)
+
+    def rows(per_cluster):
+        groups = np.repeat(np.arange(n_clusters), per_cluster)
+        X = rng.normal(size=(len(groups), int(p) - 1)) @ chol.T
+        Z = np.column_stack([np.ones(len(groups)), X[:, : q - 1]])
+        y = 1.0 + X @ beta + np.einsum("tk,tk->t", Z, ranef[groups]) + rng.normal(size=len(groups))
+        return Simulated(X, y, groups, Z, beta, ranef, theta2 * np.eye(q), 1.0)
+
+    return rows(size), rows(int(test_size))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -241,9 +290,9 @@ def draw(design: str, keys, cluster_size, **options) -> Batch:
 
     **Arguments:**
 
-    - `design`: "scope_example" (seed 001), "li_cai_li", "schelldorfer" (`variant` "H1"–"H3";
-      its cluster count and size come from the paper, so give `cluster_size=None`) or
-      "target_shift" (seed 000).
+    - `design`: "scope_example" (seed 001), "li_cai_li", "schelldorfer" (`variant` "H1"–"H4",
+      and `theta2` for another diagonal of Ψ; its cluster count and size come from the paper,
+      so give `cluster_size=None`) or "target_shift" (seed 000).
     - `keys`: a batch of PRNG keys (`jax.random.split(jax.random.key(0), B)`).
     - `options`: the design's parameters, named as in its NumPy generator (`p`, `q`, `sigma`, …).
 
@@ -263,7 +312,7 @@ def draw(design: str, keys, cluster_size, **options) -> Batch:
         variant = options.pop("variant", "H1")
         if variant not in SCHELLDORFER_DESIGNS:
             raise ValueError(f"`variant` must be one of {sorted(SCHELLDORFER_DESIGNS)}; got {variant!r}.")
-        n_clusters, size, p, q, sigma2, theta2 = SCHELLDORFER_DESIGNS[variant]
+        n_clusters, size, p, q, sigma2, theta2 = _schelldorfer_variances(variant, options.pop("theta2", None))
         if cluster_size is not None:
             raise ValueError("`cluster_size` is fixed by the Schelldorfer design; pass None.")
         cluster_size = np.full(n_clusters, size)
@@ -284,7 +333,7 @@ def draw(design: str, keys, cluster_size, **options) -> Batch:
             raise ValueError(f"unknown option(s) {sorted(set(options) - allowed)} for design {design!r}; "
                              f"it takes {sorted(allowed)}.")
     elif options:
-        raise ValueError(f"design 'schelldorfer' takes only `variant`; got {sorted(options)}.")
+        raise ValueError(f"design 'schelldorfer' takes only `variant` and `theta2`; got {sorted(options)}.")
     if design == "scope_example":
         draw_one, beta, Psi, sigma, intercept = _scope_example(groups, **options)
     elif design == "li_cai_li":
@@ -381,8 +430,8 @@ def _schelldorfer(groups, p, q, sigma2, theta2):
         X = jax.random.normal(key, (len(groups), p - 1), dt) @ jnp.asarray(chol.T, dt)
         return X, _with_random_slopes(X, q)
 
-    one = _gaussian_lmm(groups, covariates, beta, np.sqrt(theta2) * np.eye(q), sigma, intercept=1.0)
-    return one, beta, theta2 * np.eye(q), sigma, 1.0
+    one = _gaussian_lmm(groups, covariates, beta, np.diag(np.sqrt(theta2)), sigma, intercept=1.0)
+    return one, beta, np.diag(theta2), sigma, 1.0
 
 
 def _target_shift(groups, p=500, n_proxy=10, c=1.5, values=(1.0, 0.8, 0.6, 0.5, 0.4), sigma=1.0, alpha_sd=1.0,
