@@ -37,6 +37,10 @@ from ._penalties import (
     GroupLasso as GroupLasso,
 )
 from ._persist import load_fit as load_fit
+from ._random_effects import (
+    RandomEffectsSelection as RandomEffectsSelection,
+    select_random_effects as select_random_effects,
+)
 from ._select import cluster_folds as cluster_folds, scaled_lasso as scaled_lasso
 from ._solution import RESULTS as RESULTS, Solution as Solution
 from ._solve import solve as solve

@@ -66,16 +66,22 @@ class MixedModelCGD(eqx.Module):
     threshold: float = 1e-4
 
     def run(self, structure: str, args: MixedModelData, penalty: L1, params0: MixedModelParams,
-            max_nonzero=None) -> MixedModelFit:
+            max_nonzero=None, variance_penalty=None) -> MixedModelFit:
+        """Minimise Q_λ from `params0`. `variance_penalty` (n_θ weights ≥ 0, diagonal Ψ) adds
+        Σ_l v_l θ_l² = Σ_l v_l Ψ_ll, an l1 penalty on the variances Ψ_ll ≥ 0 (pysr3's): a
+        variance whose likelihood slope ∂(−log L)/∂Ψ_ll at 0 is above −v_l goes to exactly 0."""
         q = args.data.Z.shape[1]
         diagonal = diagonal_parameters(structure, q)
         n_theta = params0.theta.shape[0]
+
+        def theta_penalty(theta):
+            return 0.0 if variance_penalty is None else jnp.sum(variance_penalty * theta**2)
 
         def nll(params):
             return variance_nll(params.theta, params.log_sigma, cluster_statistics(args, params.beta), structure)
 
         def objective(params):
-            return nll(params) + penalty(params.beta)
+            return nll(params) + penalty(params.beta) + theta_penalty(params.theta)
 
         limit, cap = nonzero_limits(max_nonzero, params0.beta)
         tol = attainable(self.tol, args.y.dtype)  # 1e-6 is 8 eps in float32: floor at 1000 eps
@@ -94,7 +100,7 @@ class MixedModelCGD(eqx.Module):
             stats = cluster_statistics(args, params.beta)
 
             def f(phi):
-                return variance_nll(phi[:n_theta], phi[n_theta], stats, structure)
+                return variance_nll(phi[:n_theta], phi[n_theta], stats, structure) + theta_penalty(phi[:n_theta])
 
             phi = damped_newton(f, jnp.append(params.theta, params.log_sigma), self.newton_steps).value
             theta = phi[:n_theta]
