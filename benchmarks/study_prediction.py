@@ -13,7 +13,7 @@ methods and three of ours, beside the paper's numbers:
 - quasi: the Li–Cai–Li quasi-likelihood Lasso (a and λ by CV; BLUPs from its variance
   components); SHEL (cluster-level synthetic variables; its cluster effects); EB ridge.
 
-Usage: python study_prediction.py [replicates=10] [designs=10,100,500]
+Usage: python study_prediction.py [replicates=10] [designs=10,100,500] [theta2=0,0.25,1,2]
 """
 
 import sys
@@ -80,9 +80,10 @@ def row_text(p, theta2, row):
 def main():
     reps = int(sys.argv[1]) if len(sys.argv) > 1 else 10
     designs = [int(p) for p in sys.argv[2].split(",")] if len(sys.argv) > 2 else [10, 100, 500]
+    strengths = [float(t) for t in sys.argv[3].split(",")] if len(sys.argv) > 3 else THETA2
     results, seconds = {}, {m: 0.0 for m in METHODS}
     for p in designs:
-        for theta2 in THETA2:
+        for theta2 in strengths:
             errors = {m: [] for m in METHODS}
             for r in tqdm(range(reps), desc=f"p={p}, θ²={theta2}"):
                 train, test = jaxlmm.simulate.schelldorfer_prediction_design(3000 + r, p, theta2)
