@@ -84,7 +84,13 @@ class _WeightedSeparable(AbstractPenalty):
 
     def levels(self) -> Array:
         """λ w_k per coordinate (0 on U); a scalar when neither weights nor U are given."""
-        t = self.lam if self.weights is None else self.lam * self.weights
+        if self.weights is None:
+            t = self.lam
+        else:
+            # w_k = inf drops β_k at any λ, λ = 0 included (0·inf would be NaN); the inner where
+            # keeps d/dλ of the dropped entries finite, so gradients in λ stay NaN-free.
+            dropped = jnp.isinf(self.weights)
+            t = jnp.where(dropped, jnp.inf, self.lam * jnp.where(dropped, 1.0, self.weights))
         return t if self.unpenalized is None else jnp.where(self.unpenalized, 0.0, t)
 
     def check(self, p: int) -> None:

@@ -222,6 +222,36 @@ def test_adaptive_path_reaches_every_first_stage_column():
     assert np.all(np.abs(adaptive.coef[1:4]) > np.abs(first.coef[1:4]))
 
 
+def test_adaptive_refit_is_the_ml_fit_on_the_first_support():
+    """adaptive="refit" (the recipe that reproduces the paper's Table 2 lmmadLasso/adLasso) is
+    the unpenalised ML fit on the first stage's support: against `fit_lmm` (ML, Ψ = θ²I) on
+    those columns, and for structure="none" against least squares with σ̂² = RSS/N."""
+    sim = jaxlmm.simulate.schelldorfer_design(seed=1000, design="H1")
+    data = jaxlmm.LMMData.from_arrays(sim.X, sim.y, sim.groups, sim.Z)
+    first = fit_lmmlasso(data)
+    refit = fit_lmmlasso(data, adaptive="refit")
+    assert refit.adaptive == "refit" and refit.lam == 0.0 and "refitted" in refit.method
+    np.testing.assert_array_equal(refit.support, first.support)
+    S = first.support
+    ml = jaxlmm.fit_lmm(jaxlmm.LMMData.from_arrays(sim.X[:, S], sim.y, sim.groups, sim.Z), reml=False,
+                        structure="identity")
+    np.testing.assert_allclose(refit.coef[S], ml.coef, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose([refit.intercept, refit.sigma2, refit.psi[0, 0]],
+                               [ml.intercept, ml.sigma2, ml.psi[0, 0]], rtol=1e-3)
+    assert refit.loglik >= first.loglik
+
+    lasso = fit_lmmlasso(data, structure="none")
+    ols = fit_lmmlasso(data, structure="none", adaptive="refit")
+    S = lasso.support
+    D = np.column_stack([np.ones(len(sim.y)), sim.X[:, S]])
+    coef, rss = np.linalg.lstsq(D, sim.y, rcond=None)[:2]
+    np.testing.assert_array_equal(ols.support, S)
+    np.testing.assert_allclose(np.r_[ols.intercept, ols.coef[S]], coef, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(ols.sigma2, rss[0] / len(sim.y), rtol=1e-6)
+    with pytest.raises(ValueError, match="`adaptive`"):
+        fit_lmmlasso(data, adaptive="twice")
+
+
 def test_bad_inputs(h1):
     data, _ = h1
     with pytest.raises(ValueError, match="`structure`"):

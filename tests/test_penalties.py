@@ -163,3 +163,19 @@ def test_custom_penalty_in_ten_lines(problem):
     mine = jaxlmm.solve(fn, MyLasso(jnp.asarray(0.1)), jaxlmm.CoordinateDescent(rtol=1e-10), jnp.zeros(12), args)
     ours = jaxlmm.solve(fn, jaxlmm.L1(0.1), jaxlmm.CoordinateDescent(rtol=1e-10), jnp.zeros(12), args)
     np.testing.assert_allclose(mine.value, ours.value, atol=1e-12)
+
+
+def test_dropped_coefficient_at_zero_lambda():
+    """w_k = inf keeps β_k at 0 for every λ, λ = 0 included (0·inf would be NaN), and the
+    penalty's value and its gradient in λ stay finite there."""
+    weights = jnp.array([1.0, jnp.inf, 2.0])
+    pen = jaxlmm.L1(jnp.asarray(0.0), weights)
+    np.testing.assert_array_equal(pen.levels(), [0.0, np.inf, 0.0])
+    np.testing.assert_array_equal(pen.prox(jnp.array([1.0, 1.0, -1.0]), 1.0), [1.0, 0.0, -1.0])
+    beta = jnp.array([0.5, 0.0, -1.0])
+
+    def value(lam):
+        return jaxlmm.L1(lam, weights)(beta)
+
+    np.testing.assert_allclose(value(0.3), 0.3 * 0.5 + 0.6 * 1.0)
+    np.testing.assert_allclose(jax.grad(value)(0.0), 2.5)

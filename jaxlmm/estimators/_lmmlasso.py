@@ -238,7 +238,8 @@ class LMMLassoFit(Fit):
       ½N log 2π constant).
     - `lam` (on the fitting scale: standardised columns when `standardize=True`), `structure`,
       `unpenalized` (column indices of X), `weights` (penalty weights, None if plain),
-      `adaptive`, `start` ("cold": from the Lasso start, "warm": from the path or λ_max).
+      `adaptive` (the second stage's recipe, "bic" or "refit"; None without one), `start`
+      ("cold": from the Lasso start, "warm": from the path or λ_max).
     - `path`: the `LMMLassoPath` (BIC curves for both starts) when λ was chosen; its λ and BIC
       are on the caller's scale, its stacked fits on the internal one (y and X divided by the
       powers of two nearest their scales; standardised columns). `coef_path` (n_λ × p): β̂ at
@@ -255,14 +256,15 @@ class LMMLassoFit(Fit):
     structure: str
     unpenalized: np.ndarray
     weights: np.ndarray | None
-    adaptive: bool
+    adaptive: str | None
     start: str
     path: LMMLassoPath | None = None
     coef_path: np.ndarray | None = None
 
     @property
     def method(self) -> str:
-        kind = "adaptive lmmLasso" if self.adaptive else "lmmLasso"
+        kinds = {None: "lmmLasso", "bic": "adaptive lmmLasso", "refit": "lmmLasso refitted on its support"}
+        kind = kinds[self.adaptive]
         return kind + " (l1-penalised ML; Schelldorfer, Bühlmann & van de Geer)"
 
     @property
@@ -322,7 +324,7 @@ def fit_lmmlasso(
     structure: str = "identity",
     unpenalized=None,
     weights=None,
-    adaptive: bool = False,
+    adaptive: bool | str = False,
     standardize: bool = True,
     n_lambda: int = 50,
     lambda_min_ratio: float = 0.01,
@@ -359,11 +361,18 @@ def fit_lmmlasso(
       "none" (no random effects: the plain Lasso with σ² by ML, for comparison).
     - `unpenalized`: indices of X's columns that are not penalised. Default: every column of X
       that is also a column of Z.
-    - `weights`: penalty weights w_k ≥ 0 (inf drops a column). `adaptive=True`: two stages
-      (lmmadLasso); the second uses w_k = 1/|β̂_k| from the first (on the fitting scale), starts
-      from the first stage's β̂ and, when λ is chosen by BIC, runs its path down to
-      `lambda_min_ratio`·(min w_k / max w_k)·λ_max so that every column kept by the first stage
-      can enter (a weight of 1/|β̂_k| for a small β̂_k moves its entry point far down).
+    - `weights`: penalty weights w_k ≥ 0 (inf drops a column).
+    - `adaptive`: a second stage after the fit above (lmmadLasso). `True` or "bic": the adaptive
+      Lasso of the paper's (11), w_k = 1/|β̂_k| from the first stage (on the fitting scale,
+      columns with β̂_k = 0 dropped), started from the first stage's β̂; when λ is chosen by
+      BIC its path runs down to `lambda_min_ratio`·(min w_k / max w_k)·λ_max so that every
+      column kept by the first stage can enter (a weight of 1/|β̂_k| for a small β̂_k moves its
+      entry point far down), and BIC may drop columns. "refit": the unpenalised ML refit
+      (λ = 0) on the first stage's support; this is what R lmmlasso computes when handed the
+      paper's w_k = 1/|β̂_k| as its `weights` argument (it soft-thresholds at λ / weights[k],
+      so the penalty becomes λ Σ |β̂_k||β_k| and BIC takes the smallest λ), and it reproduces
+      the paper's Table 2 lmmadLasso/adLasso rows (same |S| as the first stage, σ̂² below the
+      truth); `benchmarks/study_adaptive_recipes.py` compares the recipes.
     - `solver`: a `MixedModelCGD` (its `beta_solver` may be `ProximalGradient()`).
     - `throw`: raise a `RuntimeError` with the `RESULTS` message when the fit did not succeed
       (default False: the fit's `result` and `converged` say so, the choice inside sweeps).
@@ -372,7 +381,8 @@ def fit_lmmlasso(
     """
     check_data(data)
     throw = check_flag("throw", throw)
-    adaptive, standardize = check_flag("adaptive", adaptive), check_flag("standardize", standardize)
+    standardize = check_flag("standardize", standardize)
+    adaptive = _check_adaptive(adaptive)
     if structure not in COVARIANCE_STRUCTURES:
         raise ValueError(f"`structure` must be one of {COVARIANCE_STRUCTURES}; got {structure!r}.")
     p, n_obs = data.n_features, data.n_obs
@@ -430,7 +440,13 @@ def fit_lmmlasso(
 
     fit, lam_used, start, path = stage(w_user, cold, lam_fit)
     stage_weights = None if weights is None else w_user
-    if adaptive:
+    if adaptive == "refit":
+        first = np.asarray(fit.params.beta)[1:]
+        w_refit = np.where(first != 0, 1.0, np.inf)
+        w_refit[unpen_idx] = 1.0
+        fit, lam_used, start, _ = stage(w_refit, fit.params.beta, 0.0)
+        path, stage_weights = None, w_refit
+    elif adaptive == "bic":
         first = np.abs(np.asarray(fit.params.beta)[1:])
         with np.errstate(divide="ignore"):
             w_adaptive = np.where(first > 0, 1.0 / first, np.inf) * w_user
@@ -446,15 +462,26 @@ def fit_lmmlasso(
         fit, lam_used, start, path = stage(w_adaptive, fit.params.beta, lam, lambda_min_ratio * spread)
         stage_weights = w_adaptive
     # λ w |β| = λ̃ w̃ |β̃|: plain weights are the caller's; adaptive ones are 1/|β̂| on the fitting
-    # scale, so on the caller's they are w̃ / lam_unit and λ = λ̃.
+    # scale, so on the caller's they are w̃ / lam_unit and λ = λ̃ (the refit's λ is 0).
     if adaptive:
-        lam_caller, stage_weights = lam_used, stage_weights / lam_unit
+        lam_caller = lam_used
+        if adaptive == "bic":
+            stage_weights = stage_weights / lam_unit
     else:
         lam_caller = lam_used / lam_unit
     summary = _summarise(fit, data, args, structure, center, scale, lam_caller, unpen_idx, stage_weights, adaptive,
                          start, path, units, 1.0 if adaptive else 1.0 / lam_unit)
     summary = dataclasses.replace(summary, groups=labels, feature_names=names, data_fingerprint=fingerprint)
     return finish(summary, throw)
+
+
+def _check_adaptive(adaptive) -> str | None:
+    """`adaptive` as the recipe's name ("bic" or "refit"), None for a single stage."""
+    if isinstance(adaptive, bool | np.bool_):
+        return "bic" if adaptive else None
+    if isinstance(adaptive, str) and adaptive in ("bic", "refit"):
+        return adaptive
+    raise ValueError(f'`adaptive` must be True, False, "bic" or "refit"; got {adaptive!r}.')
 
 
 def _summarise(fit, data, args, structure, center, scale, lam, unpen_idx, weights, adaptive, start, path, units,
