@@ -20,7 +20,11 @@ ML Ψ̂ is singular in most replicates with few repeats (lme4 1.1-31 agrees: sam
 to 4 digits and `isSingular` on the four 8-repeat N(0, 1) replicates checked), which makes
 KL(ML) infinite; the KL ratio is therefore also given over the replicates with a regular ML Ψ̂.
 
-Usage: python benchmarks/study_eb_ridge.py [replicates_1] [replicates_2]
+`evidence` chooses the approximation of the marginal likelihood that learns (λ, b, A):
+"laplace" (ours: β integrated out, Laplace over log-Cholesky Ψ and log σ²) or "slides" (seed
+002's: Laplace over (β, σ, vech Σ) at the mode of its posterior); see `fit_eb_ridge`.
+
+Usage: python benchmarks/study_eb_ridge.py [replicates_1] [replicates_2] [evidence=laplace]
 """
 
 from __future__ import annotations
@@ -65,7 +69,7 @@ def kl(Sigma_hat, Sigma):
     return 0.5 * (np.trace(M) - q - logdet) if sign > 0 else np.inf
 
 
-def experiment_repeats(replicates, times):
+def experiment_repeats(replicates, times, evidence="laplace"):
     rows = []
     for repeats in (2, 3, 5, 8):
         rng = np.random.default_rng(100 + repeats)
@@ -73,7 +77,7 @@ def experiment_repeats(replicates, times):
         for _ in tqdm(range(replicates), desc=f"t ~ {times}, {repeats} repeats", leave=False):
             data, beta, Sigma = simulate(rng, 40, repeats, 2, 4, nu=6, times=times)
             start = time.perf_counter()
-            eb = jaxlmm.fit_eb_ridge(data)
+            eb = jaxlmm.fit_eb_ridge(data, evidence=evidence)
             seconds.append(time.perf_counter() - start)
             ml = jaxlmm.fit_eb_ridge(data, lam=0.0, b=0.0, A=1.0)
             ok += eb.converged
@@ -87,7 +91,7 @@ def experiment_repeats(replicates, times):
         rows.append((repeats, np.median(rmse_ratio), np.median(kl_ratio), regular, np.median(bs),
                      np.mean(bs > 0.99), ok, seconds, singular.sum()))
     print(f"\n1. Random-effects shrinkage vs repeats, t ~ {times} (40 individuals, q = 4; medians over "
-          f"{replicates} replicates; ratios ML / EB)")
+          f"{replicates} replicates; ratios ML / EB; evidence {evidence!r})")
     print(f"{'repeats':>8} | {'RMSE β ratio':>12} {'slides':>7} | {'KL ratio':>9} {'regular ML':>10} {'slides':>7} | "
           f"{'b':>6} {'slides':>7} {'b > 0.99':>8} | {'ML Ψ̂ singular':>14} | converged | s/fit (1st incl. compile)")
     for repeats, rmse, klr, klr_regular, b, at_one, ok, seconds, singular in rows:
@@ -97,7 +101,7 @@ def experiment_repeats(replicates, times):
               f"{np.median(seconds[1:]) if len(seconds) > 1 else seconds[0]:.2f} ({seconds[0]:.1f})")
 
 
-def experiment_dimension(replicates):
+def experiment_dimension(replicates, evidence="laplace"):
     rows = []
     for p in (2, 500):
         rng = np.random.default_rng(200 + p)
@@ -105,14 +109,14 @@ def experiment_dimension(replicates):
         for _ in tqdm(range(replicates), desc=f"p = {p}", leave=False):
             data, _, _ = simulate(rng, 40, 7, p, 2, nu=4)
             start = time.perf_counter()
-            fit = jaxlmm.fit_eb_ridge(data)
+            fit = jaxlmm.fit_eb_ridge(data, evidence=evidence)
             seconds.append(time.perf_counter() - start)
             bs.append(fit.b)
             lams.append(fit.lam)
             ok += fit.converged
         rows.append((p, np.percentile(bs, [25, 50, 75]), np.percentile(lams, [25, 50, 75]), ok, seconds))
     print(f"\n2. Fixed-effects dimension (280 obs, 40 individuals × 7, q = 2; medians [quartiles] over {replicates} "
-          "replicates; the generating λ = σ²/var(β_j) is 1 for both p)")
+          f"replicates; the generating λ = σ²/var(β_j) is 1 for both p; evidence {evidence!r})")
     print(f"{'p':>5} | {'b':>6} {'[quartiles]':>13} {'slides':>7} | {'λ':>6} {'[quartiles]':>13} {'slides':>7} | "
           "converged | s/fit (1st incl. compile)")
     for p, b, lam, ok, seconds in rows:
@@ -125,8 +129,9 @@ def experiment_dimension(replicates):
 if __name__ == "__main__":
     r1 = int(sys.argv[1]) if len(sys.argv) > 1 else 30
     r2 = int(sys.argv[2]) if len(sys.argv) > 2 else 10
+    evidence = sys.argv[3] if len(sys.argv) > 3 else "laplace"
     if r1:
         for times in TIMES:
-            experiment_repeats(r1, times)
+            experiment_repeats(r1, times, evidence)
     if r2:
-        experiment_dimension(r2)
+        experiment_dimension(r2, evidence)

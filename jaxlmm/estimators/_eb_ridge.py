@@ -7,7 +7,9 @@ data-only algebra (`eb_design`) are in `losses.eb_ridge`. Here, each pure and ji
 
 * `eb_ridge_map`: the MAP for fixed hyperparameters Θ = (λ, b, A) by ECM;
 * `laplace_log_marginal` / `learn_hyperparameters`: log p(y | Θ) with β integrated out exactly
-  and a Laplace approximation over the variance parameters, maximised over Θ with L-BFGS.
+  and a Laplace approximation over the variance parameters, maximised over Θ with L-BFGS;
+  `slides_log_marginal`: seed 002's own recipe (Laplace over all of (β, σ, Σ) at the ECM MAP),
+  the alternative `evidence="slides"`.
 
 `fit_eb_ridge` is the user entry point.
 """
@@ -33,12 +35,16 @@ from ..losses.eb_ridge import (
     EBDesign,
     EBParams,
     eb_design,
+    inverse_wishart_logpdf,
     log_integrand,
     log_posterior,
     maximum_b,
     minimum_proper_b,
+    natural_from_variance,
     phi_from_variance,
     posterior_moments,
+    profile_log_posterior,
+    restricted_log_marginal,
     variance_from_phi,
 )
 from ..solvers.lbfgs import minimise_lbfgs
@@ -56,15 +62,16 @@ def ridge_coefficients(design: EBDesign, lam, target: Array) -> tuple[Array, Arr
     return jax.scipy.linalg.solve_triangular(design.RF, rest, lower=False), beta_G
 
 
-def ecm_step(design: EBDesign, params: EBParams, lam, b, A) -> EBParams:
+def ecm_step(design: EBDesign, params: EBParams, lam, b, A, normalised_ridge: bool = False) -> EBParams:
     """One ECM iteration. E-step moments (μ_i, C_i) at the current parameters, then the
     conditional maximisations of the expected complete-data objective:
 
         Ψ⁺ = b A + (1 − b) (1/n) Σ_i (μ_iμ_iᵀ + C_i),
         β⁺ = ridge solution of y − Zμ on (F, G) with penalty λ on β_G,
-        σ²⁺ = [Σ_i (‖y_i − X_iβ⁺ − Z_iμ_i‖² + tr(Z_iᵀZ_i C_i)) + λ‖β_G⁺‖²] / N.
+        σ²⁺ = [Σ_i (‖y_i − X_iβ⁺ − Z_iμ_i‖² + tr(Z_iᵀZ_i C_i)) + λ‖β_G⁺‖²] / N
 
-    Each step maximises the same expected objective, so J (`log_posterior`) never decreases.
+    (/ (N + p_G) with `normalised_ridge`, the ridge prior's normaliser kept in J). Each step
+    maximises the same expected objective, so J (`log_posterior`) never decreases.
     """
     data = design.data
     residual = data.y - design.F @ params.beta_F - design.G @ params.beta_G
@@ -75,7 +82,8 @@ def ecm_step(design: EBDesign, params: EBParams, lam, b, A) -> EBParams:
     beta_F, beta_G = ridge_coefficients(design, lam, target)
     resid = target - design.F @ beta_F - design.G @ beta_G
     trace = jnp.sum(design.ZtZ * C)
-    sigma2 = (resid @ resid + trace + lam * (beta_G @ beta_G)) / data.n_obs
+    dof = data.n_obs + (design.G.shape[1] if normalised_ridge else 0)
+    sigma2 = (resid @ resid + trace + lam * (beta_G @ beta_G)) / dof
     return EBParams(beta_F, beta_G, 0.5 * (psi + psi.T), sigma2)
 
 
@@ -101,7 +109,7 @@ def start_params(design: EBDesign, lam) -> EBParams:
 
 
 def eb_ridge_map(design: EBDesign, lam, b, A, params0: EBParams | None = None, tol: float = 1e-12,
-                 max_steps: int = 5_000, accelerate: bool = True) -> EBMap:
+                 max_steps: int = 5_000, accelerate: bool = True, normalised_ridge: bool = False) -> EBMap:
     """MAP of (β, Ψ, σ²) for fixed Θ = (λ, b, A) by ECM (`ecm_step`), as one `lax.while_loop`.
 
     With `accelerate` (default) each iteration is a SQUAREM step (Varadhan & Roland 2008): two
@@ -111,6 +119,8 @@ def eb_ridge_map(design: EBDesign, lam, b, A, params0: EBParams | None = None, t
     Stops when J rises by ≤ `tol`·(1 + |J|) in one iteration (result `successful`), after
     `max_steps` (`max_steps_reached`), or on a non-finite J (`nonfinite`). Pure: vmap it over
     data sets (stacked designs) or over λ / b / A. b ∈ [0, 1) (b = 0: no prior on Ψ), λ ≥ 0.
+    `normalised_ridge` (static): the mode of seed 002's posterior, the ridge prior's normaliser
+    −(p_G/2) log σ² kept in J (see `log_posterior`).
     """
     lam = jnp.asarray(lam, design.d.dtype)
     b = jnp.asarray(b, design.d.dtype)
@@ -118,10 +128,10 @@ def eb_ridge_map(design: EBDesign, lam, b, A, params0: EBParams | None = None, t
     flat0, unravel = ravel_pytree(params)
 
     def objective(x):
-        return log_posterior(design, unravel(x), lam, b, A)
+        return log_posterior(design, unravel(x), lam, b, A, normalised_ridge)
 
     def step(x):
-        return ravel_pytree(ecm_step(design, unravel(x), lam, b, A))[0]
+        return ravel_pytree(ecm_step(design, unravel(x), lam, b, A, normalised_ridge))[0]
 
     def squarem(x0):
         x1 = step(x0)
@@ -213,6 +223,95 @@ def laplace_log_marginal(design: EBDesign, lam, b, A: Array, phi0: Array, newton
     return LaplaceMarginal(value, phi_hat, is_mode & (sign > 0) & jnp.isfinite(value))
 
 
+def slides_log_marginal(design: EBDesign, lam, b, A: Array, params: EBParams) -> LaplaceMarginal:
+    """Seed 002's Laplace approximation: over all of θ = (β, σ, vech Σ), in that natural
+    parameterisation, at the MAP θ* = `params` of ℓ that the ECM finds
+    (`eb_ridge_map(..., normalised_ridge=True)`),
+
+        log p(y | Θ) ≈ ℓ(θ*) + (d/2) log 2π − ½ log|−∇²ℓ(θ*)|,   d = k + p_G + 1 + q(q+1)/2,
+        ℓ(θ) = log p(y | θ) + log N(β_G; 0, (σ²/λ) I) + log IW(Σ; b, A)   (flat on β_F and σ).
+
+    No p×p Hessian is formed. ℓ is Gaussian in β and β* maximises ℓ(·, v*) (the ECM objective
+    differs from ℓ only in σ), so ℓ(θ*) + ((k + p_G)/2) log 2π − ½ log|−∇²_ββ ℓ| is the exact
+    integral log ∫ exp ℓ(β, v*) dβ = `restricted_log_marginal` − ½ log|FᵀF| + log IW(Σ*), and
+    the Schur complement of the β-block is −∇² of `profile_log_posterior` at v* = (σ*, vech Σ*).
+    At the default MAP (no normaliser in the ridge prior, `normalised_ridge=False`) θ* is not
+    stationary in σ, and for p_G > N the Hessian there is indefinite (the σ direction): hence
+    the slides' own MAP. `phi` is v*; `valid`: −∇²ℓ_p(v*) positive definite, the value finite."""
+    L = jnp.linalg.cholesky(params.psi)
+    integrated = (restricted_log_marginal(design, L, params.sigma2, lam) - 0.5 * design.logdet_FtF
+                  + inverse_wishart_logpdf(L, b, A, design.data.n_clusters))
+    v = natural_from_variance(params.psi, params.sigma2)
+    curvature = -jax.hessian(profile_log_posterior)(v, design, lam, b, A)
+    sign, log_det = jnp.linalg.slogdet(curvature)
+    value = integrated + 0.5 * v.shape[0] * math.log(2.0 * math.pi) - 0.5 * log_det
+    valid = (jnp.min(jnp.linalg.eigvalsh(curvature)) > 0) & (sign > 0) & jnp.isfinite(value)
+    return LaplaceMarginal(value, v, valid)
+
+
+EVIDENCE = ("laplace", "slides")
+
+
+class ImportanceEstimate(eqx.Module):
+    """`value` ≈ log p(y | Θ) by importance sampling, its Monte Carlo standard error `se`
+    (delta method) and the effective sample size `ess` of the weights."""
+
+    value: Array
+    se: Array
+    ess: Array
+
+
+def importance_log_marginal(design: EBDesign, lam, b, A: Array, key: Array, target: str = "laplace",
+                            draws: int = 20_000, df: float = 4.0, scale: float = 1.5,
+                            batch_size: int = 1_000, newton_steps: int = 100) -> ImportanceEstimate:
+    """A reference for the Laplace values that does not rely on Laplace: the integral over the
+    variance parameters (β and every b_i already integrated out exactly) by importance sampling,
+
+        log ∫ exp ℓ(φ) dφ ≈ log (1/M) Σ_m exp(ℓ(φ_m) − log g(φ_m)),   φ_m ~ g,
+
+    g a multivariate t (`df` degrees of freedom; heavy tails, so the weights have a variance)
+    centred at the mode of `log_integrand` with `scale` times the inverse of its negative
+    Hessian. φ = (log-Cholesky of Ψ, log σ²). `target` "laplace": ℓ = `log_integrand` (the
+    integral `laplace_log_marginal` approximates: flat prior on log σ²); "slides": the integral
+    `slides_log_marginal` approximates, over (σ, vech Σ) with a flat prior on σ (ℓ gains
+    log|dσ/d log σ²| = log σ − log 2 and the contrasts' −½ log|FᵀF|). Draws are evaluated
+    `batch_size` at a time (`lax.map`). Trust it when `ess` is a sizeable fraction of `draws`."""
+    if target not in EVIDENCE:
+        raise ValueError(f"`target` must be one of {EVIDENCE}; got {target!r}.")
+    start = start_params(design, lam)
+    phi0 = phi_from_variance(start.psi, start.sigma2)
+
+    def f(phi):
+        return -log_integrand(phi, design, lam, b, A)
+
+    mode = damped_newton(f, phi0, newton_steps).value
+    hess = value_grad_hessian(f, mode)[2]
+    d = mode.shape[0]
+    shape = scale * jnp.linalg.inv(0.5 * (hess + hess.T))
+    chol = jnp.linalg.cholesky(shape)
+    k_normal, k_gamma = jax.random.split(key)
+    z = jax.random.normal(k_normal, (draws, d), mode.dtype)
+    w = 2.0 * jax.random.gamma(k_gamma, df / 2.0, (draws,), mode.dtype) / df  # χ²_df / df
+    x = mode + (z @ chol.T) / jnp.sqrt(w)[:, None]
+    delta = jnp.sum((z / jnp.sqrt(w)[:, None]) ** 2, axis=1)  # (x − mode)ᵀ shape⁻¹ (x − mode)
+    log_g = (jax.scipy.special.gammaln((df + d) / 2.0) - jax.scipy.special.gammaln(df / 2.0)
+             - 0.5 * d * jnp.log(df * math.pi) - jnp.sum(jnp.log(jnp.diagonal(chol)))
+             - 0.5 * (df + d) * jnp.log1p(delta / df))
+
+    def log_target(phi):
+        value = log_integrand(phi, design, lam, b, A)
+        if target == "slides":
+            value = value + 0.5 * phi[-1] - math.log(2.0) - 0.5 * design.logdet_FtF
+        return value
+
+    ell = lax.map(log_target, x, batch_size=batch_size)
+    log_w = jnp.where(jnp.isfinite(ell), ell - log_g, -jnp.inf)
+    total = jax.scipy.special.logsumexp(log_w)
+    ess = jnp.exp(2.0 * total - jax.scipy.special.logsumexp(2.0 * log_w))
+    se = jnp.sqrt(jnp.maximum(draws / ess - 1.0, 0.0) / draws)
+    return ImportanceEstimate(total - math.log(draws), se, ess)
+
+
 # ---- hyperparameters ----------------------------------------------------------------------------
 
 
@@ -284,14 +383,17 @@ def _central_differences(f, phi0):
 
 def learn_hyperparameters(design: EBDesign, lam=None, b=None, A=None, learn_A: str = "scalar",
                           start: EBParams | None = None, max_steps: int = 200, gtol: float = 1e-5,
-                          newton_steps: int = 50, gradient: str = "differences") -> Hyperparameters:
+                          newton_steps: int = 50, gradient: str = "differences",
+                          evidence: str = "laplace") -> Hyperparameters:
     """Maximise the Laplace log marginal likelihood over the free members of Θ (those given as
     None; `learn_A` "scalar" learns A = α I, "full" a full A, "none" keeps `A` fixed) by
     L-BFGS (optax's direction, Armijo backtracking) on the unconstrained scale, with the
     gradient by central differences (`_central_differences`; `gradient="autodiff"` differentiates
     the Laplace approximation instead: the same optimum, a 3× faster run on this CPU, a program
     that compiles for ~30 s rather than ~8 s — the choice for long sweeps). Pure and jit-able (the
-    choice of free members is static).
+    choice of free members is static). `evidence="slides"` maximises `slides_log_marginal`
+    instead, with the ECM MAP recomputed at every Θ (from the previous point's MAP within a
+    gradient; central differences only); its `phi` is then the flattened MAP.
     """
     data = design.data
     q = data.Z.shape[1]
@@ -315,11 +417,28 @@ def learn_hyperparameters(design: EBDesign, lam=None, b=None, A=None, learn_A: s
     def theta(u):
         return _unpack(u, lam, b, A, learn_A, q, b_min, b_max)
 
-    def negative(u, phi_start):
-        laplace = laplace_log_marginal(design, *theta(u), phi_start, newton_steps, gradient == "autodiff")
-        # Where no mode was found the value means nothing: +∞ makes the line search step back.
-        return jnp.where(laplace.valid, -laplace.value, jnp.inf), laplace
+    if evidence == "laplace":
 
+        def negative(u, phi_start):
+            laplace = laplace_log_marginal(design, *theta(u), phi_start, newton_steps, gradient == "autodiff")
+            # Where no mode was found the value means nothing: +∞ makes the line search step back.
+            return jnp.where(laplace.valid, -laplace.value, jnp.inf), laplace
+
+    elif evidence == "slides":
+        if gradient != "differences":
+            raise ValueError("`gradient` must be 'differences' with evidence='slides'.")
+        phi0, unravel = ravel_pytree(start)
+
+        def negative(u, flat_start):
+            lam_u, b_u, A_u = theta(u)
+            fit = eb_ridge_map(design, lam_u, b_u, A_u, unravel(flat_start), normalised_ridge=True)
+            laplace = slides_log_marginal(design, lam_u, b_u, A_u, fit.params)
+            ok = laplace.valid & (fit.result == RESULTS.successful)
+            aux = LaplaceMarginal(laplace.value, ravel_pytree(fit.params)[0], ok)
+            return jnp.where(ok, -laplace.value, jnp.inf), aux
+
+    else:
+        raise ValueError(f"`evidence` must be one of {EVIDENCE}; got {evidence!r}.")
     if gradient == "autodiff":
         objective = jax.value_and_grad(lambda u: negative(u, phi0), has_aux=True)
     elif gradient == "differences":
@@ -408,17 +527,19 @@ def _check_A(A, q):
 
 
 @eqx.filter_jit
-def _learn(design, lam, b, A, learn_A):
-    return learn_hyperparameters(design, lam, b, A, learn_A)
+def _learn(design, lam, b, A, learn_A, recipe):
+    return learn_hyperparameters(design, lam, b, A, learn_A, evidence=recipe)
 
 
 @eqx.filter_jit
-def _map_and_evidence(design, lam, b, A, proper):
-    fit = eb_ridge_map(design, lam, b, A)
+def _map_and_evidence(design, lam, b, A, proper, recipe):
+    fit = eb_ridge_map(design, lam, b, A, normalised_ridge=recipe == "slides")
     residual = design.data.y - design.F @ fit.params.beta_F - design.G @ fit.params.beta_G
     mu, _ = posterior_moments(design, fit.params.psi, fit.params.sigma2, residual)
     evidence = None
-    if proper:
+    if proper and recipe == "slides":
+        evidence = slides_log_marginal(design, lam, b, A, fit.params)
+    elif proper:
         evidence = laplace_log_marginal(design, lam, b, A, phi_from_variance(fit.params.psi, fit.params.sigma2),
                                         differentiable=False)  # a value: no derivative machinery to compile
     return fit, mu, evidence
@@ -426,7 +547,7 @@ def _map_and_evidence(design, lam, b, A, proper):
 
 @accepts_formula
 def fit_eb_ridge(data: LMMData, lam=None, *, b=None, A=None, unpenalized=None, intercept: bool = True,
-                 throw: bool = False) -> EBRidgeFit:
+                 evidence: str = "laplace", throw: bool = False) -> EBRidgeFit:
     """Empirical-Bayes regularised LMM (Amestoy, van de Wiel & van Wieringen):
 
         y_i = β_0 + X_i β + Z_i b_i + ε_i,  b_i ~ N(0, Ψ),  ε_i ~ N(0, σ² I),
@@ -453,6 +574,13 @@ def fit_eb_ridge(data: LMMData, lam=None, *, b=None, A=None, unpenalized=None, i
       or a q×q positive definite matrix (fixed).
     - `unpenalized`: column indices of X with a flat prior (besides the intercept).
     - `intercept`: include an unpenalised intercept (default True).
+    - `evidence`: the approximation of log p(y | Θ) that is reported and maximised. "laplace"
+      (default): β integrated out exactly, Laplace over the log-Cholesky of Ψ and log σ² (flat
+      prior on log σ²) at the mode of that integrand. "slides": seed 002's own recipe, Laplace
+      over all of (β, σ, vech Σ) in that natural parameterisation at the mode of the slides'
+      posterior (flat prior on σ, the ridge prior's normaliser (σ²)^(−p/2) kept in, so σ̂² is
+      the default's times about N/(N + p)); the reported MAP is that mode
+      (`slides_log_marginal`).
     - `throw`: raise a `RuntimeError` with the `RESULTS` message when the fit did not succeed
       (default False: the fit's `result` and `converged` say so, the choice inside sweeps).
 
@@ -463,6 +591,9 @@ def fit_eb_ridge(data: LMMData, lam=None, *, b=None, A=None, unpenalized=None, i
     check_data(data)
     throw = check_flag("throw", throw)
     intercept = check_flag("intercept", intercept)
+    if evidence not in EVIDENCE:
+        raise ValueError(f"`evidence` must be one of {EVIDENCE}; got {evidence!r}.")
+    recipe = evidence
     q, p, n = data.Z.shape[1], data.n_features, data.n_clusters
     lam = check_scalar("lam", lam)
     b = check_scalar("b", b)
@@ -501,7 +632,7 @@ def fit_eb_ridge(data: LMMData, lam=None, *, b=None, A=None, unpenalized=None, i
     if learned:
         hyper = _learn(design, None if lam is None else jnp.asarray(lam, dtype),
                        None if b is None else jnp.asarray(b, dtype),
-                       None if A_fixed is None else jnp.asarray(A_fixed, dtype), learn_A)
+                       None if A_fixed is None else jnp.asarray(A_fixed, dtype), learn_A, recipe)
         lam_v, b_v, A_v = float(hyper.lam), float(hyper.b), np.asarray(hyper.A)
         outer_ok = bool(hyper.result == RESULTS.successful) and bool(hyper.valid)
         if not outer_ok:
@@ -514,7 +645,7 @@ def fit_eb_ridge(data: LMMData, lam=None, *, b=None, A=None, unpenalized=None, i
     # The search already evaluated the evidence at its optimum; only fixed Θ needs it computed.
     proper = not learned and lam_v > 0 and b_v > minimum_proper_b(n, q)
     fit, mu, evidence = _map_and_evidence(design, jnp.asarray(lam_v, dtype), jnp.asarray(b_v, dtype),
-                                          jnp.asarray(A_v, dtype), proper)
+                                          jnp.asarray(A_v, dtype), proper, recipe)
     if learned:
         evidence = LaplaceMarginal(hyper.log_marginal, hyper.phi, hyper.valid)
     em_ok = bool(fit.result == RESULTS.successful)
@@ -530,7 +661,9 @@ def fit_eb_ridge(data: LMMData, lam=None, *, b=None, A=None, unpenalized=None, i
     # J gains −N log s_y − c_b q log s_y (its log|Ψ| term).
     s, ratio = units.y, units.y / units.x
     log_s, log_x = np.log(units.y), np.log(units.x)
+    # The slides' integral runs over σ itself (dσ = s_y dσ̃), ours over log σ² (scale-free).
     evidence_shift = -data.n_obs * log_s + k * log_s - (k - int(intercept)) * log_x
+    evidence_shift += log_s if recipe == "slides" else 0.0
     posterior_shift = -data.n_obs * log_s - (c * q * log_s if b_v > 0 else 0.0)
     A_caller = np.asarray(A_v) * s * s
     return finish(EBRidgeFit(

@@ -158,7 +158,7 @@ class EBParams(eqx.Module):
     sigma2: Array
 
 
-def log_posterior(design: EBDesign, params: EBParams, lam, b, A) -> Array:
+def log_posterior(design: EBDesign, params: EBParams, lam, b, A, normalised_ridge: bool = False) -> Array:
     """The objective the ECM climbs:
 
         J = log p(y | β, Ψ, σ²) − λ‖β_G‖² / (2σ²) − (c_b / 2) (log|Ψ| + tr(A Ψ⁻¹)).
@@ -167,6 +167,8 @@ def log_posterior(design: EBDesign, params: EBParams, lam, b, A) -> Array:
     −(p/2) log σ² of the ridge prior is left out: the ridge acts as a penalty scaled by σ², as in
     the ridge regression it generalises. Kept in, it would shrink σ̂² by N/(N + p) (a collapse
     when p ≫ N) and λ → 0 would not give maximum likelihood. b = 0 drops the Ψ prior.
+    `normalised_ridge=True` keeps it in (seed 002's posterior, whose mode its Laplace
+    approximation needs; with a flat prior on σ).
     """
     n = design.data.n_clusters
     loglik = log_likelihood(design, params.beta_F, params.beta_G, params.psi, params.sigma2)
@@ -176,7 +178,8 @@ def log_posterior(design: EBDesign, params: EBParams, lam, b, A) -> Array:
     sign, log_det = jnp.linalg.slogdet(safe)
     log_det = jnp.where(sign > 0, log_det, jnp.nan)
     prior = jnp.where(b > 0, -0.5 * c * (log_det + jnp.trace(jnp.linalg.solve(safe, A))), 0.0)
-    return loglik - ridge + prior
+    normaliser = 0.5 * design.G.shape[1] * jnp.log(params.sigma2) if normalised_ridge else 0.0
+    return loglik - ridge + prior - normaliser
 
 
 # ---- marginal likelihood ------------------------------------------------------------------------
@@ -196,6 +199,15 @@ def restricted_log_marginal(design: EBDesign, L: Array, sigma2: Array, lam) -> A
     O(N r) memory, the size of X.
     """
     k = design.F.shape[1]
+    log_det_K, log_det_F, quad = _contrast_terms(design, L, sigma2, lam)
+    n_obs = design.data.n_obs
+    return -0.5 * ((n_obs - k) * math.log(2.0 * math.pi) + log_det_K + log_det_F - design.logdet_FtF + quad)
+
+
+def _contrast_terms(design: EBDesign, L: Array, sigma2: Array, lam):
+    """(log|K|, log|FᵀK⁻¹F|, yᵀ(K⁻¹ − K⁻¹F(FᵀK⁻¹F)⁻¹FᵀK⁻¹)y) for K = V + (σ²/λ) G̃G̃ᵀ. The last is
+    also min over β of rᵀV⁻¹r + (λ/σ²)‖β_G‖², r = y − Fβ_F − Gβ_G (the ridge-GLS residual)."""
+    k = design.F.shape[1]
     if design.UtZ.shape[0]:
         log_det_K, gram = _marginal_terms_by_ridge(design, L, sigma2, lam)
     else:
@@ -203,12 +215,42 @@ def restricted_log_marginal(design: EBDesign, L: Array, sigma2: Array, lam) -> A
     if k:
         chol_F = jnp.linalg.cholesky(gram[:k, :k])
         proj = jax.scipy.linalg.solve_triangular(chol_F, gram[:k, k], lower=True)
-        quad = gram[k, k] - proj @ proj
-        log_det_F = 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol_F)))
-    else:
-        quad, log_det_F = gram[0, 0], 0.0
-    n_obs = design.data.n_obs
-    return -0.5 * ((n_obs - k) * math.log(2.0 * math.pi) + log_det_K + log_det_F - design.logdet_FtF + quad)
+        return log_det_K, 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol_F))), gram[k, k] - proj @ proj
+    return log_det_K, jnp.zeros((), L.dtype), gram[0, 0]
+
+
+def variance_from_natural(v: Array, q: int) -> tuple[Array, Array]:
+    """v = (σ, vech Ψ) (lower triangle by rows, diagonal included) → (Ψ, σ²): the natural
+    parameterisation θ = (β, σ, Σ) of seed 002's Laplace approximation."""
+    rows, cols = np.tril_indices(q)
+    lower = jnp.zeros((q, q), v.dtype).at[rows, cols].set(v[1:])
+    return lower + jnp.tril(lower, -1).T, v[0] ** 2
+
+
+def natural_from_variance(psi: Array, sigma2: Array) -> Array:
+    rows, cols = np.tril_indices(psi.shape[0])
+    return jnp.concatenate([jnp.sqrt(sigma2)[None], psi[rows, cols]])
+
+
+def profile_log_posterior(v: Array, design: EBDesign, lam, b, A: Array) -> Array:
+    """max over β of ℓ(β, v) = log p(y | β, Ψ, σ²) + log N(β_G; 0, (σ²/λ) I) + log IW(Ψ; b, A)
+    (flat priors on β_F and on σ) at the natural variance parameters v = (σ, vech Ψ):
+
+        −½ N log 2π − ½ log|V| − ½ min_β [rᵀV⁻¹r + (λ/σ²)‖β_G‖²] − (p_G/2) log(2πσ²/λ) + log IW(Ψ).
+
+    The minimum is the contrast quadratic form of `restricted_log_marginal`, so no β is formed.
+    Its Hessian in v is the Schur complement of the β-block in the joint Hessian of ℓ over
+    (β, σ, vech Ψ) wherever β is the maximiser (ℓ is quadratic in β), which makes seed 002's
+    joint Laplace approximation a q(q+1)/2 + 1 dimensional computation (`slides_log_marginal`)."""
+    q = A.shape[0]
+    psi, sigma2 = variance_from_natural(v, q)
+    L = jnp.linalg.cholesky(psi)
+    _, _, quad = _contrast_terms(design, L, sigma2, lam)
+    log_det_V = cluster_covariance(design.data, psi, sigma2, design.ZtZ, L).log_det()
+    p_G = design.G.shape[1]
+    prior = inverse_wishart_logpdf(L, b, A, design.data.n_clusters)
+    return (-0.5 * (design.data.n_obs * math.log(2.0 * math.pi) + log_det_V + quad)
+            - 0.5 * p_G * jnp.log(2.0 * math.pi * sigma2 / lam) + prior)
 
 
 def _marginal_terms_by_clusters(design: EBDesign, L: Array, sigma2: Array, lam):
