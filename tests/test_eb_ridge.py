@@ -228,6 +228,16 @@ def test_random_intercept_blup_is_partial_pooling():
     assert 0.3 * 0.5 < tau2
 
 
+def _assert_reported_local_maximum(evidence, fit, alpha):
+    """`fit` reports evidence(λ̂, b̂, α̂) and 10 % moves of each hyperparameter lower it."""
+    best = evidence(fit.lam, fit.b, alpha)
+    np.testing.assert_allclose(best, fit.log_marginal_likelihood, atol=1e-6)
+    for factor in (0.9, 1.1):
+        assert evidence(fit.lam * factor, fit.b, alpha) < best
+        assert evidence(fit.lam, fit.b * factor, alpha) < best
+        assert evidence(fit.lam, fit.b, alpha * factor) < best
+
+
 def test_learned_hyperparameters_maximise_the_laplace_evidence():
     X, y, groups, Z = _data(seed=8, n=30, size_range=(3, 8), p=40)
     data = jaxlmm.LMMData.from_arrays(X, y, groups, Z)
@@ -242,12 +252,7 @@ def test_learned_hyperparameters_maximise_the_laplace_evidence():
     def evidence(lam, b, alpha):
         return eb.laplace_log_marginal(design, lam, b, alpha * jnp.eye(2), phi0, differentiable=False).value
 
-    best = evidence(fit.lam, fit.b, alpha)
-    np.testing.assert_allclose(best, fit.log_marginal_likelihood, atol=1e-6)
-    for factor in (0.9, 1.1):
-        assert evidence(fit.lam * factor, fit.b, alpha) < best
-        assert evidence(fit.lam, fit.b * factor, alpha) < best
-        assert evidence(fit.lam, fit.b, alpha * factor) < best
+    _assert_reported_local_maximum(evidence, fit, alpha)
 
 
 def _dense_slides_laplace(X, y, groups, Z, params, lam, b, A):
@@ -275,8 +280,8 @@ def _dense_slides_laplace(X, y, groups, Z, params, lam, b, A):
     beta = np.concatenate([np.asarray(params.beta_F), np.asarray(params.beta_G)])
     Sigma, sigma2 = np.asarray(params.psi), float(params.sigma2)
     theta = np.concatenate([beta, [np.sqrt(sigma2)], Sigma[rows, cols]])
-    H = np.asarray(jax.hessian(ell)(jnp.asarray(theta)))
-    gradient = np.asarray(jax.grad(ell)(jnp.asarray(theta)))
+    H = np.asarray(jax.jit(jax.hessian(ell))(jnp.asarray(theta)))
+    gradient = np.asarray(jax.jit(jax.grad(ell))(jnp.asarray(theta)))
     V = dense_v(groups, Z, Sigma, sigma2)
     value = (stats.multivariate_normal(D @ beta, V).logpdf(y)
              + stats.norm(0, np.sqrt(sigma2 / lam)).logpdf(beta[1:]).sum()
@@ -294,9 +299,9 @@ def test_slides_laplace_matches_the_dense_joint_hessian(p):
     data = jaxlmm.LMMData.from_arrays(X, y, groups, Z)
     design = eb.eb_design(data, (), True)
     lam, b, A = 0.8, 0.6, np.array([[0.7, 0.1], [0.1, 0.4]])  # b > 2q/(n + 2q) = 0.4: a proper prior
-    fit = eb.eb_ridge_map(design, lam, b, jnp.asarray(A), normalised_ridge=True)
+    fit = eqx.filter_jit(eb.eb_ridge_map)(design, lam, b, jnp.asarray(A), normalised_ridge=True)
     assert fit.result == eb.RESULTS.successful
-    ours = eb.slides_log_marginal(design, lam, b, jnp.asarray(A), fit.params)
+    ours = eqx.filter_jit(eb.slides_log_marginal)(design, lam, b, jnp.asarray(A), fit.params)
     # The design's rows are sorted by cluster: the dense reference takes them as they are.
     ref, gradient = _dense_slides_laplace(np.asarray(data.X), np.asarray(data.y), np.asarray(data.cluster),
                                           np.asarray(data.Z), fit.params, lam, b, A)
@@ -321,12 +326,7 @@ def test_learned_hyperparameters_maximise_the_slides_evidence():
         mode = eb.eb_ridge_map(design, lam, b, A, normalised_ridge=True).params
         return eb.slides_log_marginal(design, lam, b, A, mode).value
 
-    best = evidence(fit.lam, fit.b, alpha)
-    np.testing.assert_allclose(best, fit.log_marginal_likelihood, atol=1e-6)
-    for factor in (0.9, 1.1):
-        assert evidence(fit.lam * factor, fit.b, alpha) < best
-        assert evidence(fit.lam, fit.b * factor, alpha) < best
-        assert evidence(fit.lam, fit.b, alpha * factor) < best
+    _assert_reported_local_maximum(evidence, fit, alpha)
     fixed = jaxlmm.fit_eb_ridge(data, lam=fit.lam, b=fit.b, A=alpha, evidence="slides")
     np.testing.assert_allclose(fixed.log_marginal_likelihood, fit.log_marginal_likelihood, atol=1e-6)
     with pytest.raises(ValueError, match="`evidence`"):
@@ -342,20 +342,21 @@ def test_importance_reference_matches_quadrature_for_q1(target):
     data = jaxlmm.LMMData.from_arrays(X, y, groups, Z)
     design = eb.eb_design(data, (), True)
     lam, b, A = 0.9, 0.35, jnp.eye(1) * 0.6
-    estimate = eb.importance_log_marginal(design, lam, b, A, jax.random.key(0), target=target, draws=8_000)
+    importance = jax.jit(eb.importance_log_marginal, static_argnames=("target", "draws"))
+    estimate = importance(design, lam, b, A, jax.random.key(0), target=target, draws=4_000)
     start = eb.start_params(design, lam)
-    mode = eb.laplace_log_marginal(design, lam, b, A, eb.phi_from_variance(start.psi, start.sigma2), 100,
-                                   differentiable=False)
-    curvature = -np.asarray(jax.hessian(lambda f: ebl.log_integrand(f, design, lam, b, A))(mode.phi))
+    mode = eqx.filter_jit(eb.laplace_log_marginal)(design, lam, b, A, eb.phi_from_variance(start.psi, start.sigma2),
+                                                    100, differentiable=False)
+    curvature = -np.asarray(jax.jit(jax.hessian(lambda f: ebl.log_integrand(f, design, lam, b, A)))(mode.phi))
     width = 8.0 * np.sqrt(np.diag(np.linalg.inv(curvature)))  # 8 marginal sds of the Laplace Gaussian
-    grids = [np.linspace(c - w, c + w, 301) for c, w in zip(np.asarray(mode.phi), width)]
+    grids = [np.linspace(c - w, c + w, 201) for c, w in zip(np.asarray(mode.phi), width)]
     mesh = jnp.asarray(np.stack(np.meshgrid(*grids, indexing="ij"), -1).reshape(-1, 2))
-    ell = np.asarray(jax.jit(jax.vmap(lambda f: ebl.log_integrand(f, design, lam, b, A)))(mesh)).reshape(301, 301)
+    ell = np.asarray(jax.jit(jax.vmap(lambda f: ebl.log_integrand(f, design, lam, b, A)))(mesh)).reshape(201, 201)
     if target == "slides":
         ell = ell + 0.5 * grids[1][None, :] - np.log(2.0) - 0.5 * float(design.logdet_FtF)
     top = ell.max()
     quadrature = top + np.log(np.trapezoid(np.trapezoid(np.exp(ell - top), grids[1], axis=1), grids[0]))
-    assert float(estimate.ess) > 2_000
+    assert float(estimate.ess) > 1_000
     assert abs(float(estimate.value) - quadrature) < 4 * float(estimate.se) + 0.005
 
 
