@@ -15,7 +15,7 @@ candidates. The paper gives no such table (its §6.2 applies the strategy to the
 data only), so there is no published column to print beside ours.
 With `method="penalty"` (the joint variance penalty) on the first `joint` replicates of each
 strength, the same shares for both methods on those replicates.
-Usage: python study_random_effects.py [replicates=50] [joint=20]
+Usage: python study_random_effects.py [replicates=50] [joint=20] [strengths=strong,weak]
 """
 
 import sys
@@ -85,8 +85,11 @@ def table(title, rows):
 def main():
     reps = int(sys.argv[1]) if len(sys.argv) > 1 else 50
     joint_reps = int(sys.argv[2]) if len(sys.argv) > 2 else 20
+    chosen = sys.argv[3].split(",") if len(sys.argv) > 3 else ["strong", "weak"]
     rows, joint = {}, {}
     for name, theta2 in STRENGTHS.items():
+        if name.split()[0] not in chosen:
+            continue
         rows[name] = [one(2000 + r, theta2)[0] for r in tqdm(range(reps), desc=name)]
         joint[name] = [one(2000 + r, theta2, "penalty")[0] for r in tqdm(range(joint_reps), desc=name + " penalty")]
     table(f"select_random_effects on H4, two-stage, κ = 0.05, {reps} replicates per strength", rows)

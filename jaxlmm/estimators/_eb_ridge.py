@@ -231,10 +231,11 @@ def slides_log_marginal(design: EBDesign, lam, b, A: Array, params: EBParams) ->
         log p(y | Θ) ≈ ℓ(θ*) + (d/2) log 2π − ½ log|−∇²ℓ(θ*)|,   d = k + p_G + 1 + q(q+1)/2,
         ℓ(θ) = log p(y | θ) + log N(β_G; 0, (σ²/λ) I) + log IW(Σ; b, A)   (flat on β_F and σ).
 
-    No p×p Hessian is formed. ℓ is Gaussian in β and β* maximises ℓ(·, v*) (the ECM objective
-    differs from ℓ only in σ), so ℓ(θ*) + ((k + p_G)/2) log 2π − ½ log|−∇²_ββ ℓ| is the exact
-    integral log ∫ exp ℓ(β, v*) dβ = `restricted_log_marginal` − ½ log|FᵀF| + log IW(Σ*), and
-    the Schur complement of the β-block is −∇² of `profile_log_posterior` at v* = (σ*, vech Σ*).
+    No p×p Hessian is formed. ℓ is Gaussian in β and β* maximises ℓ(·, v*) (at any ECM fixed
+    point: the ECM objectives differ from ℓ at most in terms of σ), so
+    ℓ(θ*) + ((k + p_G)/2) log 2π − ½ log|−∇²_ββ ℓ| is the exact integral log ∫ exp ℓ(β, v*) dβ
+    = `restricted_log_marginal` − ½ log|FᵀF| + log IW(Σ*), and the Schur complement of the
+    β-block is −∇² of `profile_log_posterior` at v* = (σ*, vech Σ*).
     At the default MAP (no normaliser in the ridge prior, `normalised_ridge=False`) θ* is not
     stationary in σ, and for p_G > N the Hessian there is indefinite (the σ direction): hence
     the slides' own MAP. `phi` is v*; `valid`: −∇²ℓ_p(v*) positive definite, the value finite."""
@@ -665,6 +666,7 @@ def fit_eb_ridge(data: LMMData, lam=None, *, b=None, A=None, unpenalized=None, i
     evidence_shift = -data.n_obs * log_s + k * log_s - (k - int(intercept)) * log_x
     evidence_shift += log_s if recipe == "slides" else 0.0
     posterior_shift = -data.n_obs * log_s - (c * q * log_s if b_v > 0 else 0.0)
+    posterior_shift -= len(design.penalized) * log_s if recipe == "slides" else 0.0  # J's −(p_G/2) log σ²
     A_caller = np.asarray(A_v) * s * s
     return finish(EBRidgeFit(
         coef=coef * ratio,
