@@ -285,8 +285,8 @@ def importance_log_marginal(design: EBDesign, lam, b, A: Array, key: Array, targ
     def f(phi):
         return -log_integrand(phi, design, lam, b, A)
 
-    mode = damped_newton(f, phi0, newton_steps).value
-    hess = value_grad_hessian(f, mode)[2]
+    newton, (_, _, hess) = damped_newton(f, phi0, newton_steps, return_derivatives=True)
+    mode = newton.value
     d = mode.shape[0]
     shape = scale * jnp.linalg.inv(0.5 * (hess + hess.T))
     chol = jnp.linalg.cholesky(shape)
@@ -402,7 +402,6 @@ def learn_hyperparameters(design: EBDesign, lam=None, b=None, A=None, learn_A: s
     dtype = design.d.dtype
     b_min, b_max = minimum_proper_b(n, q), maximum_b(n, dtype)
     start = start_params(design, jnp.asarray(1.0 if lam is None else lam, dtype)) if start is None else start
-    phi0 = phi_from_variance(start.psi, start.sigma2)
     u0 = []
     if lam is None:
         u0.append(jnp.zeros((), dtype))  # λ = 1: prior variance of β_G equal to σ²
@@ -419,6 +418,7 @@ def learn_hyperparameters(design: EBDesign, lam=None, b=None, A=None, learn_A: s
         return _unpack(u, lam, b, A, learn_A, q, b_min, b_max)
 
     if evidence == "laplace":
+        phi0 = phi_from_variance(start.psi, start.sigma2)
 
         def negative(u, phi_start):
             laplace = laplace_log_marginal(design, *theta(u), phi_start, newton_steps, gradient == "autodiff")
