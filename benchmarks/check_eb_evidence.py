@@ -32,7 +32,7 @@ from study_eb_ridge import simulate  # noqa: E402
 def main(draws=20_000, replicate=1, lam=0.244, alpha=0.261):
     rng = np.random.default_rng(102)  # the 2-repeat stream of study_eb_ridge
     for _ in range(replicate + 1):
-        data, _, _ = simulate(rng, 40, 2, 2, 4, nu=6)
+        data, _, _ = simulate(rng, 40, 2, 2, 4)
     design = eb.eb_design(data, (), True)
     start = eb.start_params(design, 1.0)
     phi0 = eb.phi_from_variance(start.psi, start.sigma2)

@@ -49,7 +49,7 @@ def main(replicates=20):
         rng = np.random.default_rng(100 + repeats)  # the streams of study_eb_ridge
         rows = []
         for r in tqdm(range(replicates), desc=f"{repeats} repeats"):
-            data, _, _ = simulate(rng, 40, repeats, 2, 4, nu=6, times="N(0, 1)")
+            data, _, _ = simulate(rng, 40, repeats, 2, 4, times="N(0, 1)")
             design = eb.eb_design(data, (), True)
             row = {}
             for recipe in RECIPES:

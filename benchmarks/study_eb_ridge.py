@@ -37,7 +37,6 @@ import jax
 jax.config.update("jax_enable_x64", True)
 
 import numpy as np  # noqa: E402
-from scipy import stats  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 import jaxlmm  # noqa: E402
@@ -46,20 +45,12 @@ SLIDES_REPEATS = {2: (0.97, 2.26, 0.38), 3: (1.07, 1.49, 0.34), 5: (1.02, 1.20, 
 SLIDES_P = {2: (0.17, 0.09), 500: (0.13, 1.57)}
 
 
-TIMES = {"U(-1, 1)": lambda rng, N: rng.uniform(-1, 1, size=N), "N(0, 1)": lambda rng, N: rng.normal(size=N)}
+TIMES = {"U(-1, 1)": "uniform", "N(0, 1)": "normal"}
 
 
-def simulate(rng, n, repeats, p, q, nu, times="U(-1, 1)"):
-    N = n * repeats
-    groups = np.repeat(np.arange(n), repeats)
-    t = TIMES[times](rng, N)
-    Z = np.column_stack([t**k for k in range(q)])
-    Sigma = stats.invwishart(df=nu, scale=(nu - q - 1) * np.eye(q)).rvs(random_state=rng).reshape(q, q)
-    b = rng.multivariate_normal(np.zeros(q), Sigma, size=n)
-    X = rng.normal(size=(N, p))
-    beta = rng.normal(size=p)
-    y = X @ beta + np.einsum("tk,tk->t", Z, b[groups]) + rng.normal(size=N)
-    return jaxlmm.LMMData.from_arrays(X, y, groups, Z), beta, Sigma
+def simulate(rng, n, repeats, p, q, times="U(-1, 1)"):
+    sim = jaxlmm.simulate.eb_ridge_design(rng, n, repeats, p, q, times=TIMES[times])
+    return jaxlmm.LMMData.from_arrays(sim.X, sim.y, sim.groups, sim.Z), sim.beta, sim.Psi
 
 
 def kl(Sigma_hat, Sigma):
@@ -75,7 +66,7 @@ def experiment_repeats(replicates, times, evidence="laplace"):
         rng = np.random.default_rng(100 + repeats)
         bs, rmse_ratio, kl_ratio, singular, seconds, ok = [], [], [], [], [], 0
         for _ in tqdm(range(replicates), desc=f"t ~ {times}, {repeats} repeats", leave=False):
-            data, beta, Sigma = simulate(rng, 40, repeats, 2, 4, nu=6, times=times)
+            data, beta, Sigma = simulate(rng, 40, repeats, 2, 4, times=times)
             start = time.perf_counter()
             eb = jaxlmm.fit_eb_ridge(data, evidence=evidence)
             seconds.append(time.perf_counter() - start)
@@ -107,7 +98,7 @@ def experiment_dimension(replicates, evidence="laplace"):
         rng = np.random.default_rng(200 + p)
         bs, lams, ok, seconds = [], [], 0, []
         for _ in tqdm(range(replicates), desc=f"p = {p}", leave=False):
-            data, _, _ = simulate(rng, 40, 7, p, 2, nu=4)
+            data, _, _ = simulate(rng, 40, 7, p, 2)
             start = time.perf_counter()
             fit = jaxlmm.fit_eb_ridge(data, evidence=evidence)
             seconds.append(time.perf_counter() - start)

@@ -10,6 +10,7 @@ from ._cores import (
     lmmlasso_core as lmmlasso_core,
     quasi_best_subset_core as quasi_best_subset_core,
     quasi_lasso_core as quasi_lasso_core,
+    quasi_splicing_core as quasi_splicing_core,
     shel_core as shel_core,
 )
 from ._covariance import blup as blup

@@ -25,7 +25,7 @@ from .losses import quasi_likelihood
 from .losses.eb_ridge import eb_design, posterior_moments
 from .losses.penalised_ml import MixedModelParams, mixed_model_nll
 from .losses.shel import profile_synthetic, shel_loss
-from .solvers import CoordinateDescent, MixedModelCGD
+from .solvers import CoordinateDescent, MixedModelCGD, splice
 
 
 class CoreFit(ReportsResult):
@@ -43,8 +43,19 @@ class CoreFit(ReportsResult):
     num_steps: Array
 
 
+def _start(start, length: int, dtype, intercept: bool):
+    """A solver start of `length` from None (zeros), a previous `CoreFit` (a warm start:
+    (intercept, coef) or coef) or an array."""
+    if start is None:
+        return jnp.zeros(length, dtype)
+    if isinstance(start, CoreFit):
+        value = jnp.concatenate([jnp.reshape(start.intercept, (1,)), start.coef]) if intercept else start.coef
+        return lax.stop_gradient(value.astype(dtype))
+    return jnp.asarray(start, dtype)
+
+
 def quasi_lasso_core(data: LMMData, a, lam, solver=None, differentiate: str = "implicit",
-                     cluster_weights=None) -> CoreFit:
+                     cluster_weights=None, start=None) -> CoreFit:
     """The quasi-likelihood Lasso with an unpenalised intercept at given a and λ, as a pure
     function of arrays: β̂(a, λ, y, X) = argmin ‖y_a − X_a β − β_0 1_a‖² / (2 tr Σ_a⁻¹) + λ‖β‖₁.
 
@@ -53,14 +64,16 @@ def quasi_lasso_core(data: LMMData, a, lam, solver=None, differentiate: str = "i
     `jaxlmm.solve`) all apply. Nothing is validated (the caller's job, `fit_quasi` does it), and
     no error is raised: `result` says what happened. `solver`: default `CoordinateDescent(rtol=1e-10)`.
     `cluster_weights` (n, 0/1): fit on the clusters with weight 1 only (cross-validation folds).
-    The variance components are not estimated here (`sigma2`, `psi`, `ranef` are None).
+    `start`: the solver's start, (intercept, β) of length p + 1 or a previous `CoreFit` (a warm
+    start; `jaxlmm.sweep(..., warm_start="lam")`); default 0. The variance components are not
+    estimated here (`sigma2`, `psi`, `ranef` are None).
     """
     solver = CoordinateDescent(rtol=1e-10) if solver is None else solver
     fn, args = quasi_likelihood(data, a, cluster_weights, intercept=True)
     p = args.X.shape[1]
     unpenalized = jnp.zeros(p, bool).at[0].set(True)
-    sol = _solve_jit(fn, L1(jnp.asarray(lam, args.X.dtype), None, unpenalized), solver, jnp.zeros(p, args.X.dtype),
-                     args, False, differentiate=differentiate)
+    sol = _solve_jit(fn, L1(jnp.asarray(lam, args.X.dtype), None, unpenalized), solver,
+                     _start(start, p, args.X.dtype, True), args, False, differentiate=differentiate)
     return CoreFit(sol.value[1:], sol.value[0], None, None, None, sol.result, sol.stats["num_steps"])
 
 
@@ -77,26 +90,55 @@ def quasi_best_subset_core(data: LMMData, a, support, cluster_weights=None) -> C
     support = tuple(int(j) for j in support)
     _, args = quasi_likelihood(data, a, cluster_weights, intercept=True)
     columns = np.array([0, *(j + 1 for j in support)])
-    X_s = args.X[:, columns]
-    weighted = args.weights[:, None] * X_s  # row weights: 0 outside the training clusters
-    beta_s = jnp.linalg.solve(weighted.T @ X_s, weighted.T @ args.y)
-    coef = jnp.zeros(data.n_features, beta_s.dtype).at[columns[1:] - 1].set(beta_s[1:])
-    result = RESULTS.where(jnp.all(jnp.isfinite(beta_s)), RESULTS.successful, RESULTS.nonfinite)
-    return CoreFit(coef, beta_s[0], None, None, None, result, jnp.zeros((), jnp.int32))
+    # Row weights: 0 outside the training clusters.
+    return _refit_on(args.X, args.y, args.weights, columns, RESULTS.successful, jnp.zeros((), jnp.int32))
 
 
-def shel_core(data: LMMData, lam, synthetic=None, solver=None, differentiate: str = "implicit") -> CoreFit:
+def _refit_on(X, y, weights, columns, result, num_steps) -> CoreFit:
+    """The weighted least-squares refit on `columns` (column 0: the intercept), as a `CoreFit`
+    (β̂ = 0 off the columns); `result` turns `nonfinite` if the refit is."""
+    X_s = X[:, columns]
+    weighted = weights[:, None] * X_s
+    beta_s = jnp.linalg.solve(weighted.T @ X_s, weighted.T @ y)
+    coef = jnp.zeros(X.shape[1] - 1, beta_s.dtype).at[columns[1:] - 1].set(beta_s[1:])
+    result = RESULTS.where(jnp.all(jnp.isfinite(beta_s)), result, RESULTS.nonfinite)
+    return CoreFit(coef, beta_s[0], None, None, None, result, num_steps)
+
+
+def quasi_splicing_core(data: LMMData, a, k: int, max_steps: int = 100, cluster_weights=None) -> CoreFit:
+    """The quasi-likelihood best subset with an unpenalised intercept, solved inside `jit`:
+    a local solution of min ‖y_a − X_a β − β_0 1_a‖² subject to ‖β‖₀ ≤ k by the splicing
+    iteration of ABESS with the subset size fixed (`jaxlmm.solvers.splice`; skscope's
+    `ScopeSolver`, which `fit_quasi(k=...)` calls, runs the same kind of iteration on the host).
+
+    Unlike `fit_quasi(k=...)` it `vmap`s and `jaxlmm.sweep`s (replicates × a on one device
+    program) and never leaves the device. The support is a local optimum of the swap
+    iteration, so it can differ from skscope's on hard problems
+    (`benchmarks/bench_replicates.py` counts how often). `jax.grad` differentiates the refit
+    with the support held, as `quasi_best_subset_core`. `k` and `max_steps` are static;
+    `result` is `successful` when no swap improves the fit.
+    """
+    fn, args = quasi_likelihood(data, a, cluster_weights, intercept=True)
+    X, y, c = fn.least_squares_form(args)
+    columns, _, _, result, steps = splice(*(lax.stop_gradient(v) for v in (X, y, c)), k, always=(0,),
+                                          max_steps=max_steps)
+    return _refit_on(X, y, c, columns, result, steps)  # again outside the loop, so it carries derivatives
+
+
+def shel_core(data: LMMData, lam, synthetic=None, solver=None, differentiate: str = "implicit",
+              start=None) -> CoreFit:
     """SHEL at a given λ as a pure function of arrays: the Lasso of P y on P X, P = I − S(SᵀS)⁺Sᵀ
     with `synthetic` the n × (K + 1) cluster-level matrix [1, S] (row i for cluster index i), or
     None for cluster dummies (P = within-cluster centring). `intercept` is the mean cluster
     effect S_i γ̂ over clusters (γ̂_0 for centred synthetic columns, as `fit_shel`'s PCA ones),
     `ranef` (n × 1) each cluster's effect minus it, `sigma2` = RSS / (N − |Ŝ| − rank S), `psi`
-    None. jit/vmap/grad as `quasi_lasso_core`."""
+    None. `start`: β's start (length p) or a previous `CoreFit` (a warm start); default 0.
+    jit/vmap/grad as `quasi_lasso_core`."""
     solver = CoordinateDescent(rtol=1e-10) if solver is None else solver
     fn, args = shel_loss(data, synthetic)
     p = args.X.shape[1]
-    sol = _solve_jit(fn, L1(jnp.asarray(lam, args.X.dtype)), solver, jnp.zeros(p, args.X.dtype), args, False,
-                     differentiate=differentiate)
+    sol = _solve_jit(fn, L1(jnp.asarray(lam, args.X.dtype)), solver, _start(start, p, args.X.dtype, False), args,
+                     False, differentiate=differentiate)
     residual = data.y - data.X @ sol.value
     profiled = profile_synthetic(data, synthetic, residual)  # P r: what the synthetic columns leave
     sizes = data.cluster_sizes.astype(residual.dtype)
@@ -111,7 +153,8 @@ def shel_core(data: LMMData, lam, synthetic=None, solver=None, differentiate: st
 def lmmlasso_core(data: LMMData, lam, structure: str = "identity", start=None, solver=None) -> CoreFit:
     """lmmLasso at a given λ as a pure function of arrays: a local minimiser of
     −log L(β_0, β, θ, σ²) + λ‖β‖₁ (intercept unpenalised, X as given: no standardisation) by
-    `MixedModelCGD` from `start` (length p + 1, intercept first; default β = (ȳ, 0, …, 0)) with the
+    `MixedModelCGD` from `start` (length p + 1, intercept first, or a previous `CoreFit`: a warm
+    start; default β = (ȳ, 0, …, 0)) with the
     paper's profile-likelihood variance start. One start only (`fit_lmmlasso` tries two and
     keeps the better BIC).
 
@@ -126,7 +169,7 @@ def lmmlasso_core(data: LMMData, lam, structure: str = "identity", start=None, s
     fn, args = mixed_model_nll(data, design, structure)
     p1 = design.shape[1]
     penalty = L1(jnp.asarray(lam, dtype), None, jnp.zeros(p1, bool).at[0].set(True))
-    beta0 = jnp.zeros(p1, dtype).at[0].set(jnp.mean(data.y)) if start is None else jnp.asarray(start, dtype)
+    beta0 = jnp.zeros(p1, dtype).at[0].set(jnp.mean(data.y)) if start is None else _start(start, p1, dtype, True)
     frozen_args = frozen(args)
     theta0, log_sigma0 = profile_start(frozen_args, lax.stop_gradient(beta0), structure)
     start = MixedModelParams(lax.stop_gradient(beta0), theta0, log_sigma0)

@@ -5,6 +5,7 @@ over the local devices, failures reported per fit."""
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import itertools
 
 import equinox as eqx
@@ -15,7 +16,7 @@ from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from ._data import LMMData
-from ._solution import result_name
+from ._solution import RESULTS, result_name
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,7 +60,9 @@ class SweepResult:
 _SUMMARY_ORDER = ("nnz", "tp", "fp", "fn", "l2_error")
 
 
-def _grid_points(grid: dict | None) -> dict:
+def _grid_points(grid: dict | None, last: str | None = None) -> dict:
+    """The Cartesian product of the grid's values in C order (the `last` name's axis moved to
+    the end, so it varies fastest), one array per name."""
     if grid is None:
         return {}
     if not isinstance(grid, dict) or not all(isinstance(name, str) for name in grid):
@@ -72,6 +75,8 @@ def _grid_points(grid: dict | None) -> dict:
         if not np.all(np.isfinite(array)):
             raise ValueError(f"`grid[{name!r}]` must be finite.")
         values[name] = array
+    if last in values:
+        values[last] = values.pop(last)
     points = list(itertools.product(*values.values()))
     return {name: np.array([point[k] for point in points]) for k, name in enumerate(values)}
 
@@ -89,28 +94,50 @@ def _summaries(coef, truth):
 
 
 @eqx.filter_jit
-def _run_chunk(core, options, data, responses, truth, grid, sequential):
+def _run_chunk(core, options, data, responses, truth, grid, per_batch, sequential, path_length):
     # vmap runs the fits side by side: right on an accelerator, but a batched solver loop keeps
     # iterating until its slowest lane is done, at every level of nested loops, which on a CPU
     # costs more than it saves. `sequential` runs them one after another (lax.map) inside the
     # same program instead.
     over = (lambda f, xs: lax.map(f, xs)) if sequential else (lambda f, xs: jax.vmap(f)(xs))
 
-    def at_grid(d):
-        return over(lambda point: core(d, **point, **options), grid)
+    def at_grid(d, extra):
+        if not path_length:
+            return over(lambda point: core(d, **point, **extra, **options), grid)
+        # Warm-started paths: the grid is (other points) × (path), the path axis last; each fit
+        # starts from the previous fit of its path (a failed one hands on the start it got).
+        rows = jax.tree.map(lambda a: a.reshape(-1, path_length), grid)
+
+        def along(row):
+            first = core(d, **jax.tree.map(lambda a: a[0], row), **extra, **options)
+            if path_length == 1:
+                return jax.tree.map(lambda a: a[None], first)
+            kept = {k: v for k, v in extra.items() if k != "start"}
+
+            def step(previous, point):
+                fit = core(d, **point, **kept, start=previous, **options)
+                ok = (fit.result == RESULTS.successful) & jnp.all(jnp.isfinite(fit.coef))
+                return jax.tree.map(lambda new, old: jnp.where(ok, new, old), fit, previous), fit
+
+            _, rest = lax.scan(step, first, jax.tree.map(lambda a: a[1:], row))
+            return jax.tree.map(lambda a, b: jnp.concatenate([a[None], b]), first, rest)
+
+        fits = over(along, rows)
+        return jax.tree.map(lambda a: a.reshape(-1, *a.shape[2:]), fits)
 
     if responses is None:  # replicates: every array of `data` has the batch axis
-        fits = over(at_grid, data)
+        fits = over(lambda db: at_grid(*db), (data, per_batch))
     else:  # one design: only y is batched, so whatever does not depend on y is loop-invariant
-        fits = over(lambda y: at_grid(eqx.tree_at(lambda d: d.y, data, y)), responses)
+        fits = over(lambda yb: at_grid(eqx.tree_at(lambda d: d.y, data, yb[0]), yb[1]), (responses, per_batch))
     return fits, _summaries(fits.coef, truth)
 
 
-def sweep(core, data: LMMData, grid: dict | None = None, *, responses=None, truth=None, batch_size: int | None = None,
-          devices=None, vectorize: str = "auto", progress: bool = True, **options) -> SweepResult:
-    """Fit a pure core (`quasi_lasso_core`, `shel_core`, `lmmlasso_core`, `eb_ridge_core`, or your
-    own `core(data, **hyperparameters, **options) -> CoreFit`) over a batch × a grid, in one
-    compiled program:
+def sweep(core, data: LMMData, grid: dict | None = None, *, responses=None, truth=None, warm_start: str | None = None,
+          per_batch: dict | None = None, batch_size: int | None = None, devices=None, vectorize: str = "auto",
+          progress: bool = True, **options) -> SweepResult:
+    """Fit a pure core (`quasi_lasso_core`, `quasi_splicing_core`, `shel_core`, `lmmlasso_core`,
+    `eb_ridge_core`, `lmm_core`, or your own `core(data, **hyperparameters, **options) -> CoreFit`)
+    over a batch × a grid, in one compiled program:
 
         fits[b, g] = core(data_b, **grid_g, **options)
 
@@ -135,6 +162,16 @@ def sweep(core, data: LMMData, grid: dict | None = None, *, responses=None, trut
       `LMMData.from_arrays`).
     - `truth`: the true β (p,) or one per batch element (B × p): adds TP/FP/FN and the ℓ2 error
       per fit to `summary`, computed on the device.
+    - `warm_start`: the name of one grid hyperparameter (usually "lam") to walk as a path: its
+      values are fitted in the order given (give λ decreasing), each fit started from the
+      previous one (`start=` the previous `CoreFit`; the cores with a `start` argument:
+      `quasi_lasso_core`, `shel_core`, `lmmlasso_core`). Its axis becomes the last of the grid
+      product. A failed fit passes on the start it was given. Same optimum, fewer iterations;
+      for a nonconvex core (lmmLasso) the path can reach a different local minimum than a cold
+      start, as in `fit_lmmlasso`'s warm path.
+    - `per_batch`: {name: array with a leading batch axis}: keyword arguments of the core that
+      differ per batch element (say `start`, B × (p + 1), a Lasso start per replicate for
+      `lmmlasso_core`); with `warm_start`, `start` is the start of each path's first fit.
     - `batch_size`: fits of the batch axis per chunk (default: all at once); rounded up to a
       multiple of the number of devices.
     - `vectorize`: "vmap" (the fits of a chunk side by side), "map" (one after another inside
@@ -152,7 +189,19 @@ def sweep(core, data: LMMData, grid: dict | None = None, *, responses=None, trut
         raise ValueError("`core` must be a function core(data, **hyperparameters) returning a CoreFit.")
     if not isinstance(data, LMMData):
         raise ValueError("`data` must be an LMMData (stacked with LMMData.stack, or one design with `responses`).")
-    points = _grid_points(grid)
+    points, path_length = _grid_points(grid), 0
+    if warm_start is not None:
+        if warm_start not in points:
+            raise ValueError(f"`warm_start` must name a hyperparameter of `grid`; got {warm_start!r}.")
+        try:
+            takes_start = "start" in inspect.signature(core).parameters
+        except (TypeError, ValueError):
+            takes_start = True
+        if not takes_start:
+            raise ValueError(f"`warm_start` needs a core with a `start` argument; {getattr(core, '__name__', core)!r} "
+                             "has none.")
+        points = _grid_points(grid, last=warm_start)
+        path_length = len(np.atleast_1d(np.asarray(grid[warm_start])))
     if responses is None:
         if data.y.ndim != 2:
             raise ValueError("`data` must be stacked (LMMData.stack) with a leading batch axis, or `responses` given.")
@@ -171,6 +220,12 @@ def sweep(core, data: LMMData, grid: dict | None = None, *, responses=None, trut
         if truth.shape not in ((p,), (n_batch, p)):
             raise ValueError(f"`truth` must have shape ({p},) or ({n_batch}, {p}).")
         truth = np.broadcast_to(truth, (n_batch, p))
+    per_batch = dict(per_batch or {})
+    for name, value in per_batch.items():
+        value = np.asarray(value)
+        if value.ndim == 0 or value.shape[0] != n_batch:
+            raise ValueError(f"`per_batch[{name!r}]` must have a leading batch axis of length {n_batch}.")
+        per_batch[name] = value
     devices = list(jax.devices() if devices is None else devices)
     if not devices:
         raise ValueError("`devices` must name at least one device.")
@@ -206,7 +261,9 @@ def sweep(core, data: LMMData, grid: dict | None = None, *, responses=None, trut
         else:
             chunk_data, chunk_y = shared, chunk_of(responses, start)
         chunk_truth = None if truth is None else chunk_of(truth, start)
-        fits, summary = _run_chunk(core_fn, options, chunk_data, chunk_y, chunk_truth, grid_arrays, sequential)
+        chunk_extra = {name: chunk_of(value, start) for name, value in per_batch.items()}
+        fits, summary = _run_chunk(core_fn, options, chunk_data, chunk_y, chunk_truth, grid_arrays, chunk_extra,
+                                   sequential, path_length)
         keep = min(size, n_batch - start)
         fits_parts.append(jax.tree.map(lambda a: _gather(a)[:keep], fits))
         summary_parts.append({k: _gather(v)[:keep] for k, v in summary.items()})

@@ -194,6 +194,53 @@ def schelldorfer_prediction_design(seed: int = 0, p: int = 10, theta2: float = 1
     return rows(size), rows(int(test_size))
 
 
+EB_RIDGE_TIMES = ("uniform", "normal")
+
+
+def eb_ridge_design(seed=0, n_individuals: int = 40, repeats: int = 2, p: int = 2, q: int = 4, nu: float | None = None,
+                    times: str = "uniform", sigma: float = 1.0) -> Simulated:
+    """The simulation design of the empirical-Bayes ridge LMM's experiments (seed 002, slides
+    'Results'), with the choices the slides leave open stated:
+
+        y_ij = x_ijᵀβ + z_ijᵀb_i + σ ε_ij,   z_ij = (1, t_ij, …, t_ij^{q−1}),   x_ij ~ N(0, I_p),
+        β ~ N(0, I_p),   b_i ~ N(0, Σ),   Σ ~ IW(ν, (ν − q − 1) I)   (so E Σ = I_q),
+
+    `n_individuals` individuals with `repeats` observations each, time points t drawn per
+    observation from U(−1, 1) (`times="uniform"`) or N(0, 1) (`"normal"`); ν = q + 2 by default
+    (the one ν with scale ∝ I and E Σ = I that keeps the prior as flat as possible). β and Σ
+    are drawn anew for every data set; the returned `beta` and `Psi` are the drawn ones.
+    Experiment 1 of the slides is q = 4 with 2, 3, 5 or 8 repeats and p = 2; experiment 2 is
+    q = 2, 7 repeats and p = 2 or 500. `seed`: an int, a JAX PRNG key or a NumPy Generator (to
+    draw many data sets from one stream).
+    """
+    n, repeats, p, q = int(n_individuals), int(repeats), int(p), int(q)
+    nu = _eb_ridge_checks(n, repeats, p, q, nu, times)
+    from scipy import stats
+
+    rng = seed if isinstance(seed, np.random.Generator) else _rng(seed)
+    N = n * repeats
+    groups = np.repeat(np.arange(n), repeats)
+    t = rng.uniform(-1, 1, size=N) if times == "uniform" else rng.normal(size=N)
+    Z = np.column_stack([t**k for k in range(q)])
+    Sigma = stats.invwishart(df=nu, scale=(nu - q - 1) * np.eye(q)).rvs(random_state=rng).reshape(q, q)
+    ranef = rng.multivariate_normal(np.zeros(q), Sigma, size=n)
+    X = rng.normal(size=(N, p))
+    beta = rng.normal(size=p)
+    y = X @ beta + np.einsum("tk,tk->t", Z, ranef[groups]) + sigma * rng.normal(size=N)
+    return Simulated(X, y, groups, Z, beta, ranef, Sigma, float(sigma))
+
+
+def _eb_ridge_checks(n, repeats, p, q, nu, times):
+    if times not in EB_RIDGE_TIMES:
+        raise ValueError(f"`times` must be one of {EB_RIDGE_TIMES}; got {times!r}.")
+    if n < 2 or repeats < 1 or p < 1 or q < 1:
+        raise ValueError("`n_individuals` ≥ 2, `repeats` ≥ 1, `p` ≥ 1 and `q` ≥ 1 are needed.")
+    nu = float(q + 2 if nu is None else nu)
+    if not nu > q + 1:
+        raise ValueError(f"`nu` must exceed q + 1 = {q + 1} (E Σ = I needs a finite mean); got {nu!r}.")
+    return nu
+
+
 @dataclasses.dataclass(frozen=True)
 class TargetShift(Simulated):
     """A `target_shift` data set: `Simulated` plus the latent cluster effects `alpha` (n) and
@@ -264,8 +311,8 @@ def target_shift(
 class Batch:
     """Replicates drawn by `draw`: `data`, a stacked `LMMData` (leading axis = keys, ready for
     `jaxlmm.sweep`), and the truth per replicate: `beta` (B × p), `ranef` (B × n × q), `intercept`
-    (the fixed intercept of the design), `Psi` (q × q) and `sigma`; `extra` holds what a design
-    adds (target shift: `alpha` B × n and `proxies`)."""
+    (the fixed intercept of the design), `Psi` (q × q; B × q × q for "eb_ridge", which draws β
+    and Ψ per replicate) and `sigma`; `extra` holds what a design adds (target shift: `alpha` B × n and `proxies`)."""
 
     data: object
     beta: object
@@ -276,7 +323,7 @@ class Batch:
     extra: dict
 
 
-DESIGNS = ("scope_example", "li_cai_li", "schelldorfer", "target_shift")
+DESIGNS = ("scope_example", "li_cai_li", "schelldorfer", "target_shift", "eb_ridge")
 
 
 def draw(design: str, keys, cluster_size, **options) -> Batch:
@@ -284,15 +331,17 @@ def draw(design: str, keys, cluster_size, **options) -> Batch:
     JAX program (no Python loop over replicates; on an accelerator the data are drawn there).
 
     The distributions are those of the NumPy generators of the same name (`scope_example_design`,
-    `li_cai_li_design`, `schelldorfer_design`, `target_shift`): the same means and covariances,
-    not the same numbers. The cluster layout is one for the whole batch (`cluster_size`: one
+    `li_cai_li_design`, `schelldorfer_design`, `target_shift`, `eb_ridge_design`): the same
+    distributions, not the same numbers. The cluster layout is one for the whole batch (`cluster_size`: one
     size for every cluster, or one per cluster), so the replicates stack.
 
     **Arguments:**
 
     - `design`: "scope_example" (seed 001), "li_cai_li", "schelldorfer" (`variant` "H1"–"H4",
       and `theta2` for another diagonal of Ψ; its cluster count and size come from the paper,
-      so give `cluster_size=None`) or "target_shift" (seed 000).
+      so give `cluster_size=None`), "target_shift" (seed 000) or "eb_ridge" (seed 002's
+      experiments: `cluster_size` = repeats per individual; `p`, `q`, `nu`, `times`, `sigma`;
+      β ~ N(0, I) and Σ ~ inverse Wishart drawn per replicate, by Bartlett's decomposition).
     - `keys`: a batch of PRNG keys (`jax.random.split(jax.random.key(0), B)`).
     - `options`: the design's parameters, named as in its NumPy generator (`p`, `q`, `sigma`, …).
 
@@ -320,13 +369,14 @@ def draw(design: str, keys, cluster_size, **options) -> Batch:
         raise ValueError(f"`cluster_size` is needed for design {design!r}: one size, or one per cluster.")
     sizes = np.asarray(cluster_size, int)
     if sizes.ndim == 0:
-        n_default = {"scope_example": 15, "li_cai_li": 40, "target_shift": 50}[design]
+        n_default = {"scope_example": 15, "li_cai_li": 40, "target_shift": 50, "eb_ridge": 40}[design]
         sizes = np.full(options.pop("n_clusters", n_default), int(sizes))
     if sizes.ndim != 1 or len(sizes) < 2 or np.any(sizes < 1):
         raise ValueError("`cluster_size` must be a positive size, or one per cluster (at least 2 clusters).")
     groups = np.repeat(np.arange(len(sizes)), sizes)
     extra = {}
-    builder = {"scope_example": _scope_example, "li_cai_li": _li_cai_li, "target_shift": _target_shift}.get(design)
+    builder = {"scope_example": _scope_example, "li_cai_li": _li_cai_li, "target_shift": _target_shift,
+               "eb_ridge": _eb_ridge}.get(design)
     if builder is not None:
         allowed = set(inspect.signature(builder).parameters) - {"groups"}
         if set(options) - allowed:
@@ -340,11 +390,15 @@ def draw(design: str, keys, cluster_size, **options) -> Batch:
         draw_one, beta, Psi, sigma, intercept = _li_cai_li(groups, **options)
     elif design == "schelldorfer":
         draw_one, beta, Psi, sigma, intercept = _schelldorfer(groups, p, q, sigma2, theta2)
+    elif design == "eb_ridge":
+        draw_one, beta, Psi, sigma, intercept = _eb_ridge(groups, **options)
     else:
         draw_one, beta, Psi, sigma, intercept, extra = _target_shift(groups, **options)
     X, y, Z, ranef, latent = jax.jit(jax.vmap(draw_one))(keys)
     if design == "target_shift":
         extra = {"alpha": latent, **extra}
+    if design == "eb_ridge":  # the truth is drawn per replicate
+        beta, Psi = latent
     data = stacked_sorted(X, y, Z, sizes)
     return Batch(data, jnp.broadcast_to(jnp.asarray(beta, X.dtype), (X.shape[0], X.shape[2])), ranef, intercept,
                  np.asarray(Psi), float(sigma), extra)
@@ -456,3 +510,31 @@ def _target_shift(groups, p=500, n_proxy=10, c=1.5, values=(1.0, 0.8, 0.6, 0.5, 
         return X, y, jnp.ones((N, 1), dt), alpha[:, None], alpha
 
     return one, beta, np.array([[alpha_sd**2]]), sigma, 0.0, {"proxies": np.arange(n_proxy)}
+
+
+def _eb_ridge(groups, p=2, q=4, nu=None, times="uniform", sigma=1.0):
+    import jax
+    import jax.numpy as jnp
+    from jax.scipy.linalg import solve_triangular
+
+    n, N, dt = groups.max() + 1, len(groups), _dtype()
+    p, q = int(p), int(q)
+    nu = _eb_ridge_checks(n, 1, p, q, nu, times)
+    below = np.tril_indices(q, -1)
+
+    def one(key):
+        kt, kc, kn, kb, kx, kbeta, ke = jax.random.split(key, 7)
+        t = jax.random.uniform(kt, (N,), dt, -1.0, 1.0) if times == "uniform" else jax.random.normal(kt, (N,), dt)
+        Z = t[:, None] ** jnp.arange(q, dtype=dt)
+        # Bartlett: Σ⁻¹ = A Aᵀ / (ν − q − 1) ~ Wishart(ν, I/(ν − q − 1)), A lower triangular with
+        # A_kk² ~ χ²(ν − k) and N(0, 1) below; then b_i = √(ν − q − 1) A⁻ᵀ u_i, u_i ~ N(0, I).
+        A = jnp.diag(jnp.sqrt(jax.random.chisquare(kc, nu - jnp.arange(q, dtype=dt), dtype=dt)))
+        A = A.at[below].set(jax.random.normal(kn, (len(below[0]),), dt))
+        root = jnp.sqrt(nu - q - 1.0) * solve_triangular(A, jnp.eye(q, dtype=dt), lower=True).T  # Σ = root rootᵀ
+        ranef = jax.random.normal(kb, (n, q), dt) @ root.T
+        X = jax.random.normal(kx, (N, p), dt)
+        beta = jax.random.normal(kbeta, (p,), dt)
+        y = X @ beta + jnp.sum(Z * ranef[groups], 1) + sigma * jax.random.normal(ke, (N,), dt)
+        return X, y, Z, ranef, (beta, root @ root.T)
+
+    return one, None, None, float(sigma), 0.0
