@@ -42,7 +42,11 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/float32.py
 	cd benchmarks && ../$(BIN)/python bench_lmmlasso.py
 	cd benchmarks && ../$(BIN)/python bench_sweep.py
+	cd benchmarks && ../$(BIN)/python bench_replicates.py
+	cd benchmarks && ../$(BIN)/python bench_lmm.py --ml
+	cd benchmarks && ../$(BIN)/python bench_scaling.py
 
+# On a GPU: bash benchmarks/gpu.sh (the suite and the device benchmarks, under 8 minutes).
 # Studies reproducing the seeds' tables (minutes each; not part of `make bench`):
 #   benchmarks/sim_lmmlasso_table2.py, benchmarks/study_eb_ridge.py, benchmarks/study_shel.py
 

@@ -1,13 +1,16 @@
-"""`fit_lmm` (REML) against lme4 and statsmodels on identical data, in one run.
+"""`fit_lmm` (REML, or ML with `--ml`) against lme4, statsmodels and the Rust package mixedlm-rs
+on identical data, in one run (issue 16, benchmark (iv)).
 
 Rows: sleepstudy (180 rows, 18 groups, random intercept and slope); simulated random intercept
 and slope designs with 10,000 rows / 500 groups and (with `--large`) 200,000 rows / 50,000
-groups. Columns: the REML criterion of each (they must agree before a time means anything),
-our first call in this process (compilation included) and a repeated call (best of 3), lme4's
-`lmer` time measured inside R (R's start-up excluded; skipped when Rscript is absent), and
-statsmodels `MixedLM.fit(reml=True)` (best of 1; skipped above 20,000 rows, where it takes minutes).
+groups. Columns: the criterion of each (REML criterion, or −2 log L with `--ml`; they must
+agree to 1e-4 before a time means anything), our first call in this process (compilation
+included) and a repeated call (best of 3), lme4's `lmer` time measured inside R (R's start-up
+excluded; skipped when Rscript is absent), statsmodels `MixedLM.fit` (best of 1; skipped above
+20,000 rows, where it takes minutes) and mixedlm-rs 0.2 `MixedLM.fit` (best of 3 after one
+warm-up; skipped when `pip install mixedlm-rs` has not been run).
 
-    python benchmarks/bench_lmm.py [--large]
+    python benchmarks/bench_lmm.py [--large] [--ml]
 """
 
 import shutil
@@ -31,11 +34,13 @@ import jaxlmm  # noqa: E402
 R_SCRIPT = """
 suppressPackageStartupMessages(library(lme4))
 d <- read.csv(commandArgs(TRUE)[1])
+reml <- commandArgs(TRUE)[2] == "reml"
 d$g <- factor(d$g)
-fit <- lmer(y ~ t + (t | g), data = d, REML = TRUE)  # once to load and warm up
-elapsed <- system.time(fit <- lmer(y ~ t + (t | g), data = d, REML = TRUE))[["elapsed"]]
-cat(sprintf("%.10f %.4f\\n", unname(getME(fit, "devcomp")$cmp["REML"]), elapsed))
+fit <- lmer(y ~ t + (t | g), data = d, REML = reml)  # once to load and warm up
+elapsed <- system.time(fit <- lmer(y ~ t + (t | g), data = d, REML = reml))[["elapsed"]]
+cat(sprintf("%.10f %.4f\\n", unname(getME(fit, "devcomp")$cmp[if (reml) "REML" else "dev"]), elapsed))
 """
+REML = "--ml" not in sys.argv
 
 
 def simulate(n_groups, size, seed=0):
@@ -54,7 +59,8 @@ def lme4(frame):
         csv, script = Path(tmp) / "data.csv", Path(tmp) / "fit.R"
         frame.to_csv(csv, index=False)
         script.write_text(R_SCRIPT)
-        out = subprocess.run(["Rscript", str(script), str(csv)], capture_output=True, text=True, check=True)
+        out = subprocess.run(["Rscript", str(script), str(csv), "reml" if REML else "ml"], capture_output=True,
+                             text=True, check=True)
     criterion, elapsed = out.stdout.split()
     return float(criterion), float(elapsed)
 
@@ -69,8 +75,23 @@ def statsmodels(frame):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         start = time.perf_counter()
-        result = model.fit(reml=True)
+        result = model.fit(reml=REML)
         elapsed = time.perf_counter() - start
+    return -2 * result.llf, elapsed
+
+
+def mixedlm_rs(frame):
+    try:
+        import mixedlm_rs
+    except ImportError:
+        return None, None
+    exog = np.column_stack([np.ones(len(frame)), frame["t"]])
+    model = lambda: mixedlm_rs.MixedLM(frame["y"].to_numpy(), exog, groups=frame["g"].to_numpy(),  # noqa: E731
+                                       exog_re=exog)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model().fit(reml=REML)  # warm-up
+        elapsed, result = best_of(lambda: model().fit(reml=REML))
     return -2 * result.llf, elapsed
 
 
@@ -83,25 +104,31 @@ def main():
     if "--large" in sys.argv:
         problems.append(("simulated, 200,000 rows / 50,000 groups", simulate(50_000, 4)))
     formula = "y ~ t + (t | g)"
-    print(f"{'problem':<42} {'criterion: ours':>16} {'lme4':>14} {'statsmodels':>14} | {'first s':>8} "
-          f"{'again s':>8} {'lme4 s':>7} {'sm s':>7} | {'lme4/ours':>9}")
+    print(f"{'REML criterion' if REML else '−2 log L (ML)'}; first = first call in this process (compilation "
+          "included), again = best of 3")
+    print(f"{'problem':<42} {'ours':>14} {'lme4':>14} {'statsmodels':>14} {'mixedlm-rs':>14} | {'first s':>8} "
+          f"{'again s':>8} {'lme4 s':>7} {'sm s':>7} {'rs s':>7} | {'lme4/ours':>9} {'rs/ours':>8}")
     for name, frame in problems:
         data = jaxlmm.LMMData.from_formula(formula, frame)
-        first, fit = first_call(lambda: jaxlmm.fit_lmm(data))
-        again, fit = best_of(lambda: jaxlmm.fit_lmm(data))
+        first, fit = first_call(lambda: jaxlmm.fit_lmm(data, reml=REML))
+        again, fit = best_of(lambda: jaxlmm.fit_lmm(data, reml=REML))
+        ours = fit.criterion if REML else -2 * fit.loglik
         r_crit, r_time = lme4(frame)
         sm_crit, sm_time = statsmodels(frame)
+        rs_crit, rs_time = mixedlm_rs(frame)
 
         def show(value, fmt):
             width = fmt.split(".")[0].lstrip(">")
             return format(value, fmt) if value is not None else format("—", f">{width}")
 
         ratio = f"{r_time / again:.1f}×" if r_time else "—"
-        print(f"{name:<42} {fit.criterion:>16.4f} {show(r_crit, '>14.4f')} {show(sm_crit, '>14.4f')} | "
-              f"{first:>8.2f} {again:>8.3f} {show(r_time, '>7.3f')} {show(sm_time, '>7.2f')} | {ratio:>9}")
+        rs_ratio = f"{rs_time / again:.1f}×" if rs_time else "—"
+        print(f"{name:<42} {ours:>14.4f} {show(r_crit, '>14.4f')} {show(sm_crit, '>14.4f')} "
+              f"{show(rs_crit, '>14.4f')} | {first:>8.2f} {again:>8.3f} {show(r_time, '>7.3f')} "
+              f"{show(sm_time, '>7.2f')} {show(rs_time, '>7.3f')} | {ratio:>9} {rs_ratio:>8}")
         assert fit.converged, fit.result
         if r_crit is not None:
-            assert abs(fit.criterion - r_crit) < 1e-4 * max(1.0, abs(r_crit)), (fit.criterion, r_crit)
+            assert abs(ours - r_crit) < 1e-4 * max(1.0, abs(r_crit)), (ours, r_crit)
 
 
 if __name__ == "__main__":
