@@ -9,7 +9,9 @@ STAMP := $(VENV)/.installed
 LOCK := requirements.lock
 NOTEBOOK_LOCK := requirements-notebooks.lock
 DOCS_LOCK := requirements-docs.lock
-TEST := python -m pytest -q -n 2 --dist worksteal -p no:cacheprovider --durations=15
+# --max-worker-restart=0: a worker that dies (pytest-timeout kills a hung one) fails the run at once,
+# naming its test, instead of leaving the xdist controller waiting for it.
+TEST := python -m pytest -q -n 2 --dist worksteal --max-worker-restart=0 -p no:cacheprovider --durations=15
 
 .PHONY: demo test test-latest bench notebooks docs lock clean
 

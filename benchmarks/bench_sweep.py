@@ -8,9 +8,10 @@ Rows:
   50-λ grid from λ_max down, each replicate started from its own cross-validated Lasso
   (`per_batch`), as cold fits and as warm-started paths; the loop fits each (replicate, λ) cold
   from the same start. R lmmlasso's single-fit time is the one recorded with
-  `tests/data/lmmlasso_H1_101`. Slow: `lmmlasso_core` has no cap on the number of nonzeros, so
-  the small λ, where p > N saturates the fit, run to `max_steps` (20 replicates took over 20
-  minutes); `lmmlasso_path` (`fit_lmmlasso`, `bench_lmmlasso.py`) stops there;
+  `tests/data/lmmlasso_H1_101`. Slow: 20 replicates did not finish in 18 minutes, most likely
+  because `lmmlasso_core` has no cap on the number of nonzeros and the small λ, where p > N
+  saturates the fit, run to `max_steps`; `lmmlasso_path` (`fit_lmmlasso`,
+  `bench_lmmlasso.py`) stops there;
 * many responses on one design (quasi Lasso and SHEL): R responses, one λ;
 * the plain LMM by ML for R responses on one design, also against statsmodels and lme4's refit().
 Columns: fits, sweep first call (compilation included) and repeated, the loop's first call and
@@ -179,7 +180,7 @@ def main():
     grid = {"a": [0.25, 0.5, 1.0, 2.0, 4.0], "lam": np.geomspace(0.3, 0.03, n_lam)}
     compare(f"quasi Lasso: {n_rep} replicates × 5 a × {n_lam} λ", jaxlmm.quasi_lasso_core, data, grid, loop_fits)
     compare("  the same, warm-started λ paths", jaxlmm.quasi_lasso_core, data, grid, loop_fits, warm_start="lam")
-    if args.lmmlasso:  # lmmlasso_core has no df cap: the λ past saturation run to max_steps (> 20 min on H1)
+    if args.lmmlasso:  # slow (see the docstring)
         lmmlasso_replicates(100 if args.full else 20, loop_fits)
     rng = np.random.default_rng(0)
     n_resp = 2000 if args.full else 500

@@ -68,7 +68,8 @@ def splice(X, y, c, k: int, always: tuple = (), max_steps: int = 100, rtol: floa
     columns = jnp.concatenate([base, active.astype(jnp.int32)])
     coef, loss = refit(columns)
     if k == 0:
-        return columns, coef, loss, RESULTS.where(jnp.isfinite(loss), RESULTS.successful, RESULTS.nonfinite), 0
+        ok = jnp.isfinite(loss)
+        return columns, coef, loss, RESULTS.where(ok, RESULTS.successful, RESULTS.nonfinite), jnp.zeros((), jnp.int32)
 
     swaps = np.arange(1, k + 1)
 
