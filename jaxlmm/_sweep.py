@@ -189,7 +189,7 @@ def sweep(core, data: LMMData, grid: dict | None = None, *, responses=None, trut
         raise ValueError("`core` must be a function core(data, **hyperparameters) returning a CoreFit.")
     if not isinstance(data, LMMData):
         raise ValueError("`data` must be an LMMData (stacked with LMMData.stack, or one design with `responses`).")
-    points, path_length = _grid_points(grid), 0
+    points, path_length = _grid_points(grid, last=warm_start), 0
     if warm_start is not None:
         if warm_start not in points:
             raise ValueError(f"`warm_start` must name a hyperparameter of `grid`; got {warm_start!r}.")
@@ -200,8 +200,7 @@ def sweep(core, data: LMMData, grid: dict | None = None, *, responses=None, trut
         if not takes_start:
             raise ValueError(f"`warm_start` needs a core with a `start` argument; {getattr(core, '__name__', core)!r} "
                              "has none.")
-        points = _grid_points(grid, last=warm_start)
-        path_length = len(np.atleast_1d(np.asarray(grid[warm_start])))
+        path_length = len(np.atleast_1d(grid[warm_start]))
     if responses is None:
         if data.y.ndim != 2:
             raise ValueError("`data` must be stacked (LMMData.stack) with a leading batch axis, or `responses` given.")

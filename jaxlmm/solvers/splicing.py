@@ -63,7 +63,6 @@ def splice(X, y, c, k: int, always: tuple = (), max_steps: int = 100, rtol: floa
         zeta0 = forward(base, coef0)
     else:
         zeta0 = 0.5 * (X.T @ (c * y)) ** 2 / safe
-    zeta0 = zeta0.at[base].set(-jnp.inf)
     _, active = lax.top_k(zeta0, k)
     columns = jnp.concatenate([base, active.astype(jnp.int32)])
     coef, loss = refit(columns)
@@ -73,9 +72,8 @@ def splice(X, y, c, k: int, always: tuple = (), max_steps: int = 100, rtol: floa
 
     swaps = np.arange(1, k + 1)
 
-    def candidate(s, columns, coef, order_xi, incoming):
+    def candidate(s, columns, rank, incoming):
         # The r-th weakest active column (r < s) is replaced by the r-th strongest inactive one.
-        rank = jnp.argsort(order_xi)  # rank of each active position by ξ
         new_active = jnp.where(rank < s, incoming[jnp.minimum(rank, k - 1)], columns[n_fixed:])
         new_columns = columns.at[n_fixed:].set(new_active)
         return (new_columns, *refit(new_columns))
@@ -83,10 +81,10 @@ def splice(X, y, c, k: int, always: tuple = (), max_steps: int = 100, rtol: floa
     def body(state):
         columns, coef, loss, _, steps = state
         xi = 0.5 * curvature[columns[n_fixed:]] * coef[n_fixed:] ** 2
-        order_xi = jnp.argsort(xi)  # positions of the active columns, weakest first
+        rank = jnp.argsort(jnp.argsort(xi))  # each active column's rank by ξ, weakest 0
         _, incoming = lax.top_k(forward(columns, coef), k)
-        new_columns, new_coef, new_loss = jax.vmap(candidate, (0, None, None, None, None))(
-            swaps, columns, coef, order_xi, incoming.astype(jnp.int32))
+        new_columns, new_coef, new_loss = jax.vmap(candidate, (0, None, None, None))(
+            swaps, columns, rank, incoming.astype(jnp.int32))
         best = jnp.argmin(new_loss)
         better = new_loss[best] < loss - rtol * (1.0 + jnp.abs(loss))
         columns = jnp.where(better, new_columns[best], columns)
