@@ -1,5 +1,9 @@
 """jaxlmm: high-dimensional linear mixed models in JAX."""
 
+from ._jaxlib import warn_if_deadlocking as _warn_if_deadlocking
+
+_warn_if_deadlocking()
+
 from . import losses as losses, plots as plots, simulate as simulate, solvers as solvers
 from ._cores import (
     CoreFit as CoreFit,

@@ -99,13 +99,10 @@ def blup(data: LMMData, psi: Array, sigma2, residual: Array) -> Array:
 
 # For q ≤ SMALL_Q and at least WRITTEN_OUT_FROM clusters, the per-cluster Cholesky factors and
 # triangular solves are written out entry by entry as array operations over the clusters instead
-# of batched LAPACK calls. jaxlib 0.10's batched LAPACK kernels (ParallelBatchMap on XLA's
-# intra-op pool) deadlock on a 2-core machine when two run at once over ~35,000+ clusters (seen
-# with the gradient of two chained triangular solves: every pool thread waits on a BlockingCounter
-# whose tasks cannot be scheduled); the written-out form is also faster to run there. Below the
-# threshold LAPACK stays: its compact derivative rules compile in about half the time under the
-# nested derivatives of the EB evidence (q = 4: 8 s against 15 s), and compilation is what a
-# first fit on a small data set waits for.
+# of batched LAPACK calls: fused elementwise code runs faster than a loop of tiny LAPACK calls
+# there. Below the threshold LAPACK stays: its compact derivative rules compile in about half the
+# time under the nested derivatives of the EB evidence (q = 4: 8 s against 15 s), and
+# compilation is what a first fit on a small data set waits for.
 SMALL_Q = 4
 WRITTEN_OUT_FROM = 4096
 
