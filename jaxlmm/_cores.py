@@ -13,6 +13,7 @@ from jax import Array, lax
 
 from ._covariance import blup, cholesky_factor, cluster_sum
 from ._data import LMMData
+from ._precision import in_float64
 from ._fit import single_fit
 from ._implicit import curvature_step, frozen, implicit_root
 from ._penalties import L1
@@ -201,12 +202,16 @@ def lmm_core(data: LMMData, reml=False, structure: str = "full", max_steps: int 
     do not depend on the response (computed once under vmap, loop-invariant under lax.map).
     `reml` (a Python bool) and `structure` ("full", "diagonal", "identity") are static."""
     dtype = data.X.dtype
-    D = jnp.concatenate([jnp.ones((data.n_obs, 1), dtype), data.X], axis=1)
-    sol = _lmm_solve(data, D, data.y, structure, bool(reml), max_steps)
+    # Centred columns and response (a unit-triangular change of basis: the criterion is the same)
+    # keep the profiled sums of squares from cancelling the means' squares, as in `fit_lmm`.
+    x_mean, y_mean = jnp.mean(data.X, axis=0), jnp.mean(data.y)
+    D = jnp.concatenate([jnp.ones((data.n_obs, 1), dtype), data.X - x_mean], axis=1)
+    sol = _lmm_solve(data, D, data.y - y_mean, structure, bool(reml), max_steps)
     nu = data.n_obs - D.shape[1] if reml else data.n_obs
     sigma2 = sol.fit.r2 / nu
-    return CoreFit(sol.fit.beta[1:], sol.fit.beta[0], sigma2, sigma2 * sol.factor @ sol.factor.T, sol.ranef,
-                   sol.result, sol.num_steps)
+    coef = sol.fit.beta[1:]
+    return CoreFit(coef, sol.fit.beta[0] + y_mean - x_mean @ coef, sigma2, sigma2 * sol.factor @ sol.factor.T,
+                   sol.ranef, sol.result, sol.num_steps)
 
 
 def eb_ridge_core(data: LMMData, lam, b, A, intercept: bool = True, tol: float = 1e-12) -> CoreFit:
@@ -249,6 +254,7 @@ class Influence:
     groups: tuple
 
 
+@in_float64
 def influence(fit, data: LMMData) -> Influence:
     """Influence of each observation and each cluster on the β̂ of a quasi-likelihood Lasso fit:
     the Jacobian ∂β̂/∂y (`jax.jacrev` of `quasi_lasso_core` through its implicit derivative, at the

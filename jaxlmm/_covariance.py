@@ -321,6 +321,18 @@ def cholesky_factor(theta: Array, structure: str, q: int) -> Array:
     return jnp.zeros((q, q), theta.dtype).at[rows, cols].set(theta)
 
 
+def canonical_theta(theta: Array, structure: str, q: int) -> Array:
+    """θ with each column of L(θ) signed so that its diagonal entry is ≥ 0, as lme4 reports it
+    (L·diag(±1) gives the same Ψ = L Lᵀ)."""
+    if structure == "none":
+        return theta
+    if structure == "full":
+        rows, cols = np.tril_indices(q)
+        sign = jnp.where(theta[diagonal_parameters(structure, q)] < 0, -1.0, 1.0).astype(theta.dtype)
+        return theta * sign[cols]
+    return jnp.abs(theta)
+
+
 def diagonal_parameters(structure: str, q: int) -> np.ndarray:
     """Positions in θ of the diagonal entries of L (those are thresholded to 0 when tiny)."""
     if structure == "none":

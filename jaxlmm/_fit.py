@@ -5,10 +5,12 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import warnings
 
 import numpy as np
 
 from ._data import LMMData
+from ._precision import in_float64
 from ._solution import RESULTS
 from ._validate import check_data, check_same_data
 
@@ -109,7 +111,9 @@ class Fit:
 
     def predict(self, X, groups=None, Z=None) -> np.ndarray:
         """ŷ = β̂_0 + X β̂, plus Z_t b̂_i for every row t whose group label i was in the fit; rows of
-        new groups (and all rows when `groups` is None) get the marginal prediction β̂_0 + x_tᵀβ̂.
+        new groups (and all rows when `groups` is None) get the marginal prediction β̂_0 + x_tᵀβ̂,
+        with a warning that says how many. Labels match as they are or by their text (the group
+        7 of the fit is the "7" of a table read as text).
 
         **Arguments:** `X` (N × p), `groups` (N labels, optional), `Z` (N × q; default a column of
         ones, the random intercept). For a fit made from a formula, `X` may instead be a
@@ -134,9 +138,13 @@ class Fit:
         Z = np.ones((X.shape[0], 1)) if Z is None else np.asarray(Z, float)
         if Z.shape != (X.shape[0], q):
             raise ValueError(f"`Z` must be N × q = {X.shape[0]} × {q} (the fit's random effects); got {Z.shape}.")
-        index = {label: i for i, label in enumerate(self.groups)}
-        rows = np.array([index.get(g.item() if isinstance(g, np.generic) else g, -1) for g in groups])
+        rows = _group_rows(self.groups, groups)
         known = rows >= 0
+        if not known.all():
+            new = sorted({str(g) for g, k in zip(groups, known) if not k})
+            warnings.warn(f"predict: {np.sum(~known)} of {len(rows)} rows belong to {len(new)} group(s) that were not "
+                          f"in the fit ({', '.join(new[:5])}{', …' if len(new) > 5 else ''}); they get the marginal "
+                          "prediction β̂_0 + xᵀβ̂, without random effects.", UserWarning, stacklevel=2)
         out = np.array(out, float)
         out[known] += np.sum(Z[known] * self.ranef[rows[known]], axis=1)
         return out
@@ -210,6 +218,38 @@ class Fit:
         return save_fit(self, path)
 
 
+def _group_rows(fitted: tuple, labels) -> np.ndarray:
+    """The row of `ranef` for each label (−1 for a group not in the fit). Labels match as they
+    are, or else by their text, so that the group 7 of a fit made from integers is the group "7"
+    of a table read with text columns (or 7.0 of one with floats); a text that two fitted labels
+    share (7 and "7") matches neither."""
+    index = {label: i for i, label in enumerate(fitted)}
+    by_text: dict = {}
+    for i, label in enumerate(fitted):
+        key = _label_text(label)
+        by_text[key] = -1 if key in by_text else i
+    rows = []
+    for label in labels:
+        label = label.item() if isinstance(label, np.generic) else label
+        row = index.get(label) if _hashable(label) else None
+        rows.append(row if row is not None else by_text.get(_label_text(label), -1))
+    return np.asarray(rows, int)
+
+
+def _hashable(value) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
+
+
+def _label_text(label) -> str:
+    if isinstance(label, float) and label.is_integer():
+        return str(int(label))
+    return str(label).strip()
+
+
 def single_fit(fit, data: LMMData) -> tuple[np.ndarray, float, float]:
     """(β̂, β̂_0, a) of a fit at one λ, checked against `data` (the data it was fitted on), for the
     post-fit functions that whiten by Σ_a (`debias`, `variance_components`); a `ValueError`
@@ -248,7 +288,8 @@ def accepts_formula(fit_function):
     `LMMData.from_formula`. The formula decides the intercept ("0 +" removes it; methods that
     always fit one refuse such a formula) and Ψ's structure where the method has a `structure`
     argument (`(x | g)` unstructured, `(x || g)` diagonal), unless the caller passes them; the fit
-    keeps the `FormulaDesign` for names, summaries and `predict(df)`."""
+    keeps the `FormulaDesign` for names, summaries and `predict(df)`. The fit runs in float64
+    (`in_float64`)."""
     parameters = inspect.signature(fit_function).parameters
 
     @functools.wraps(fit_function)
@@ -273,7 +314,7 @@ def accepts_formula(fit_function):
         return dataclasses.replace(fit_function(data, *args, **kwargs), design=design)
 
     fit.__doc__ = (fit_function.__doc__ or "") + _FORMULA_NOTE
-    return fit
+    return in_float64(fit)
 
 
 _FORMULA_NOTE = """
@@ -281,4 +322,7 @@ _FORMULA_NOTE = """
     (lme4 syntax through formulaic; see `LMMData.from_formula`), or an `LMMData` made by
     `from_formula`. The formula sets the intercept and, where there is a `structure` argument,
     Ψ's structure; the fit keeps its names and `predict` accepts a DataFrame.
+
+    **Precision:** the fit is computed in float64 whatever JAX's `jax_enable_x64` flag (inside
+    `jax.enable_x64(True)`, which changes nothing outside the call), on a float64 copy of `data`.
 """

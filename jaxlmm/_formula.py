@@ -174,8 +174,8 @@ def parse_formula(formula: str, frame, columns=None):
         raise ValueError(f"`formula`: the response {response!r} is not numeric (dtype {frame[response].dtype}).")
     available = {"__formulaic_variables_available__": [str(c) for c in frame.columns if str(c) not in group]}
     try:
-        needed = (set(Formula(fixed, _context=available).required_variables)
-                  | set(Formula(random_text).required_variables) | set(group))
+        fixed_needed = {str(n) for n in Formula(fixed, _context=available).required_variables}
+        needed = fixed_needed | {str(n) for n in Formula(random_text).required_variables} | set(group)
     except Exception as error:
         raise ValueError(f"`formula` {formula!r} cannot be parsed: {error}") from None
     columns = _columns(columns, frame)
@@ -183,8 +183,10 @@ def parse_formula(formula: str, frame, columns=None):
     missing = sorted(n for n in needed if n not in frame.columns)
     if missing:
         raise ValueError(f"`data` has no column(s) {missing} that `formula` uses; it has {list(frame.columns)[:20]}.")
-    # `.` means every column but the response and the group (formulaic expands it).
-    fixed_frame = frame.drop(columns=[c for c in group if c in frame.columns])
+    # The fixed part sees the columns it names, and `.` every column but the response and the
+    # grouping columns (a grouping column it names, as `recipe` in `recipe + (1 | recipe:replicate)`,
+    # stays a fixed effect).
+    fixed_frame = frame[[c for c in frame.columns if str(c) in fixed_needed]]
     used = sorted(needed)
     complete = frame[used].notna().all(axis=1).to_numpy()
     n_dropped = int((~complete).sum())

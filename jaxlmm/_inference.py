@@ -16,6 +16,7 @@ from jax.scipy.special import ndtr, ndtri
 from ._covariance import cluster_sum
 from ._data import LMMData
 from ._fit import single_fit
+from ._precision import in_float64
 from ._scale import data_scale, rescaled
 from ._select import scaled_lasso
 from .losses import LeastSquaresData, quasi_likelihood
@@ -174,6 +175,7 @@ def debiased_lasso(
     return DebiasedLasso(estimate, std_error, ci_low, ci_high, p_value, node_lam, valid)
 
 
+@in_float64
 def debias(
     fit, data: LMMData, coords=None, level: float = 0.95, solver=None, batch_size: int | None = None
 ) -> InferenceTable:

@@ -15,6 +15,7 @@ from jax import lax
 
 from ._covariance import ClusterCovariance, cholesky_factor
 from ._data import LMMData, _cluster_svd
+from ._precision import in_float64
 from ._scale import data_scale, rescaled
 from ._solution import result_name
 from ._validate import check_count, check_data, check_flag, check_fraction, check_indices, check_scalar
@@ -170,6 +171,7 @@ def _random_effect_columns(data: LMMData, standardize: bool) -> np.ndarray:
     return (X - X.mean(axis=0)) / X.std(axis=0, ddof=1)
 
 
+@in_float64
 def select_random_effects(
     data: LMMData,
     *,

@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 from ._cores import quasi_lasso_core
 from ._data import LMMData
 from ._path import lambda_max
+from ._precision import in_float64
 from ._select import cluster_folds, marginal_sse, training_weights
 from ._validate import check_count, check_data, check_scalar
 from .estimators._quasi import fit_quasi
@@ -55,6 +56,7 @@ def _cv_error_and_gradient(data, log_params, train, solver):
     return jax.value_and_grad(error)(log_params)
 
 
+@in_float64
 def tune_by_gradient(data: LMMData, a0: float = 1.0, lam0=None, *, n_folds: int = 5, seed: int = 0,
                      steps: int = 40, learning_rate: float = 0.1, progress: bool = True) -> GradientTuning:
     """Choose a and λ of the quasi-likelihood Lasso by gradient descent (Adam on log a, log λ) on the

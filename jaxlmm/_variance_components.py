@@ -12,6 +12,7 @@ from jax import Array
 from ._covariance import blup, cluster_cross, cluster_sum, covariance_basis, project_psd
 from ._data import LMMData
 from ._fit import single_fit
+from ._precision import in_float64
 from ._scale import data_scale, rescaled
 from ._whiten import inverse_apply
 
@@ -122,6 +123,7 @@ def variance_identifiable(data: LMMData) -> bool:
     return bool(np.any(sizes > rank))
 
 
+@in_float64
 def variance_components(fit, data: LMMData, structure="identity") -> VarianceComponents:
     """σ̂_e², Ψ̂ and BLUPs after a fit (Li, Cai & Li 2022's moment estimator; `fit_quasi` reports
     its result with Ψ = ηI).

@@ -17,6 +17,7 @@ data-only algebra (`eb_design`) are in `losses.eb_ridge`. Here, each pure and ji
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import equinox as eqx
@@ -502,8 +503,19 @@ def _result(fit, hyper, em_ok, outer_ok) -> str:
     if not em_ok:
         return result_name(fit.result)
     if hyper is not None and not outer_ok:
-        return result_name(hyper.result) if hyper.result != RESULTS.successful else "no_mode"
+        if hyper.result != RESULTS.successful:
+            return result_name(hyper.result)
+        return "no_mode" if not bool(hyper.valid) else "boundary"
     return "successful"
+
+
+# A learned ridge λ (on the fitting scale, columns of unit root mean square) outside
+# [1e-8, 1e8]·N: the shrinkage factor N/(N + λ) of a column is then 1 or 0 to 8 digits.
+LAMBDA_EDGE = 1e8
+
+
+def _lambda_at_edge(lam: float, n_obs: int) -> bool:
+    return not (n_obs / LAMBDA_EDGE <= lam <= n_obs * LAMBDA_EDGE)
 
 
 def _check_A(A, q):
@@ -636,11 +648,15 @@ def fit_eb_ridge(data: LMMData, lam=None, *, b=None, A=None, unpenalized=None, i
                        None if A_fixed is None else jnp.asarray(A_fixed, dtype), learn_A, recipe)
         lam_v, b_v, A_v = float(hyper.lam), float(hyper.b), np.asarray(hyper.A)
         outer_ok = bool(hyper.result == RESULTS.successful) and bool(hyper.valid)
+        at_edge = "lam" in learned and _lambda_at_edge(lam_v, data.n_obs)
         if not outer_ok:
             no_mode = ("no mode of the variance posterior was found (Laplace Hessian not negative definite or "
                        "Newton not converged).")
             searched = hyper.result == RESULTS.successful
             message = "hyperparameters: " + (no_mode if searched else RESULTS[hyper.result])
+        elif at_edge:
+            outer_ok, message = False, f"hyperparameters: λ̂ = {lam_v * units.x**2:.3g}. " + RESULTS[RESULTS.boundary]
+            warnings.warn("fit_eb_ridge: " + message, RuntimeWarning, stacklevel=3)
     else:
         lam_v, b_v, A_v = float(lam), float(b), A_fixed
     # The search already evaluated the evidence at its optimum; only fixed Θ needs it computed.

@@ -16,6 +16,7 @@ from scipy import stats as scipy_stats
 
 from .._covariance import (
     ClusterCovariance,
+    canonical_theta,
     cholesky_factor,
     cluster_cross,
     cluster_sum,
@@ -105,22 +106,56 @@ class LMMSolution(eqx.Module):
     num_steps: Array
 
 
+# Where a variance sits at 0 (θ_jj = 0), the criterion, even in each column of Λ, is stationary
+# whatever the interior holds: these values of θ_jj are tried before a boundary fit is accepted.
+BOUNDARY_PROBES = (1.0, 0.1, 0.01)
+
+
+def boundary_escape(structure: str, q: int):
+    """`escape` for `minimise_lbfgs`: at θ with diagonal entries of Λ below `SINGULAR_TOLERANCE`,
+    the points with all of them set to each of `BOUNDARY_PROBES`, then with each alone set to 0.1
+    (a gradient method stops at θ_jj = 0, where lme4's derivative-free search does not)."""
+    diagonal = diagonal_parameters(structure, q)
+
+    def escape(theta):
+        on_boundary = jnp.abs(theta[diagonal]) < SINGULAR_TOLERANCE
+        together = [jnp.where(on_boundary, c, theta[diagonal]) for c in BOUNDARY_PROBES]
+        alone = [jnp.where(on_boundary & (jnp.arange(diagonal.size) == j), 0.1, theta[diagonal])
+                 for j in range(diagonal.size)] if diagonal.size > 1 else []
+        candidates = jnp.stack([theta.at[diagonal].set(d) for d in together + alone])
+        return candidates, jnp.any(on_boundary)
+
+    return escape
+
+
 @eqx.filter_jit
 def _solve(data: LMMData, D: Array, y: Array, structure: str, reml: bool, max_steps: int) -> LMMSolution:
     s = profile_statistics(data, D, y)
     q = data.Z.shape[1]
     # lme4's start: Λ = I (Ψ = σ² I).
     theta0 = jnp.zeros(n_covariance_parameters(structure, q), y.dtype).at[diagonal_parameters(structure, q)].set(1.0)
+
     def criterion(theta):
         fit = profiled(theta, s, structure, reml)
         return fit.criterion, fit
 
     # L-BFGS on the gradient alone: the criterion's exact Hessian (batched Cholesky factors,
-    # differentiated twice) took 2-3× longer to compile than the whole fit takes to run.
-    solution, fit = minimise_lbfgs(jax.value_and_grad(criterion, has_aux=True), theta0, max_steps, gtol=1e-7,
-                                   ftol=1e-13)
+    # differentiated twice) took 2-3× longer to compile than the whole fit takes to run. Stopping
+    # is relative (a predicted gain ≤ 1e-12·|criterion|): the criterion's own rounding is ~1e-13.
+    solution, fit = minimise_lbfgs(jax.value_and_grad(criterion, has_aux=True), theta0, max_steps, gtol=1e-9,
+                                   ftol=1e-12, decrease_tol=1e-12, first_step=0.5, escape=boundary_escape(structure, q))
+    # A boundary optimum is approached, never reached, from inside: set the vanishing diagonal
+    # entries to 0 (lme4's bound) where that costs nothing beyond the criterion's rounding.
+    diagonal = diagonal_parameters(structure, q)
+    vanishing = jnp.abs(solution.value[diagonal]) < SINGULAR_TOLERANCE
+    snapped = solution.value.at[diagonal].set(jnp.where(vanishing, 0.0, solution.value[diagonal]))
+    snapped_fit = profiled(snapped, s, structure, reml)
+    keep_snap = jnp.any(vanishing) & (snapped_fit.criterion <= fit.criterion + 1e-12 * (1.0 + jnp.abs(fit.criterion)))
+    theta, fit = jax.tree.map(lambda a, b: jnp.where(keep_snap, a, b), (snapped, snapped_fit), (solution.value, fit))
     ranef = fit.covariance.posterior_mean(s.Zty - jnp.einsum("iqa,a->iq", s.ZtD, fit.beta))
-    return LMMSolution(solution.value, fit.covariance.factor, fit, ranef, solution.result, solution.stats["num_steps"])
+    theta = canonical_theta(theta, structure, q)
+    return LMMSolution(theta, cholesky_factor(theta, structure, q), fit, ranef, solution.result,
+                       solution.stats["num_steps"])
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -236,8 +271,11 @@ def fit_lmm(data: LMMData, *, reml: bool = True, structure: str = "full", interc
 
     y = np.asarray(data.y)
     y_scale = float(power_of_two(rms(y, center=True)))  # exact: results are equivariant to y's units
+    # With an intercept, y − ȳ is fitted (β̂_0 takes ȳ back): yᵀWy − (DᵀWy)ᵀβ̂ then cancels no
+    # ȳ²N term, whose rounding was larger than the steps the optimiser takes near θ̂.
+    y_center = float(np.mean(y)) if intercept else 0.0
     fitting = data.with_index_labels()
-    sol = _solve(fitting, jnp.asarray(D), jnp.asarray(y / y_scale, y.dtype), structure, reml, max_steps)
+    sol = _solve(fitting, jnp.asarray(D), jnp.asarray((y - y_center) / y_scale, y.dtype), structure, reml, max_steps)
     theta = np.asarray(sol.theta)
     p = sol.fit
     nu = n_obs - p_full if reml else n_obs
@@ -255,6 +293,8 @@ def fit_lmm(data: LMMData, *, reml: bool = True, structure: str = "full", interc
     if intercept:
         J[0, 1:] = -center * y_scale / scale[1:]
     beta = J @ np.asarray(p.beta)
+    if intercept:
+        beta[0] += y_center
     cov_params = sigma2_fit * J @ np.linalg.inv(np.asarray(p.DtWD)) @ J.T
     coef, intercept_value = (beta[1:], float(beta[0])) if intercept else (beta, 0.0)
     n_params = p_full + theta.size + 1

