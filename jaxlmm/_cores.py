@@ -13,10 +13,10 @@ from jax import Array, lax
 
 from ._covariance import blup, cholesky_factor, cluster_sum
 from ._data import LMMData
-from ._precision import in_float64
 from ._fit import single_fit
 from ._implicit import curvature_step, frozen, implicit_root
 from ._penalties import L1
+from ._precision import in_float64
 from ._solution import RESULTS, ReportsResult
 from ._solve import _solve_jit
 from .estimators._eb_ridge import eb_ridge_map, ecm_step

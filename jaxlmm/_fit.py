@@ -273,12 +273,33 @@ def single_fit(fit, data: LMMData) -> tuple[np.ndarray, float, float]:
 
 def finish(fit: Fit, throw: bool) -> Fit:
     """What every `fit_*` returns: `fit`, or with `throw=True` a `RuntimeError` carrying the
-    `RESULTS` message when the fit did not succeed (with `throw=False` the fit's `result`,
-    `converged` and the warning-free return leave the decision to the caller, as in a sweep)."""
+    `RESULTS` message when the fit did not succeed (with `throw=False` the fit's `result` and
+    `converged` leave the decision to the caller). `successful` is kept only where every reported
+    estimate and criterion is finite and σ̂² > 0: a fit whose numbers overflow or underflow float64
+    on the caller's scale (a y of scale 1e200 has a variance of 1e400) becomes `nonfinite`, with a
+    warning that says which ones and what to change."""
+    unusable = _unusable(fit)
+    if unusable and fit.result == "successful":
+        warnings.warn(f"{fit.method}: {', '.join(unusable)} cannot be represented in float64 on the data's scale "
+                      "(overflow or underflow); the fit is reported as 'nonfinite'. Rescale y (and X) by a power "
+                      "of ten and fit again.", RuntimeWarning, stacklevel=3)
+        fit = dataclasses.replace(fit, result="nonfinite", converged=False)
     if throw and fit.result != "successful":
         message = RESULTS[getattr(RESULTS, fit.result)]
         raise RuntimeError(f"{fit.method} did not succeed ({fit.result}): {message}")
     return fit
+
+
+def _unusable(fit: Fit) -> list:
+    """The names of the reported numbers that are not finite (and σ̂² = 0, an underflow: a
+    Gaussian fit's residual variance is positive)."""
+    values = {"coef": fit.coef, "intercept": fit.intercept, "sigma2": fit.sigma2, "psi": fit.psi, "ranef": fit.ranef}
+    values.update({name: value for name, value in fit.criteria.items() if not isinstance(value, str)})
+    bad = [name for name, value in values.items()
+           if value is not None and not np.all(np.isfinite(np.asarray(value, float)))]
+    if fit.sigma2 is not None and fit.sigma2 == 0 and "sigma2" not in bad:
+        bad.append("sigma2 (= 0)")
+    return bad
 
 
 def accepts_formula(fit_function):

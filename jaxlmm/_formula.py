@@ -2,8 +2,8 @@
 
 formulaic parses and expands every term (categoricals with named treatment contrasts, `I()`,
 transforms, `.` for all other columns); this module only finds the random-effect bars in
-formulaic's token stream, splits them off, and keeps the formulaic model specs so that new data
-(`Fit.predict` on a DataFrame) is expanded exactly as the fitting data was."""
+formulaic's token stream, splits them off, and records how each column was made (`_recipes`)
+so that new data (`Fit.predict` on a DataFrame) is expanded exactly as the fitting data was."""
 
 from __future__ import annotations
 
@@ -13,18 +13,17 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ._recipes import categorical_levels, derive, evaluate, variables as recipe_variables
+
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class FormulaDesign:
     """How a DataFrame became (X, y, groups, Z): kept by `LMMData.from_formula` and every fit made
     from a formula, and used again by `Fit.predict(df)`.
 
-    - `formula`: the formula as given; `response`: its left-hand side.
-    - `fixed_formula`, `random_formula`: the two parts (the bars split off); `fixed_spec`,
-      `random_spec`: their formulaic `ModelSpec`s (X without the intercept column; Z).
-    - `template`: the fitted rows of the variables the two parts read (a DataFrame): formulaic's
-      state (categorical levels, stateful transforms such as `center(x)`) is a function of it, so
-      a saved fit rebuilds the specs from it (`rebuild`) instead of unpickling them.
+    - `formula`: the formula as given; `response`: its left-hand side; `fixed_formula`,
+      `random_formula`: the two parts (the bars split off). Text for summaries: a saved fit never
+      parses them again.
     - `group`: the grouping column(s) (`a:b` nests two columns into one factor).
     - `intercept`: whether the fixed part has an intercept ("0 +" or "- 1" removes it).
     - `structure`: Ψ's structure the bars ask for: "full" for `(x | g)` (unstructured, as in
@@ -34,15 +33,17 @@ class FormulaDesign:
     - `feature_names`, `random_names`: the names of X's and Z's columns.
     - `n_dropped`: rows dropped for missing values in a variable the model uses (as lme4's
       `na.omit`).
+    - `fixed_recipes`, `random_recipes`, `levels`: X's formula columns and Z's columns in the
+      closed vocabulary of `jaxlmm._recipes` (None when the formula uses anything else), and the
+      levels each categorical column had; what `matrices` evaluates, in a session and after loading.
+    - `fixed_spec`, `random_spec`: formulaic's `ModelSpec`s, for formulas without recipes, in the
+      session that fitted them only (None in a loaded fit).
     """
 
     formula: str
     response: str
     fixed_formula: str
     random_formula: str
-    fixed_spec: object
-    random_spec: object
-    template: object
     group: tuple
     intercept: bool
     structure: str
@@ -50,10 +51,26 @@ class FormulaDesign:
     feature_names: tuple
     random_names: tuple
     n_dropped: int
+    fixed_recipes: tuple | None
+    random_recipes: tuple | None
+    levels: dict
+    fixed_spec: object = None
+    random_spec: object = None
+
+    @property
+    def portable(self) -> bool:
+        """Whether new data can be expanded without formulaic (and so after loading)."""
+        return self.fixed_recipes is not None and self.random_recipes is not None
 
     def matrices(self, frame):
         """(X, Z, groups) of `frame`, expanded as the fitting data was. A `ValueError` names
-        missing columns or columns with missing values."""
+        missing columns, columns with missing values, and categorical levels the fit did not see."""
+        if not self.portable and self.fixed_spec is None:
+            raise ValueError(
+                f"this fit's formula {self.formula!r} uses terms that a saved fit does not rebuild (loading never "
+                "evaluates code); predict on arrays: fit.predict(X, groups=..., Z=...) with the columns "
+                f"{list(self.feature_names)[:8]} of X and {list(self.random_names)} of Z."
+            )
         used = self.variables()
         missing = [c for c in used if c not in frame.columns]
         if missing:
@@ -61,28 +78,40 @@ class FormulaDesign:
         incomplete = [c for c in used if frame[c].isna().any()]
         if incomplete:
             raise ValueError(f"`data` has missing values in {incomplete}; drop or impute those rows first.")
-        X = np.asarray(self.fixed_spec.get_model_matrix(frame), float)
-        if self.intercept:
-            X = X[:, 1:]
+        if self.portable:
+            for column, levels in self.levels.items():
+                unseen = sorted({str(v) for v in frame[column]} - set(levels))
+                if unseen:
+                    raise ValueError(f"`data` column {column!r} has level(s) {unseen[:5]} that the fit did not see "
+                                     f"(it saw {list(levels)[:10]}).")
+            X, Z = evaluate(self.fixed_recipes, frame), evaluate(self.random_recipes, frame)
+        else:
+            try:
+                X = np.asarray(self.fixed_spec.get_model_matrix(frame), float)
+                Z = np.asarray(self.random_spec.get_model_matrix(frame), float)
+            except Exception as error:  # formulaic's encoding errors (a column of another type, a new level)
+                raise ValueError(f"`data` cannot be expanded by the formula {self.formula!r}: {error}") from None
+            if self.intercept:
+                X = X[:, 1:]
         if self.columns:
-            X = np.column_stack([X, np.asarray(frame[list(self.columns)], float)])
-        Z = np.asarray(self.random_spec.get_model_matrix(frame), float)
+            try:
+                extra = np.asarray(frame[list(self.columns)], float)
+            except (TypeError, ValueError):
+                raise ValueError(f"`data` columns {list(self.columns)[:10]} must be numeric.") from None
+            X = np.column_stack([X, extra])
+        if not (np.all(np.isfinite(X)) and np.all(np.isfinite(Z))):
+            raise ValueError(f"`data` gives non-finite values in the design of {self.formula!r} "
+                             "(a log of a value ≤ 0?).")
         return X, Z, _group_labels(frame, self.group)
-
-    @classmethod
-    def rebuild(cls, template, **fields) -> FormulaDesign:
-        """The design from its fields and `template` (the specs are made again from the template,
-        which gives them the state they had at the fit)."""
-        from formulaic import model_matrix
-
-        fixed_spec = model_matrix(fields["fixed_formula"], template).rhs.model_spec
-        random_spec = model_matrix(fields["random_formula"], template).model_spec
-        return cls(fixed_spec=fixed_spec, random_spec=random_spec, template=template, **fields)
 
     def variables(self) -> list:
         """The DataFrame columns the right-hand side reads (not the response)."""
-        names = set(self.fixed_spec.required_variables) | set(self.random_spec.required_variables)
-        return sorted(str(n) for n in names | set(self.group) | set(self.columns))
+        if self.portable:
+            names = recipe_variables(self.fixed_recipes) | recipe_variables(self.random_recipes)
+        else:
+            names = {str(n) for n in self.fixed_spec.required_variables} | {str(n) for n in
+                                                                             self.random_spec.required_variables}
+        return sorted(names | set(self.group) | set(self.columns))
 
 
 def _group_labels(frame, group: tuple) -> list:
@@ -183,10 +212,9 @@ def parse_formula(formula: str, frame, columns=None):
     missing = sorted(n for n in needed if n not in frame.columns)
     if missing:
         raise ValueError(f"`data` has no column(s) {missing} that `formula` uses; it has {list(frame.columns)[:20]}.")
-    # The fixed part sees the columns it names, and `.` every column but the response and the
-    # grouping columns (a grouping column it names, as `recipe` in `recipe + (1 | recipe:replicate)`,
-    # stays a fixed effect).
-    fixed_frame = frame[[c for c in frame.columns if str(c) in fixed_needed]]
+    # `.` means every column but the response and the grouping columns; a grouping column that
+    # the fixed part names (`recipe` in `recipe + (1 | recipe:replicate)`) stays a fixed effect.
+    fixed_frame = frame.drop(columns=[c for c in group if c in frame.columns and c not in fixed_needed])
     used = sorted(needed)
     complete = frame[used].notna().all(axis=1).to_numpy()
     n_dropped = int((~complete).sum())
@@ -207,14 +235,18 @@ def parse_formula(formula: str, frame, columns=None):
     if columns:
         X = np.column_stack([X, np.asarray(frame[list(columns)], float)])
         names += list(columns)
-    template_columns = sorted({str(v) for v in matrices.rhs.model_spec.required_variables}
-                              | {str(v) for v in matrices.lhs.model_spec.required_variables}
-                              | {str(v) for v in random.model_spec.required_variables})
+    formula_columns = list(matrices.rhs.columns)[1:] if intercept else list(matrices.rhs.columns)
+    read = sorted({str(v) for v in matrices.rhs.model_spec.required_variables}
+                  | {str(v) for v in random.model_spec.required_variables})
+    fixed_recipes = derive(formula_columns, X[:, :len(formula_columns)], frame[read])
+    random_recipes = derive(list(random.columns), np.asarray(random, float), frame[read])
+    levels = (categorical_levels(fixed_recipes + random_recipes, frame)
+              if fixed_recipes is not None and random_recipes is not None else {})
     design = FormulaDesign(formula=formula, response=response, fixed_formula=fixed, random_formula=random_text,
-                           fixed_spec=matrices.rhs.model_spec, random_spec=random.model_spec,
-                           template=frame[template_columns].reset_index(drop=True), group=group,
-                           intercept=intercept, structure=structure, columns=tuple(columns), feature_names=tuple(names),
-                           random_names=tuple(str(c) for c in random.columns), n_dropped=n_dropped)
+                           group=group, intercept=intercept, structure=structure, columns=tuple(columns),
+                           feature_names=tuple(names), random_names=tuple(str(c) for c in random.columns),
+                           n_dropped=n_dropped, fixed_recipes=fixed_recipes, random_recipes=random_recipes,
+                           levels=levels, fixed_spec=matrices.rhs.model_spec, random_spec=random.model_spec)
     y = np.asarray(matrices.lhs, float)[:, 0]
     return y, X, _group_labels(frame, group), np.asarray(random, float), design
 

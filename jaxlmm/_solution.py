@@ -28,14 +28,14 @@ class RESULTS(eqx.Enumeration):
         "or Newton did not converge), so the Laplace evidence is not valid there. Fix the "
         "hyperparameters, or give more clusters."
     )
+    line_search_failed = (
+        "Backtracking could not find a step that decreases the objective. The loss may not be "
+        "smooth or its gradient may be wrong."
+    )
     boundary = (
         "A learned hyperparameter went to the edge of its range (the ridge λ to 0 or to ∞, where every "
         "coefficient is shrunk to 0): the evidence is flat there and the fit is not an interior optimum. "
         "Fix the hyperparameter (e.g. `lam=`), or check the scale and the signal of the data."
-    )
-    line_search_failed = (
-        "Backtracking could not find a step that decreases the objective. The loss may not be "
-        "smooth or its gradient may be wrong."
     )
 
 

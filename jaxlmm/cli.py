@@ -6,6 +6,7 @@ through `jaxlmm_launcher`, which sets up the compilation cache first."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 import warnings
@@ -116,36 +117,51 @@ class UsageError(Exception):
     """A problem with the command's input, reported in one line with exit code 2."""
 
 
+def _writable(option: str, target: str) -> None:
+    """A file `target` can be written: its folder exists and is writable, and it is not a folder."""
+    target_path = Path(target)
+    folder = target_path.parent
+    if target_path.is_dir():
+        raise UsageError(f"{option} {target}: is a folder; give a file name")
+    if not folder.is_dir():
+        raise UsageError(f"{option} {target}: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise UsageError(f"{option} {target}: the folder {folder} is not writable")
+
+
 def fit(path: str, formula: str, method: str, ml: bool = False, out: str | None = None,
         save: str | None = None) -> None:
-    import jax
-    import pandas as pd
-
-    import jaxlmm
-
+    # Every check of the command's input comes before JAX is imported (2-3 s).
     if not Path(path).is_file():
         raise UsageError(f"no such file: {path}")
+    if ml and method != "lmm":
+        raise UsageError("--ml applies to --method lmm only")
+    for option, target in (("--out", out), ("--save", save)):
+        if target is not None:
+            _writable(option, target)
+    import pandas as pd
+
     try:
         frame = pd.read_csv(path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
         raise UsageError(f"{path} is not a readable CSV file: {str(error).strip()}") from None
-    if ml and method != "lmm":
-        raise UsageError("--ml applies to --method lmm only")
+    import jaxlmm
+
     options = {"reml": not ml} if method == "lmm" else {}
-    if method in ("quasi", "shel"):
-        options["progress"] = False
-    with jax.enable_x64(True):  # float64 for the command only, scoped
-        try:
-            result = getattr(jaxlmm, METHODS[method])(frame, formula=formula, **options)
-        except ValueError as error:
-            raise UsageError(str(error)) from None
+    try:
+        result = getattr(jaxlmm, METHODS[method])(frame, formula=formula, **options)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
     print(result.summary())
-    if out is not None:
-        result.to_pandas().to_csv(out)
-        print(f"estimates written to {out}")
-    if save is not None:
-        result.save(save)
-        print(f"fit saved to {save} (read it with jaxlmm.load_fit)")
+    try:
+        if out is not None:
+            result.to_pandas().to_csv(out)
+            print(f"estimates written to {out}")
+        if save is not None:
+            result.save(save)
+            print(f"fit saved to {save} (read it with jaxlmm.load_fit)")
+    except (OSError, ValueError) as error:
+        raise UsageError(str(error)) from None
     if not result.converged:
         print(f"warning: the fit did not converge ({result.result})", file=sys.stderr)
 

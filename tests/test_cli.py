@@ -68,3 +68,34 @@ def test_malformed_input_gives_one_line_and_exit_code_2(case, sleepstudy_csv, tm
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("jaxlmm fit: error: ") and "Traceback" not in err
     assert re.search(message, err), err
+
+
+OUTPUTS = {
+    "--out to a missing folder": (["--out", "{tmp}/absent/estimates.csv"], "does not exist"),
+    "--save to a missing folder": (["--save", "{tmp}/absent/fit.json"], "does not exist"),
+    "--save to a folder": (["--save", "{tmp}"], "is a folder"),
+    "--ml with another method": (["--ml", "--method", "quasi"], "--ml applies to --method lmm only"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(OUTPUTS))
+def test_bad_outputs_give_one_line_and_exit_code_2(case, sleepstudy_csv, tmp_path, capsys):
+    extra, message = OUTPUTS[case]
+    with pytest.raises(SystemExit) as stop:
+        main(["fit", str(sleepstudy_csv), "--formula", FORMULA, *[e.format(tmp=tmp_path) for e in extra]])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("jaxlmm fit: error: ") and re.search(message, err), err
+
+
+def test_argument_errors_come_before_jax_is_imported(tmp_path):
+    """A missing file or an unwritable output is refused without importing JAX (2-3 s)."""
+    import subprocess
+    import sys
+
+    script = ("import sys\nfrom jaxlmm.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit as stop:\n"
+              "    print('exit', stop.code, 'jax' in sys.modules)\n")
+    for args in (["fit", str(tmp_path / "absent.csv"), "--formula", FORMULA],
+                 ["fit", __file__, "--formula", FORMULA, "--save", str(tmp_path / "absent" / "fit.json")]):
+        done = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=120)
+        assert done.stdout.strip() == "exit 2 False", (done.stdout, done.stderr)

@@ -270,47 +270,50 @@ def fit_lmm(data: LMMData, *, reml: bool = True, structure: str = "full", interc
         raise ValueError("`data`: every cluster has at most rank(Z_i) rows, so σ² and Ψ cannot be told apart.")
 
     y = np.asarray(data.y)
-    y_scale = float(power_of_two(rms(y, center=True)))  # exact: results are equivariant to y's units
+    y_scale = power_of_two(rms(y, center=True))  # exact: results are equivariant to y's units
     # With an intercept, y − ȳ is fitted (β̂_0 takes ȳ back): yᵀWy − (DᵀWy)ᵀβ̂ then cancels no
     # ȳ²N term, whose rounding was larger than the steps the optimiser takes near θ̂.
     y_center = float(np.mean(y)) if intercept else 0.0
     fitting = data.with_index_labels()
     sol = _solve(fitting, jnp.asarray(D), jnp.asarray((y - y_center) / y_scale, y.dtype), structure, reml, max_steps)
-    theta = np.asarray(sol.theta)
-    p = sol.fit
-    nu = n_obs - p_full if reml else n_obs
-    sigma2_fit = float(p.r2) / nu
-    sigma2 = sigma2_fit * y_scale**2
-    L = np.asarray(sol.factor)
-    psi = sigma2 * (L @ L.T)
-    # Criterion on the caller's units: y / s_y shifts log r² by −2 log s_y; the columns D / c
-    # shift log|DᵀWD| by −2 Σ log c_k (REML only).
-    criterion = float(p.criterion) + 2.0 * nu * math.log(y_scale)
-    if reml:
-        criterion += 2.0 * float(np.sum(np.log(scale)))
-    # Back to [1, X]: β_k = s_y β̃_k / c_k, β_0 = s_y β̃_0 − x̄ᵀβ; the same linear map J for the covariance.
-    J = np.diag(y_scale / scale)
-    if intercept:
-        J[0, 1:] = -center * y_scale / scale[1:]
-    beta = J @ np.asarray(p.beta)
-    if intercept:
-        beta[0] += y_center
-    cov_params = sigma2_fit * J @ np.linalg.inv(np.asarray(p.DtWD)) @ J.T
-    coef, intercept_value = (beta[1:], float(beta[0])) if intercept else (beta, 0.0)
-    n_params = p_full + theta.size + 1
-    singular = bool(np.any(np.abs(theta[diagonal_parameters(structure, data.Z.shape[1])]) < SINGULAR_TOLERANCE))
-    std_error = np.sqrt(np.diag(cov_params))
-    # On the host (scipy): `_inference.normal_intervals` is the same formula in jnp, whose eager
-    # ops would add ~1 s of compilation to a first fit for a handful of numbers.
-    z = scipy_stats.norm.ppf(0.5 + level / 2)
-    coords = np.arange(-1 if intercept else 0, data.n_features)
-    table = InferenceTable(coords=coords, estimate=beta, std_error=std_error, ci_low=beta - z * std_error,
-                           ci_high=beta + z * std_error, p_value=2 * scipy_stats.norm.sf(np.abs(beta / std_error)),
-                           level=level, method="Wald (normal), " + ("REML" if reml else "ML"),
-                           valid=np.isfinite(std_error))
+    # NumPy floats on the caller's scale: a variance in y's units may overflow float64 (y·1e200);
+    # `finish` then reports the fit as nonfinite instead of an OverflowError.
+    with np.errstate(over="ignore", under="ignore", divide="ignore", invalid="ignore"):
+        theta = np.asarray(sol.theta)
+        p = sol.fit
+        nu = n_obs - p_full if reml else n_obs
+        sigma2_fit = float(p.r2) / nu
+        sigma2 = float(sigma2_fit * y_scale**2)
+        L = np.asarray(sol.factor)
+        psi = sigma2 * (L @ L.T)
+        # Criterion on the caller's units: y / s_y shifts log r² by −2 log s_y; the columns D / c
+        # shift log|DᵀWD| by −2 Σ log c_k (REML only).
+        criterion = float(p.criterion) + 2.0 * nu * math.log(y_scale)
+        if reml:
+            criterion += 2.0 * float(np.sum(np.log(scale)))
+        # Back to [1, X]: β_k = s_y β̃_k / c_k, β_0 = s_y β̃_0 − x̄ᵀβ; the same linear map J for the covariance.
+        J = np.diag(y_scale / scale)
+        if intercept:
+            J[0, 1:] = -center * y_scale / scale[1:]
+        beta = J @ np.asarray(p.beta)
+        if intercept:
+            beta[0] += y_center
+        cov_params = sigma2_fit * J @ np.linalg.inv(np.asarray(p.DtWD)) @ J.T
+        coef, intercept_value = (beta[1:], float(beta[0])) if intercept else (beta, 0.0)
+        n_params = p_full + theta.size + 1
+        singular = bool(np.any(np.abs(theta[diagonal_parameters(structure, data.Z.shape[1])]) < SINGULAR_TOLERANCE))
+        std_error = np.sqrt(np.diag(cov_params))
+        # On the host (scipy): `_inference.normal_intervals` is the same formula in jnp, whose eager
+        # ops would add ~1 s of compilation to a first fit for a handful of numbers.
+        z = scipy_stats.norm.ppf(0.5 + level / 2)
+        coords = np.arange(-1 if intercept else 0, data.n_features)
+        table = InferenceTable(coords=coords, estimate=beta, std_error=std_error, ci_low=beta - z * std_error,
+                               ci_high=beta + z * std_error, p_value=2 * scipy_stats.norm.sf(np.abs(beta / std_error)),
+                               level=level, method="Wald (normal), " + ("REML" if reml else "ML"),
+                               valid=np.isfinite(std_error))
     fit = LMMFit(
         coef=coef, intercept=intercept_value, support=np.arange(data.n_features), feature_names=data.column_names(),
-        groups=data.labels, sigma2=sigma2, psi=psi, ranef=np.asarray(sol.ranef) * y_scale,
+        groups=data.labels, sigma2=sigma2, psi=psi, ranef=np.asarray(sol.ranef) * y_scale, 
         result=result_name(sol.result), converged=result_name(sol.result) == "successful",
         n_iter=int(sol.num_steps), n_obs=n_obs, n_clusters=data.n_clusters, inference=table,
         data_fingerprint=data.fingerprint(), reml=reml, structure=structure, theta=theta, loglik=-criterion / 2,

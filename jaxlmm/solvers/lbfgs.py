@@ -34,8 +34,8 @@ def minimise_lbfgs(value_and_grad, u0: Array, max_steps: int, gtol: float, ftol:
 
     Returns (solution, aux at u): a `Solution` whose `result` is `successful` as above,
     `line_search_failed` when the step fell below 1e-12 (unless the predicted decrease is below
-    `decrease_tol`: f's rounding then hides any decrease), `max_steps_reached` or `nonfinite`; `kkt_residual` max |gradient| and
-    `stats["num_steps"]` (points evaluated, rejected ones included)."""
+    `decrease_tol`: f's rounding then hides any decrease), `max_steps_reached` or `nonfinite`;
+    `kkt_residual` max |gradient| and `stats["num_steps"]` (points evaluated, rejected ones included)."""
     lbfgs = optax.scale_by_lbfgs()
 
     def small_decrease(grad, direction, value):
