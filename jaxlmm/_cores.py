@@ -4,6 +4,7 @@ influence diagnostic built on them."""
 from __future__ import annotations
 
 import dataclasses
+import numbers
 
 import equinox as eqx
 import jax
@@ -44,6 +45,36 @@ class CoreFit(ReportsResult):
     num_steps: Array
 
 
+def _hyperparameter(name: str, value, dtype) -> Array:
+    """A traced hyperparameter as an array of `dtype`; a Python or NumPy boolean is refused (it
+    would be read as 0 or 1) with a `ValueError` at trace time."""
+    if isinstance(value, bool | np.bool_) or (hasattr(value, "dtype") and np.dtype(value.dtype) == np.bool_):
+        raise ValueError(f"`{name}` must be a number, not a boolean; got {value!r}.")
+    return jnp.asarray(value, dtype)
+
+
+def _nonnegative(value: Array) -> Array:
+    return jnp.all(jnp.isfinite(value) & (value >= 0))
+
+
+def _checked(fit: CoreFit, valid, *hyperparameters) -> CoreFit:
+    """`fit` as a core returns it: `invalid_argument` with every estimate NaN where the
+    hyperparameters are not `valid` (and NaN derivatives in them: a solver at λ = NaN returns
+    zeros, whose derivative would read 0); `nonfinite` where an estimate is not finite; the
+    solver's result otherwise. `successful` thus always means finite estimates."""
+    poison = jnp.where(valid, 1.0, jnp.nan)
+    # Value 0, derivative 1 in every hyperparameter; kept out of the valid branch before the NaN
+    # multiplies it, so that valid derivatives stay NaN-free.
+    carrier = sum((jnp.sum(h - lax.stop_gradient(h)) for h in hyperparameters), jnp.zeros(()))
+    nan_tangent = jnp.where(valid, 0.0, carrier) * jnp.where(valid, 0.0, jnp.nan)
+    estimates = jax.tree.map(lambda x: x * poison.astype(x.dtype) + nan_tangent.astype(x.dtype),
+                             (fit.coef, fit.intercept, fit.sigma2, fit.psi, fit.ranef))
+    finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(estimates)]))
+    result = RESULTS.where(finite, fit.result, RESULTS.nonfinite)
+    result = RESULTS.where(valid, result, RESULTS.invalid_argument)
+    return CoreFit(*estimates, result, fit.num_steps)
+
+
 def _start(start, length: int, dtype, intercept: bool):
     """A solver start of `length` from None (zeros), a previous `CoreFit` (a warm start:
     (intercept, coef) or coef) or an array."""
@@ -70,12 +101,14 @@ def quasi_lasso_core(data: LMMData, a, lam, solver=None, differentiate: str = "i
     estimated here (`sigma2`, `psi`, `ranef` are None).
     """
     solver = CoordinateDescent(rtol=1e-10) if solver is None else solver
+    a, lam = _hyperparameter("a", a, data.X.dtype), _hyperparameter("lam", lam, data.X.dtype)
     fn, args = quasi_likelihood(data, a, cluster_weights, intercept=True)
     p = args.X.shape[1]
     unpenalized = jnp.zeros(p, bool).at[0].set(True)
-    sol = _solve_jit(fn, L1(jnp.asarray(lam, args.X.dtype), None, unpenalized), solver,
-                     _start(start, p, args.X.dtype, True), args, False, differentiate=differentiate)
-    return CoreFit(sol.value[1:], sol.value[0], None, None, None, sol.result, sol.stats["num_steps"])
+    sol = _solve_jit(fn, L1(lam, None, unpenalized), solver, _start(start, p, args.X.dtype, True), args, False,
+                     differentiate=differentiate)
+    fit = CoreFit(sol.value[1:], sol.value[0], None, None, None, sol.result, sol.stats["num_steps"])
+    return _checked(fit, _nonnegative(a) & _nonnegative(lam), a, lam)
 
 
 def quasi_best_subset_core(data: LMMData, a, support, cluster_weights=None) -> CoreFit:
@@ -88,11 +121,19 @@ def quasi_best_subset_core(data: LMMData, a, support, cluster_weights=None) -> C
     the support held, which is what differentiating a best-subset fit means here. A k × k solve
     (k = |S| + 1), never p × p. `jit`/`vmap` (over a or stacked data; the support is static).
     """
-    support = tuple(int(j) for j in support)
+    p = data.n_features
+    if isinstance(support, bool | np.bool_) or not all(isinstance(j, numbers.Integral) and not isinstance(j, bool)
+                                                         for j in np.ravel(np.asarray(support, object))):
+        raise ValueError(f"`support` must be column indices (integers); got {support!r}.")
+    support = tuple(int(j) for j in np.ravel(np.asarray(support, object)))
+    if any(not 0 <= j < p for j in support) or len(set(support)) != len(support):
+        raise ValueError(f"`support` must hold distinct column indices in [0, {p}); got {support}.")
+    a = _hyperparameter("a", a, data.X.dtype)
     _, args = quasi_likelihood(data, a, cluster_weights, intercept=True)
     columns = np.array([0, *(j + 1 for j in support)])
     # Row weights: 0 outside the training clusters.
-    return _refit_on(args.X, args.y, args.weights, columns, RESULTS.successful, jnp.zeros((), jnp.int32))
+    fit = _refit_on(args.X, args.y, args.weights, columns, RESULTS.successful, jnp.zeros((), jnp.int32))
+    return _checked(fit, _nonnegative(a), a)
 
 
 def _refit_on(X, y, weights, columns, result, num_steps) -> CoreFit:
@@ -119,11 +160,15 @@ def quasi_splicing_core(data: LMMData, a, k: int, max_steps: int = 100, cluster_
     with the support held, as `quasi_best_subset_core`. `k` and `max_steps` are static;
     `result` is `successful` when no swap improves the fit.
     """
+    if isinstance(k, bool | np.bool_) or not isinstance(k, numbers.Integral) or not 0 <= k <= data.n_features:
+        raise ValueError(f"`k` must be an integer in [0, p = {data.n_features}] (static); got {k!r}.")
+    a = _hyperparameter("a", a, data.X.dtype)
     fn, args = quasi_likelihood(data, a, cluster_weights, intercept=True)
     X, y, c = fn.least_squares_form(args)
-    columns, _, _, result, steps = splice(*(lax.stop_gradient(v) for v in (X, y, c)), k, always=(0,),
+    columns, _, _, result, steps = splice(*(lax.stop_gradient(v) for v in (X, y, c)), int(k), always=(0,),
                                           max_steps=max_steps)
-    return _refit_on(X, y, c, columns, result, steps)  # again outside the loop, so it carries derivatives
+    fit = _refit_on(X, y, c, columns, result, steps)  # again outside the loop, so it carries derivatives
+    return _checked(fit, _nonnegative(a), a)
 
 
 def shel_core(data: LMMData, lam, synthetic=None, solver=None, differentiate: str = "implicit",
@@ -136,10 +181,11 @@ def shel_core(data: LMMData, lam, synthetic=None, solver=None, differentiate: st
     None. `start`: β's start (length p) or a previous `CoreFit` (a warm start); default 0.
     jit/vmap/grad as `quasi_lasso_core`."""
     solver = CoordinateDescent(rtol=1e-10) if solver is None else solver
+    lam = _hyperparameter("lam", lam, data.X.dtype)
     fn, args = shel_loss(data, synthetic)
     p = args.X.shape[1]
-    sol = _solve_jit(fn, L1(jnp.asarray(lam, args.X.dtype)), solver, _start(start, p, args.X.dtype, False), args,
-                     False, differentiate=differentiate)
+    sol = _solve_jit(fn, L1(lam), solver, _start(start, p, args.X.dtype, False), args, False,
+                     differentiate=differentiate)
     residual = data.y - data.X @ sol.value
     profiled = profile_synthetic(data, synthetic, residual)  # P r: what the synthetic columns leave
     sizes = data.cluster_sizes.astype(residual.dtype)
@@ -147,8 +193,10 @@ def shel_core(data: LMMData, lam, synthetic=None, solver=None, differentiate: st
     intercept = jnp.mean(effects)
     rank = data.n_clusters if synthetic is None else jnp.linalg.matrix_rank(synthetic)
     dof = jnp.maximum(data.n_obs - jnp.sum(sol.value != 0) - rank, 1)
-    return CoreFit(sol.value, intercept, profiled @ profiled / dof, None, (effects - intercept)[:, None], sol.result,
-                   sol.stats["num_steps"])
+    fit = CoreFit(sol.value, intercept, profiled @ profiled / dof, None, (effects - intercept)[:, None], sol.result,
+                  sol.stats["num_steps"])
+    valid = _nonnegative(lam) & (True if synthetic is None else jnp.all(jnp.isfinite(synthetic)))
+    return _checked(fit, valid, lam)
 
 
 def lmmlasso_core(data: LMMData, lam, structure: str = "identity", start=None, solver=None) -> CoreFit:
@@ -165,11 +213,13 @@ def lmmlasso_core(data: LMMData, lam, structure: str = "identity", start=None, s
     (derivative 0), like a coefficient off the support.
     """
     solver = MixedModelCGD() if solver is None else solver
+    _check_structure(structure, ("identity", "diagonal", "full"))
     dtype = data.X.dtype
+    lam = _hyperparameter("lam", lam, dtype)
     design = jnp.concatenate([jnp.ones((data.n_obs, 1), dtype), data.X], axis=1)
     fn, args = mixed_model_nll(data, design, structure)
     p1 = design.shape[1]
-    penalty = L1(jnp.asarray(lam, dtype), None, jnp.zeros(p1, bool).at[0].set(True))
+    penalty = L1(lam, None, jnp.zeros(p1, bool).at[0].set(True))
     beta0 = jnp.zeros(p1, dtype).at[0].set(jnp.mean(data.y)) if start is None else _start(start, p1, dtype, True)
     frozen_args = frozen(args)
     theta0, log_sigma0 = profile_start(frozen_args, lax.stop_gradient(beta0), structure)
@@ -188,7 +238,13 @@ def lmmlasso_core(data: LMMData, lam, structure: str = "identity", start=None, s
     psi = L @ L.T
     sigma2 = jnp.exp(2.0 * params.log_sigma)
     ranef = blup(data, psi, sigma2, data.y - design @ params.beta)
-    return CoreFit(params.beta[1:], params.beta[0], sigma2, psi, ranef, fit.result, fit.num_steps)
+    return _checked(CoreFit(params.beta[1:], params.beta[0], sigma2, psi, ranef, fit.result, fit.num_steps),
+                    _nonnegative(lam), lam)
+
+
+def _check_structure(structure, allowed: tuple) -> None:
+    if not isinstance(structure, str) or structure not in allowed:
+        raise ValueError(f"`structure` must be one of {allowed}; got {structure!r}.")
 
 
 def lmm_core(data: LMMData, reml=False, structure: str = "full", max_steps: int = 500) -> CoreFit:
@@ -201,6 +257,9 @@ def lmm_core(data: LMMData, reml=False, structure: str = "full", max_steps: int 
     scale). Under `jaxlmm.sweep(..., responses=Y)` only y is batched, so ZᵢᵀZᵢ, ZᵢᵀXᵢ and XᵀX
     do not depend on the response (computed once under vmap, loop-invariant under lax.map).
     `reml` (a Python bool) and `structure` ("full", "diagonal", "identity") are static."""
+    _check_structure(structure, ("full", "diagonal", "identity"))
+    if not isinstance(reml, bool | np.bool_):
+        raise ValueError(f"`reml` must be True or False (static); got {reml!r}.")
     dtype = data.X.dtype
     # Centred columns and response (a unit-triangular change of basis: the criterion is the same)
     # keep the profiled sums of squares from cancelling the means' squares, as in `fit_lmm`.
@@ -210,8 +269,8 @@ def lmm_core(data: LMMData, reml=False, structure: str = "full", max_steps: int 
     nu = data.n_obs - D.shape[1] if reml else data.n_obs
     sigma2 = sol.fit.r2 / nu
     coef = sol.fit.beta[1:]
-    return CoreFit(coef, sol.fit.beta[0] + y_mean - x_mean @ coef, sigma2, sigma2 * sol.factor @ sol.factor.T,
-                   sol.ranef, sol.result, sol.num_steps)
+    return _checked(CoreFit(coef, sol.fit.beta[0] + y_mean - x_mean @ coef, sigma2, sigma2 * sol.factor @ sol.factor.T,
+                            sol.ranef, sol.result, sol.num_steps), jnp.asarray(True))
 
 
 def eb_ridge_core(data: LMMData, lam, b, A, intercept: bool = True, tol: float = 1e-12) -> CoreFit:
@@ -223,7 +282,14 @@ def eb_ridge_core(data: LMMData, lam, b, A, intercept: bool = True, tol: float =
     the log posterior J of at most tol·(1 + |J|)); the MAP is accurate to about sqrt(tol)."""
     design = eb_design(data, (), intercept)
     dtype = data.X.dtype
-    lam, b, A = (jnp.asarray(v, dtype) for v in (lam, b, A))
+    lam, b, A = given = tuple(_hyperparameter(name, v, dtype) for name, v in (("lam", lam), ("b", b), ("A", A)))
+    q = data.Z.shape[1]
+    if A.shape != (q, q):
+        raise ValueError(f"`A` must be a q × q = {q} × {q} matrix; got shape {A.shape}.")
+    valid = (_nonnegative(lam) & _nonnegative(b) & (b < 1) & jnp.all(jnp.isfinite(A)) & jnp.allclose(A, A.T)
+             & jnp.all(jnp.linalg.eigvalsh(0.5 * (A + A.T)) > 0))
+    # Invalid values would stall ECM: it runs on harmless ones and the result says invalid_argument.
+    lam, b, A = (jnp.where(valid, v, default) for v, default in ((lam, 1.0), (b, 0.5), (A, jnp.eye(q, dtype=dtype))))
     fit = eb_ridge_map(frozen(design), lax.stop_gradient(lam), lax.stop_gradient(b), lax.stop_gradient(A),
                        tol=tol)
 
@@ -234,7 +300,8 @@ def eb_ridge_core(data: LMMData, lam, b, A, intercept: bool = True, tol: float =
     mu, _ = posterior_moments(design, params.psi, params.sigma2,
                               data.y - design.F @ params.beta_F - design.G @ params.beta_G)
     intercept_value = params.beta_F[0] if intercept else jnp.zeros((), dtype)
-    return CoreFit(params.beta_G, intercept_value, params.sigma2, params.psi, mu, fit.result, fit.num_steps)
+    return _checked(CoreFit(params.beta_G, intercept_value, params.sigma2, params.psi, mu, fit.result, fit.num_steps),
+                    valid, *given)
 
 
 @dataclasses.dataclass(frozen=True)

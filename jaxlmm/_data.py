@@ -18,8 +18,38 @@ def _float_dtype(*arrays: np.ndarray) -> np.dtype:
     return dtype if np.issubdtype(dtype, np.floating) else np.dtype(np.float64)
 
 
+def _array(name: str, value) -> np.ndarray:
+    try:
+        return np.asarray(value)
+    except (TypeError, ValueError) as error:  # ragged nested lists
+        raise ValueError(f"`{name}` must be a rectangular array of numbers: {str(error).split('.')[0]}.") from None
+
+
+def _stored_dtype(dtype: np.dtype, arrays: dict) -> np.dtype:
+    """The dtype JAX will store `dtype` data in: float32 unless 64-bit types are enabled. A
+    `ValueError` names the array whose values float32 cannot hold (beyond ±3.4e38, or all of them
+    below 1e-31), instead of inf or 0 in the data."""
+    stored = np.dtype(jax.dtypes.canonicalize_dtype(dtype))
+    if stored == dtype:
+        return dtype
+    finfo = np.finfo(stored)
+    for name, values in arrays.items():
+        magnitude = np.abs(values[np.isfinite(values)].astype(np.float64))
+        nonzero = magnitude[magnitude > 0]
+        # Overflow anywhere, or an array so small that float32 keeps few of its digits (a single
+        # tiny entry among ordinary ones loses nothing that matters).
+        if nonzero.size and (nonzero.max() > finfo.max or nonzero.max() < finfo.tiny / finfo.eps):
+            raise ValueError(
+                f"`{name}` has values float32 cannot hold (|values| from {nonzero.min():.3g} to {nonzero.max():.3g}), "
+                "and JAX stores data in float32 unless 64-bit types are enabled: build the data after "
+                "jax.config.update('jax_enable_x64', True) or inside `with jax.enable_x64(True):`, or rescale it "
+                "(the fits themselves always compute in float64)."
+            )
+    return stored
+
+
 def _as_2d(name: str, value, n_rows: int) -> np.ndarray:
-    arr = np.asarray(value)
+    arr = _array(name, value)
     if arr.ndim != 2:
         raise ValueError(f"`{name}` must be a 2-D array (rows × columns); got shape {arr.shape}.")
     if arr.shape[0] != n_rows:
@@ -40,6 +70,8 @@ def _encode_groups(groups, n_rows: int) -> tuple[np.ndarray, tuple[Hashable, ...
     Labels are sorted when they can be (as R's factor levels are); otherwise kept in order of
     first appearance.
     """
+    if groups is None or isinstance(groups, str | bytes) or not hasattr(groups, "__len__"):
+        raise ValueError(f"`groups` must be one cluster label per row (a list or array); got {type(groups).__name__}.")
     ndim = getattr(groups, "ndim", 1)  # arrays and data frames; lists may hold tuple labels
     if ndim == 2 and 1 in groups.shape:  # a column or row vector of labels
         groups = np.asarray(groups).ravel()
@@ -179,7 +211,7 @@ class LMMData(eqx.Module):
         Raises `ValueError`, naming the argument, for mismatched lengths, non-2-D `X` or `Z`,
         NaN/inf, p = 0, fewer than two clusters, a constant `y` or a rank-deficient `Z`.
         """
-        y_arr = np.asarray(y)
+        y_arr = _array("y", y)
         if y_arr.ndim == 2 and y_arr.shape[1] == 1:
             y_arr = y_arr[:, 0]
         if y_arr.ndim != 1:
@@ -187,6 +219,8 @@ class LMMData(eqx.Module):
         n_rows = y_arr.shape[0]
         if n_rows == 0:
             raise ValueError("`y` is empty.")
+        if np.iscomplexobj(y_arr):
+            raise ValueError("`y` must be real: complex values are not cast (their imaginary parts would be dropped).")
         if not np.issubdtype(y_arr.dtype, np.number) or not np.all(np.isfinite(y_arr)):
             raise ValueError("`y` must be real and finite; it contains NaN, inf or non-numbers.")
         if feature_names is None and hasattr(X, "columns"):
@@ -208,7 +242,7 @@ class LMMData(eqx.Module):
                 f"`groups` has {len(labels)} distinct label(s); a mixed model needs at least 2 "
                 "clusters."
             )
-        dtype = _float_dtype(X_arr, y_arr, Z_arr)
+        dtype = _stored_dtype(_float_dtype(X_arr, y_arr, Z_arr), {"X": X_arr, "y": y_arr, "Z": Z_arr})
         X_arr, y_arr, Z_arr = (a.astype(dtype) for a in (X_arr, y_arr, Z_arr))
         if np.linalg.matrix_rank(Z_arr) < Z_arr.shape[1]:
             raise ValueError(

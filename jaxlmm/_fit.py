@@ -87,6 +87,7 @@ class Fit:
     design: object | None = None  # a FormulaDesign when fitted from a formula
 
     method = "fit"
+    penalized = True  # False for fit_lmm: nothing to debias, its Wald table is already valid
 
     @property
     def hyperparameters(self) -> dict:
@@ -259,6 +260,10 @@ def single_fit(fit, data: LMMData) -> tuple[np.ndarray, float, float]:
         raise ValueError(
             f"`fit` must be a jaxlmm fit (fit_quasi, fit_lmmlasso, fit_eb_ridge); got {type(fit).__name__}."
         )
+    if not fit.penalized:
+        raise ValueError(f"`fit` is unpenalised ({fit.method}): its estimates need no debiasing, and its "
+                         "`inference` table already holds Wald intervals and its `psi`, `sigma2` the variance "
+                         "components.")
     coef = np.asarray(fit.coef)
     if coef.ndim != 1:
         raise ValueError("`fit` holds a λ path (coef is 2-D); refit at one λ first.")

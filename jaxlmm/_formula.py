@@ -217,13 +217,23 @@ def parse_formula(formula: str, frame, columns=None):
     fixed_frame = frame.drop(columns=[c for c in group if c in frame.columns and c not in fixed_needed])
     used = sorted(needed)
     complete = frame[used].notna().all(axis=1).to_numpy()
+    if not complete.any():
+        missing = frame[used].isna().sum()
+        raise ValueError(f"`data`: every row has a missing value in a variable the formula uses (missing per column: "
+                         f"{ {c: int(v) for c, v in missing[missing > 0].items()} }).")
     n_dropped = int((~complete).sum())
     frame, fixed_frame = frame[complete], fixed_frame[complete]
-    try:
-        matrices = model_matrix(fixed, fixed_frame)
-        random = model_matrix(random_text, frame)
+    try:  # na_action="ignore": rows stay aligned, and non-finite terms are named below
+        matrices = model_matrix(fixed, fixed_frame, na_action="ignore")
+        random = model_matrix(random_text, frame, na_action="ignore")
     except Exception as error:
         raise ValueError(f"`formula` {formula!r} cannot be expanded on `data`: {error}") from None
+    for part in (matrices.lhs, matrices.rhs, random):
+        values = np.asarray(part, float)
+        bad = [str(c) for c, ok in zip(part.columns, np.isfinite(values).all(axis=0)) if not ok]
+        if bad:
+            raise ValueError(f"`formula` {formula!r}: {bad[:5]} are missing or infinite on "
+                             f"{int((~np.isfinite(values).all(axis=1)).sum())} rows (a log of a value ≤ 0?).")
     names = list(matrices.rhs.columns)
     intercept = "Intercept" in names
     X = np.asarray(matrices.rhs, float)

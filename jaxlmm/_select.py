@@ -14,17 +14,19 @@ from ._data import LMMData
 from ._path import solve_path
 from ._penalties import L1
 from ._solve import _solve_jit
+from ._validate import check_count, check_seed
 
 
 def cluster_folds(n_clusters: int, n_folds: int, seed: int = 0) -> np.ndarray:
     """Fold id (0..n_folds-1) per cluster: clusters shuffled, then dealt round-robin, so a
     cluster is never split between training and test data."""
+    n_clusters = check_count("n_clusters", n_clusters, minimum=2)
     if isinstance(n_folds, bool) or not isinstance(n_folds, numbers.Integral) or not 2 <= n_folds <= n_clusters:
         raise ValueError(
             f"`n_folds` must be between 2 and the number of clusters ({n_clusters}); got {n_folds}."
         )
     folds = np.empty(n_clusters, np.int64)
-    folds[np.random.default_rng(seed).permutation(n_clusters)] = np.arange(n_clusters) % n_folds
+    folds[np.random.default_rng(check_seed(seed)).permutation(n_clusters)] = np.arange(n_clusters) % n_folds
     return folds
 
 

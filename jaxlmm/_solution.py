@@ -37,6 +37,10 @@ class RESULTS(eqx.Enumeration):
         "coefficient is shrunk to 0): the evidence is flat there and the fit is not an interior optimum. "
         "Fix the hyperparameter (e.g. `lam=`), or check the scale and the signal of the data."
     )
+    invalid_argument = (
+        "A hyperparameter given to a core is not valid (NaN or inf, a negative λ or a, b outside [0, 1), "
+        "an A that is not positive definite): every estimate is NaN. Check the grid or the values passed."
+    )
 
 
 class ReportsResult(eqx.Module):

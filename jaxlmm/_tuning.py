@@ -17,7 +17,7 @@ from ._data import LMMData
 from ._path import lambda_max
 from ._precision import in_float64
 from ._select import cluster_folds, marginal_sse, training_weights
-from ._validate import check_count, check_data, check_scalar
+from ._validate import check_count, check_data, check_scalar, check_seed
 from .estimators._quasi import fit_quasi
 from .losses import quasi_likelihood
 from .solvers import CoordinateDescent
@@ -70,6 +70,7 @@ def tune_by_gradient(data: LMMData, a0: float = 1.0, lam0=None, *, n_folds: int 
     Returns a `GradientTuning` with the `fit_quasi` fit at the chosen (a, λ).
     """
     check_data(data)
+    seed = check_seed(seed)
     a0 = check_scalar("a0", a0, allow_none=False)
     if not a0 > 0:
         raise ValueError(f"`a0` must be > 0 (the search runs on log a); got {a0}.")

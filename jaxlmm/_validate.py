@@ -50,6 +50,20 @@ def check_count(name: str, value, minimum: int = 1) -> int:
     return int(value)
 
 
+def check_seed(seed) -> int:
+    """A random seed: an integer ≥ 0 (NumPy's own errors would name neither the argument nor what
+    it takes)."""
+    if isinstance(seed, bool | np.bool_) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise ValueError(f"`seed` must be an integer ≥ 0; got {seed!r}.")
+    return int(seed)
+
+
+def check_solver(solver, kinds: tuple, example: str) -> None:
+    """None (the method's default) or an instance of one of `kinds`."""
+    if solver is not None and not isinstance(solver, kinds):
+        raise ValueError(f"`solver` must be None or a solver object such as {example}; got {solver!r}.")
+
+
 def check_fraction(name: str, value) -> float:
     """A number strictly inside (0, 1)."""
     if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real) or not 0 < value < 1:
@@ -58,6 +72,10 @@ def check_fraction(name: str, value) -> float:
 
 
 def check_grid(name: str, values, integer: bool = False, upper: int | None = None) -> np.ndarray:
+    """A non-empty 1-D grid of finite numbers ≥ 0 (integers ≤ `upper` with `integer`); booleans
+    are refused."""
+    if np.asarray(values).dtype == np.bool_:
+        raise ValueError(f"`{name}` must hold numbers, not booleans; got {values!r}.")
     try:
         arr = np.atleast_1d(np.asarray(values, dtype=float))
     except (TypeError, ValueError):

@@ -7,6 +7,8 @@ import inspect
 
 import numpy as np
 
+from ._validate import check_seed
+
 
 @dataclasses.dataclass(frozen=True)
 class Simulated:
@@ -57,7 +59,7 @@ def scope_example_design(
     b_i ~ N(0, Ψ) with Ψ_jl = psi_rho^{|j−l|}; y = Xβ + Z_i b_i + σ ε with β nonzero on
     `support`. `cluster_size` is one size for all clusters or one per cluster.
     """
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(check_seed(seed))
     sizes = np.broadcast_to(np.asarray(cluster_size, int), (n_clusters,))
     n_obs = int(sizes.sum())
     j, l = np.meshgrid(np.arange(p), np.arange(q), indexing="ij")
@@ -94,7 +96,7 @@ def li_cai_li_design(
     ε ~ N(0, σ²), β = `values` on `support`. Give `cluster_size` to keep one cluster layout
     across seeds (as `LMMData.stack` needs for a vmapped sweep).
     """
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(check_seed(seed))
     if cluster_size is None:
         sizes = rng.integers(size_range[0], size_range[1] + 1, size=n_clusters)
     else:
@@ -131,7 +133,7 @@ def schelldorfer_design(seed: int = 0, design: str = "H1", theta2=None) -> Simul
     p − 1 (the coefficients of X); the intercept is 1.
     """
     n_clusters, size, p, q, sigma2, theta2 = _schelldorfer_variances(design, theta2)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(check_seed(seed))
     n_obs = n_clusters * size
     k = np.arange(p - 1)
     chol = np.linalg.cholesky(0.2 ** np.abs(np.subtract.outer(k, k)))
@@ -177,7 +179,7 @@ def schelldorfer_prediction_design(seed: int = 0, p: int = 10, theta2: float = 1
     if int(p) < 6:
         raise ValueError(f"`p` must be ≥ 6 (the intercept and five signal columns); got {p!r}.")
     n_clusters, size, q = 25, 6, 3
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(check_seed(seed))
     k = np.arange(int(p) - 1)
     chol = np.linalg.cholesky(0.2 ** np.abs(np.subtract.outer(k, k)))
     beta = np.zeros(int(p) - 1)
@@ -252,8 +254,8 @@ class TargetShift(Simulated):
 
 def _rng(key) -> np.random.Generator:
     """A NumPy generator from an int seed or a JAX PRNG key (typed or raw uint32)."""
-    if isinstance(key, (int, np.integer)):
-        return np.random.default_rng(int(key))
+    if isinstance(key, int | np.integer) or key is None or isinstance(key, str | float):
+        return np.random.default_rng(check_seed(key))
     import jax
 
     data = jax.random.key_data(key) if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key) else key

@@ -151,7 +151,51 @@ VALUE_ERRORS = [
                                                 _ls_args()), "`penalty`"),
     ("solve vector loss", lambda: jaxlmm.solve(lambda b, a: a.X @ b, jaxlmm.L1(0.1), jaxlmm.ProximalGradient(),
                                                jnp.zeros(6), _ls_args()), "real scalar"),
+    # -- found by trying as a user or an attacker would (the trust issue) ------------------------
+    ("y complex", lambda: jaxlmm.LMMData.from_arrays(X, Y + 1j, GROUPS), "`y` must be real"),
+    ("X ragged", lambda: jaxlmm.LMMData.from_arrays([[1.0, 2.0], [3.0]], Y[:2], GROUPS[:2]), "`X` must be a rect"),
+    ("groups is None", lambda: jaxlmm.LMMData.from_arrays(X, Y, None), "`groups` must be one cluster label"),
+    ("y beyond float32", lambda: _in_float32(lambda: jaxlmm.LMMData.from_arrays(X, Y * 1e200, GROUPS)),
+     "`y` has values float32 cannot hold.*jax_enable_x64"),
+    ("X below float32", lambda: _in_float32(lambda: jaxlmm.LMMData.from_arrays(X * 1e-150, Y, GROUPS)),
+     "`X` has values float32 cannot hold"),
+    ("quasi lam True", lambda: jaxlmm.fit_quasi(DATA, a=1.0, lam=True), "`lam` must be a number"),
+    ("quasi lam grid bool", lambda: jaxlmm.fit_quasi(DATA, a=1.0, lam=[True, False]), "`lam` must hold numbers"),
+    ("quasi solver text", lambda: jaxlmm.fit_quasi(DATA, a=1.0, lam=0.1, solver="cd"), "`solver` must be None"),
+    ("quasi seed text", lambda: jaxlmm.fit_quasi(DATA, lam=0.1, seed="x"), "`seed` must be an integer"),
+    ("quasi seed < 0", lambda: jaxlmm.fit_quasi(DATA, lam=0.1, seed=-1), "`seed` must be an integer"),
+    ("lmmlasso seed float", lambda: jaxlmm.fit_lmmlasso(DATA, seed=1.5), "`seed` must be an integer"),
+    ("lmmlasso solver", lambda: jaxlmm.fit_lmmlasso(DATA, solver=jaxlmm.CoordinateDescent()), "`solver` must be"),
+    ("lmmlasso max_df < 0", lambda: jaxlmm.fit_lmmlasso(DATA, max_df=-1), "`max_df`"),
+    ("shel seed", lambda: jaxlmm.fit_shel(DATA, K=1, seed=2.5), "`seed` must be an integer"),
+    ("cluster_folds text", lambda: jaxlmm.cluster_folds("10", 2), "`n_clusters`"),
+    ("cluster_folds seed", lambda: jaxlmm.cluster_folds(10, 2, seed=-3), "`seed`"),
+    ("debias unpenalised", lambda: jaxlmm.debias(jaxlmm.fit_lmm(DATA), DATA), "`fit` is unpenalised"),
+    ("variance unpenalised", lambda: jaxlmm.variance_components(jaxlmm.fit_lmm(DATA), DATA), "`fit` is unpenalised"),
+    ("lmm_core structure", lambda: jaxlmm.lmm_core(DATA, structure="bad"), "`structure` must be one of"),
+    ("lmmlasso_core structure", lambda: jaxlmm.lmmlasso_core(DATA, 1.0, structure="bad"), "`structure`"),
+    ("core lam bool", lambda: jaxlmm.quasi_lasso_core(DATA, 1.0, True), "`lam` must be a number, not a boolean"),
+    ("core support range", lambda: jaxlmm.quasi_best_subset_core(DATA, 1.0, (0, 6)), "`support` must hold"),
+    ("core k > p", lambda: jaxlmm.quasi_splicing_core(DATA, 1.0, 7), "`k` must be an integer in"),
+    ("formula response NaN", lambda: jaxlmm.fit_lmm(_frame().assign(y=lambda f: f.y - 100),
+                                                     formula="np.log(y) ~ x0 + (1 | g)"),
+     r"\['np.log\(y\)'\] are missing or infinite"),
+    ("formula all NA", lambda: jaxlmm.fit_lmm(_frame().assign(z=np.nan), formula="y ~ x0 + z + (1 | g)"),
+     "every row has a missing value.*'z'"),
+    ("predict text column", lambda: jaxlmm.fit_lmm(_frame(), formula="y ~ x0 + (1 | g)").predict(
+        _frame().assign(x0="a")), "`data` column 'x0' must be numeric"),
+    ("predict unseen level", lambda: jaxlmm.fit_lmm(_frame().assign(c=np.arange(N) % 2), formula="y ~ C(c) + (1 | g)")
+     .predict(_frame().assign(c=2)), r"level\(s\) \['2'\] that the fit did not see"),
 ]
+
+
+def _frame():
+    return pd.DataFrame({"y": Y, "x0": X[:, 0], "x1": X[:, 1], "g": GROUPS})
+
+
+def _in_float32(call):
+    with jax.enable_x64(False):
+        return call()
 
 _FIT = {}
 
@@ -246,3 +290,24 @@ def test_float32_data_fit_in_float64():
     assert fit.converged and fit.coef.dtype == np.float64 and np.asarray(fit.path.coef).dtype == np.float64
     np.testing.assert_allclose(fit.coef, reference.coef, rtol=1e-12, atol=1e-14)
     assert fit.data_fingerprint == data.fingerprint()
+
+@pytest.mark.parametrize("core,args", [
+    (jaxlmm.quasi_lasso_core, (1.0, np.nan)), (jaxlmm.quasi_lasso_core, (1.0, -0.1)),
+    (jaxlmm.quasi_lasso_core, (-1.0, 0.1)), (jaxlmm.shel_core, (-0.1,)), (jaxlmm.lmmlasso_core, (np.inf,)),
+    (jaxlmm.eb_ridge_core, (1.0, 1.5, np.eye(1))), (jaxlmm.eb_ridge_core, (1.0, 0.5, -np.eye(1))),
+], ids=["lam NaN", "lam < 0", "a < 0", "shel lam < 0", "lmmlasso lam inf", "eb b > 1", "eb A not PD"])
+def test_invalid_traced_hyperparameters_give_a_code_and_nan(core, args):
+    """A traced hyperparameter cannot raise: the core returns `invalid_argument`, every estimate
+    NaN, and a NaN derivative (a solver at λ = NaN returns zeros, whose derivative read 0)."""
+    fit = core(DATA, *args)
+    assert fit.result == jaxlmm.RESULTS.invalid_argument and not bool(fit.converged)
+    assert np.isnan(np.asarray(fit.coef)).all()
+    if core is jaxlmm.quasi_lasso_core:
+        gradient = jax.grad(lambda lam: jaxlmm.quasi_lasso_core(DATA, args[0], lam).coef[0])(args[1])
+        assert np.isnan(gradient)
+
+
+def test_sweep_reports_invalid_grid_values_per_fit():
+    stacked = jaxlmm.LMMData.stack([DATA, OTHER])
+    out = jaxlmm.sweep(jaxlmm.quasi_lasso_core, stacked, grid={"a": [1.0], "lam": [-1.0, 0.1]}, progress=False)
+    assert out.result[:, 0].tolist() == ["invalid_argument"] * 2 and out.result[:, 1].tolist() == ["successful"] * 2

@@ -1,6 +1,7 @@
 """Every fit is equivariant to the units of y and X (the estimators fit on internally rescaled
-data and report on the caller's scale), up to the dtype's range: y·1e200 must neither change the selection nor raise, and its
-variances (1e400, past float64) make the fit `nonfinite` with a warning, never `successful`.
+data and report on the caller's scale), up to the dtype's range: y·1e200 must neither change
+the selection nor raise, and its variances (1e400, past float64) make the fit `nonfinite` with a
+warning, never `successful`.
 
 Reference: the same fit on the unscaled data, mapped by the exact rules (β·s_y/s_x, intercept
 ·s_y, variances ·s_y², λ of the least-squares objectives ·s_y·s_x, ...). With power-of-two

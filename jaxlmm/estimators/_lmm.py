@@ -185,6 +185,8 @@ class LMMFit(Fit):
     cov_params: np.ndarray
     singular: bool
 
+    penalized = False
+
     @property
     def method(self) -> str:
         return "linear mixed model, " + ("REML" if self.reml else "ML")

@@ -26,7 +26,17 @@ from .._path import kkt_lambda
 from .._penalties import L1
 from .._scale import data_scale, rescaled
 from .._solution import RESULTS, result_name
-from .._validate import check_count, check_data, check_flag, check_fraction, check_indices, check_scalar, check_weights
+from .._validate import (
+    check_count,
+    check_data,
+    check_flag,
+    check_fraction,
+    check_indices,
+    check_scalar,
+    check_seed,
+    check_solver,
+    check_weights,
+)
 from ..losses.penalised_ml import MixedModelData, MixedModelParams, mixed_model_nll, whiten_by_covariance
 from ..solvers.coordinate_descent import CoordinateDescent
 from ..solvers.mixed_model_cgd import MixedModelCGD, MixedModelFit
@@ -381,6 +391,8 @@ def fit_lmmlasso(
     """
     check_data(data)
     throw = check_flag("throw", throw)
+    seed = check_seed(seed)
+    check_solver(solver, (MixedModelCGD,), "jaxlmm.MixedModelCGD(tol=1e-10)")
     standardize = check_flag("standardize", standardize)
     adaptive = _check_adaptive(adaptive)
     if structure not in COVARIANCE_STRUCTURES:
@@ -406,7 +418,9 @@ def fit_lmmlasso(
             "(σ² → 0). Use lam > 0 or fewer columns."
         )
     solver = MixedModelCGD() if solver is None else solver
-    max_df = n_obs / 2 if max_df is None else float(max_df)
+    max_df = n_obs / 2 if max_df is None else check_scalar("max_df", max_df, allow_none=False)
+    if max_df < 1:
+        raise ValueError(f"`max_df` must be ≥ 1 (a fit has an intercept and σ²); got {max_df}.")
 
     # Fit on y / s_y and X / s_x (powers of two, `_scale`): with β = (s_y/s_x) β̃, σ² = s_y² σ̃²,
     # Ψ = s_y² Ψ̃, −log L = −log L̃ + N log s_y, so λ |β| = λ̃ |β̃| needs λ̃ = λ s_y / s_x (λ s_y on

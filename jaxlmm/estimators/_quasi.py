@@ -32,13 +32,15 @@ from .._validate import (
     check_fraction,
     check_grid,
     check_scalar,
+    check_seed,
+    check_solver,
     check_unpenalized,
     check_weights,
 )
 from .._variance_components import variance_components, variance_identifiable
 from .._whiten import effective_sample_size
 from ..losses import LeastSquares, LeastSquaresData, quasi_likelihood
-from ..solvers import BestSubset, CoordinateDescent
+from ..solvers import AbstractSolver, BestSubset, CoordinateDescent
 
 DEFAULT_A_GRID = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
 
@@ -305,6 +307,8 @@ def fit_quasi(
     """
     check_data(data)
     p = data.n_features
+    seed = check_seed(seed)
+    check_solver(solver, (AbstractSolver,), "jaxlmm.CoordinateDescent(rtol=1e-8)")
     a = check_scalar("a", a)
     throw, progress = check_flag("throw", throw), check_flag("progress", progress)
     intercept, variance = check_flag("intercept", intercept), check_flag("variance", variance)
@@ -410,6 +414,8 @@ def _fit_quasi_unit(data, a, a_values, lam, k, folds, user_mask, user_weights, n
     # twice as fast as 1e-7); the path at the chosen a is refitted to 1e-7.
     cv_solver = CoordinateDescent(rtol=1e-5) if solver is None else solver
     solver = solver or CoordinateDescent(rtol=1e-7)
+    if isinstance(lam, bool | np.bool_):
+        raise ValueError(f"`lam` must be a number, an array, None or 'universal'; got {lam!r}.")
     if isinstance(lam, str):
         if lam != "universal":
             raise ValueError(f"`lam` must be a number, an array, None or 'universal'; got {lam!r}.")

@@ -27,11 +27,13 @@ from .._validate import (
     check_flag,
     check_fraction,
     check_scalar,
+    check_seed,
+    check_solver,
     check_unpenalized,
     check_weights,
 )
 from ..losses.shel import profile_synthetic, shel_loss
-from ..solvers import CoordinateDescent
+from ..solvers import AbstractSolver, CoordinateDescent
 
 DEFAULT_K_GRID = (1, 2, 3, 5, 8)
 
@@ -203,7 +205,7 @@ def split_inference(data, S_bar, relative, solver, n_splits, level, n_folds, see
     OLS of P y on P X_Ŝ on the other half (P fitted on that half) with CR1 SEs; aggregate B
     splits. Rows: every coefficient selected in at least one split."""
     n, p = data.n_clusters, data.n_features
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(check_seed(seed))
     estimates = np.full((n_splits, p), np.nan)
     ses = np.full((n_splits, p), np.nan)
     dfs = np.full((n_splits, p), np.nan)
@@ -363,6 +365,8 @@ def fit_shel(
     """
     check_data(data)
     throw, progress = check_flag("throw", throw), check_flag("progress", progress)
+    seed = check_seed(seed)
+    check_solver(solver, (AbstractSolver,), "jaxlmm.CoordinateDescent(rtol=1e-8)")
     n, p, N = data.n_clusters, data.n_features, data.n_obs
     lam = check_scalar("lam", lam)
     user_weights, user_mask = check_weights(weights, p), check_unpenalized(unpenalized, p)
