@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import importlib.util
 from pathlib import Path
 
 
@@ -33,6 +34,8 @@ def attach(package: str, init_file: str):
 
     def __getattr__(name: str):
         if name not in table:
+            if not name.startswith("__") and importlib.util.find_spec(f"{package}.{name}") is not None:
+                return importlib.import_module(f".{name}", package)  # a subpackage, as `import` would set it
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
         module, attribute = table[name]
         value = importlib.import_module(module, package)

@@ -17,6 +17,15 @@ from ._solve import _solve_jit
 DEVIANCE_RATIO_MAX = 0.999
 DEVIANCE_CHANGE_MIN = 1e-5
 MIN_LAMBDAS = 5
+# A cross-validation fold's path stops once its held-out error has stayed more than
+# `HELD_OUT_RISE` above its minimum for `HELD_OUT_PATIENCE` consecutive λ (it has turned up), or
+# once the last `HELD_OUT_WINDOW` λ lowered that minimum by less than `HELD_OUT_GAIN` (it has
+# flattened): the tail of small λ held 86-99 % of the coordinate-descent epochs of a default
+# `fit_quasi` (ChickWeight with 500 noise columns; 60 × 3,000; benchmarks/study_quasi_defaults.py).
+HELD_OUT_RISE = 0.2
+HELD_OUT_PATIENCE = 10
+HELD_OUT_GAIN = 1e-3
+HELD_OUT_WINDOW = 20
 
 
 def kkt_lambda(grad: Array, weights=None, unpenalized=None) -> Array:
@@ -50,7 +59,8 @@ class LassoPath(ReportsResult):
     `objective`, `kkt_residual` and `num_steps` per λ; `fitted` (n_λ): False for the λ after an
     early stop, whose rows repeat the last fitted solution; `lambda_max` and `start` (the
     solution at λ_max, i.e. with the penalised coefficients at 0) when the grid was relative,
-    else NaN and `y0`."""
+    else NaN and `y0`; `held_out` (n_λ): the held-out error per λ when a `score` was given
+    (else 0)."""
 
     lambdas: Array
     coef: Array
@@ -61,11 +71,12 @@ class LassoPath(ReportsResult):
     fitted: Array
     lambda_max: Array
     start: Array
+    held_out: Array
 
 
 @eqx.filter_jit
 def solve_path(fn, args, lambdas, solver, y0, weights=None, unpenalized=None, *, relative=False,
-               early_stop: bool = False, penalty=None) -> LassoPath:
+               early_stop: bool = False, penalty=None, score=None, stop_after=None, stop_on_score=True) -> LassoPath:
     """Solve the weighted Lasso (or `penalty`) at each λ of a decreasing grid, warm-starting each
     from the last.
 
@@ -84,6 +95,11 @@ def solve_path(fn, args, lambdas, solver, y0, weights=None, unpenalized=None, *,
       1e-5 of what is explained so far. The remaining λ are not solved (`fitted` False) and
       repeat the last solution: the tail of a grid where nothing changes any more is where
       coordinate descent is slowest (p > N near interpolation, or nearly collinear columns).
+    - `score(coef) -> error` (a cross-validation fold's held-out error; static): recorded per λ
+      in `held_out`, and with `early_stop` the path also stops once that error has turned up or
+      flattened (`HELD_OUT_RISE`, `HELD_OUT_PATIENCE`, `HELD_OUT_GAIN`, `HELD_OUT_WINDOW`), where
+      `stop_on_score` (traced bool) is True.
+    - `stop_after` (traced int): the λ after this index are not solved (`fitted` False).
 
     One `lax.scan` with one copy of the solver (a skipped step calls it with `max_nonzero=-1`,
     which returns at once, rather than through a `lax.cond` that `vmap` would turn into both
@@ -107,23 +123,37 @@ def solve_path(fn, args, lambdas, solver, y0, weights=None, unpenalized=None, *,
     null_loss = jnp.where(relative, null_loss, fn(y0, args))
     lams = jnp.where(relative, lam_max * lambdas, lambdas)
 
+    last = jnp.asarray(lambdas.shape[0] if stop_after is None else stop_after)
+
     def step(carry, inputs):
-        beta, explained, stopped, previous = carry
+        beta, explained, stopped, previous, best, rises, history = carry
         lam, index = inputs
+        stopped = stopped | (index > last)
         sol, loss = fit(beta, lam, stopped)
         gain = null_loss - loss
         saturated = (loss <= (1.0 - DEVIANCE_RATIO_MAX) * null_loss) | (gain - explained < DEVIANCE_CHANGE_MIN * gain)
         fitted = ~stopped
+        error = jnp.zeros((), dtype) if score is None else jnp.where(fitted, score(sol.value), jnp.nan)
+        best = jnp.where(fitted, jnp.minimum(best, error), best)
+        rises = jnp.where(fitted & (error > (1.0 + HELD_OUT_RISE) * best), rises + 1, jnp.where(fitted, 0, rises))
+        # history[0]: the minimum `HELD_OUT_WINDOW` fitted λ ago (inf until then).
+        history = jnp.where(fitted, jnp.concatenate([history[1:], best[None]]), history)
+        if score is not None:
+            flat = best >= (1.0 - HELD_OUT_GAIN) * history[0]
+            saturated = saturated | (stop_on_score & ((rises >= HELD_OUT_PATIENCE) | flat))
         stop_now = early_stop & fitted & (index + 1 >= MIN_LAMBDAS) & saturated
         # A skipped λ repeats the last fitted solution and its status (the solver did not run).
         new = (sol.result, sol.objective, sol.kkt_residual)
         result, objective, kkt = (RESULTS.where(fitted, new[0], previous[0]),
                                   *(jnp.where(fitted, a, b) for a, b in zip(new[1:], previous[1:])))
-        out = (sol.value, result, objective, kkt, jnp.where(fitted, sol.stats["num_steps"], 0), fitted)
-        carry = (sol.value, jnp.where(fitted, gain, explained), stopped | stop_now, (result, objective, kkt))
+        out = (sol.value, result, objective, kkt, jnp.where(fitted, sol.stats["num_steps"], 0), fitted, error)
+        carry = (sol.value, jnp.where(fitted, gain, explained), stopped | stop_now, (result, objective, kkt), best,
+                 rises, history)
         return carry, out
 
     nothing = (pinned.result, pinned.objective, pinned.kkt_residual)
-    init = (start, jnp.zeros((), dtype), jnp.asarray(False), nothing)
-    _, (coef, result, objective, kkt, steps, fitted) = lax.scan(step, init, (lams, jnp.arange(lams.shape[0])))
-    return LassoPath(lams, coef, result, objective, kkt, steps, fitted, lam_max, start)
+    inf = jnp.asarray(jnp.inf, dtype)
+    init = (start, jnp.zeros((), dtype), jnp.asarray(False), nothing, inf, 0, jnp.full(HELD_OUT_WINDOW, inf))
+    _, (coef, result, objective, kkt, steps, fitted, held_out) = lax.scan(step, init,
+                                                                          (lams, jnp.arange(lams.shape[0])))
+    return LassoPath(lams, coef, result, objective, kkt, steps, fitted, lam_max, start, held_out)

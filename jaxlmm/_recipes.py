@@ -79,9 +79,10 @@ def variables(recipes: tuple) -> set:
 def derive(names, matrix: np.ndarray, frame) -> tuple | None:
     """Recipes for the columns `names` of `matrix` (formulaic's expansion of `frame`), or None when
     a name is outside the vocabulary or a recipe does not reproduce its column on `frame`."""
+    vocabulary = _Vocabulary(frame)
     recipes = []
     for j, name in enumerate(names):
-        recipe = _parse(str(name), frame)
+        recipe = _parse(str(name), vocabulary)
         if recipe is None:
             return None
         values = evaluate((recipe,), frame)[:, 0]
@@ -99,24 +100,38 @@ def categorical_levels(recipes: tuple, frame) -> dict:
     return {c: tuple(sorted({str(v) for v in frame[c]})) for c in columns}
 
 
-def _parse(name: str, frame) -> Recipe | None:
+class _Vocabulary:
+    """What the fitting rows offer, read once: the numeric columns, and each column's levels as text."""
+
+    def __init__(self, frame):
+        self.frame = frame
+        self.numeric = {str(c) for c in frame.columns if _is_numeric(frame[c])}
+        self._levels = {}
+
+    def levels(self, column: str) -> set:
+        if column not in self._levels:
+            self._levels[column] = {str(v) for v in self.frame[column]} if column in self.frame.columns else set()
+        return self._levels[column]
+
+
+def _parse(name: str, vocabulary: _Vocabulary) -> Recipe | None:
     """`name` as ':'-joined factors (a level may itself hold ':', so every split is tried)."""
     if name == "Intercept":
         return ()
-    factor = _factor(name, frame)
+    factor = _factor(name, vocabulary)
     if factor is not None:
         return (factor,)
     for cut in [i for i, ch in enumerate(name) if ch == ":"]:
-        head = _factor(name[:cut], frame)
+        head = _factor(name[:cut], vocabulary)
         if head is not None:
-            rest = _parse(name[cut + 1:], frame)
+            rest = _parse(name[cut + 1:], vocabulary)
             if rest:
                 return (head, *rest)
     return None
 
 
-def _factor(token: str, frame) -> DesignFactor | None:
-    numeric = {str(c) for c in frame.columns if _is_numeric(frame[c])}
+def _factor(token: str, vocabulary: _Vocabulary) -> DesignFactor | None:
+    numeric = vocabulary.numeric
     if token in numeric:
         return DesignFactor(token)
     power = _POWER.match(token)
@@ -125,7 +140,7 @@ def _factor(token: str, frame) -> DesignFactor | None:
     call = _CALL.match(token)
     if call and call.group(1) in _CALLS and call.group(2) in numeric:
         transform, column = _CALLS[call.group(1)], call.group(2)
-        values = frame[column].to_numpy(float)
+        values = vocabulary.frame[column].to_numpy(float)
         constants = {"center": (float(np.mean(values)),),
                      "scale": (float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 1.0)}
         return DesignFactor(column, transform=transform, constants=constants.get(transform, ()))
@@ -134,7 +149,7 @@ def _factor(token: str, frame) -> DesignFactor | None:
         column = level.group(1)
         if column.startswith("C(") and column.endswith(")"):
             column = column[2:-1]
-        if column in {str(c) for c in frame.columns} and level.group(3) in {str(v) for v in frame[column]}:
+        if level.group(3) in vocabulary.levels(column):
             return DesignFactor(column, level=level.group(3))
     return None
 

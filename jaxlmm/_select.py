@@ -56,48 +56,66 @@ def cross_validated_path(loss, base: Array, train: Array, test: Array, grid: Arr
       half); `train`, `test` (n_folds × n): 0/1 weights of each fold's training and test
       clusters.
     - `grid`: λ as fractions of λ_max on `base` (`relative=True`, glmnet's convention, with the
-      path stopped early by glmnet's rule) or as values (`relative=False`, every λ fitted). The
-      folds follow the base path's λ values, so errors line up by λ.
+      paths stopped early) or as values (`relative=False`, every λ fitted). The folds follow the
+      base path's λ values, so errors line up by λ.
     - `score(args, coef, test_weights)` → per-λ held-out error of a fold's path `coef`.
     - `penalty`: any `AbstractPenalty` along the path (default the weighted Lasso; see `solve_path`).
 
-    Each fold starts from the base solution at λ_max. Returns `(path, scores, fitted)`: the
-    base `LassoPath`, scores (n_folds × n_λ) and which λ each fold fitted. On a CPU it is one
-    `lax.scan` over the base and the folds in turn (one compiled copy of the solver; a vmapped
-    solver loop would run until its slowest fold is done, at every level of its nested loops);
-    on an accelerator the folds run at once.
+    In order: λ_max on `base` (the λ = ∞ fit, whose solution starts every path); each fold's path,
+    which (with `relative`) stops by glmnet's rule or once its held-out error has clearly passed
+    its minimum (`solve_path`'s `score`); then the base path, down to the last λ every fold
+    fitted — the CV choice is among those, and the tail past the error's minimum is where
+    coordinate descent spends most of its epochs. Returns `(path, scores, fitted)`: the base
+    `LassoPath`, scores (n_folds × n_λ) and which λ each fold fitted. On a CPU it is one
+    `lax.scan` over these steps (one compiled copy of the solver; a vmapped solver loop would run
+    until its slowest fold is done, at every level of its nested loops); on an accelerator the
+    folds run at once.
     """
     early_stop = relative
+    n_lambda = grid.shape[0]
 
-    def path_of(train_w, lams, start, first):
+    def path_of(train_w, test_w, lams, start, phase, last):
+        # phase 0: λ_max only; 1: a fold, scored on its test clusters; 2: the base path.
         fn, args = loss(train_w)
-        path = solve_path(fn, args, lams, solver, start, weights, unpenalized, relative=first & relative,
-                          early_stop=early_stop, penalty=penalty)
-        return args, path
+        path = solve_path(fn, args, lams, solver, start, weights, unpenalized, relative=(phase == 0) & relative,
+                          early_stop=early_stop, penalty=penalty,
+                          score=lambda coef: score(args, coef[None], test_w)[0],
+                          stop_after=jnp.where(phase == 0, -1, last), stop_on_score=phase == 1)
+        return path
 
+    no_test = jnp.zeros_like(base)
+    everything = jnp.asarray(n_lambda)
     if jax.default_backend() != "cpu":
-        _, path = path_of(base, grid, y0, jnp.asarray(True))
-
-        def fold(train_w, test_w):
-            args, fold_path = path_of(train_w, path.lambdas, path.start, jnp.asarray(False))
-            return score(args, fold_path.coef, test_w), fold_path.fitted
-
-        scores, fitted = jax.vmap(fold)(train, test)
-        return path, scores, fitted
+        first = path_of(base, no_test, grid, y0, jnp.asarray(0), everything)
+        lams = jnp.where(relative, first.lambdas, grid)
+        folds = jax.vmap(lambda tr, te: path_of(tr, te, lams, first.start, jnp.asarray(1), everything))(train, test)
+        last = _last_fitted_by_all(folds.fitted)
+        path = path_of(base, no_test, lams, first.start, jnp.asarray(2), last)
+        return path, folds.held_out, folds.fitted
 
     def element(carry, inputs):
-        lams, start, full = carry
-        train_w, test_w, first = inputs
-        args, path = path_of(train_w, lams, start, first)
-        full = jax.tree.map(lambda new, old: jnp.where(first, new, old), path, full)
-        return (path.lambdas, jnp.where(first, path.start, start), full), (score(args, path.coef, test_w), path.fitted)
+        lams, start, last, kept = carry
+        train_w, test_w, phase = inputs
+        path = path_of(train_w, test_w, lams, start, phase, last)
+        lams = jnp.where((phase == 0) & relative, path.lambdas, lams)
+        start = jnp.where(phase == 0, path.start, start)
+        last = jnp.where(phase == 1, jnp.minimum(last, _last_fitted_by_all(path.fitted[None])), last)
+        kept = jax.tree.map(lambda new, old: jnp.where(phase == 2, new, old), path, kept)
+        return (lams, start, last, kept), (path.held_out, path.fitted)
 
-    shapes = jax.eval_shape(lambda: path_of(base, grid, y0, jnp.asarray(True))[1])
+    shapes = jax.eval_shape(lambda: path_of(base, no_test, grid, y0, jnp.asarray(0), everything))
     empty = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
-    first = jnp.arange(train.shape[0] + 1) == 0
-    inputs = (jnp.concatenate([base[None], train]), jnp.concatenate([jnp.zeros_like(base)[None], test]), first)
-    (_, _, path), (scores, fitted) = lax.scan(element, (grid, y0, empty), inputs)
-    return path, scores[1:], fitted[1:]
+    n_folds = train.shape[0]
+    phases = jnp.concatenate([jnp.zeros(1, int), jnp.ones(n_folds, int), jnp.full(1, 2)])
+    inputs = (jnp.concatenate([base[None], train, base[None]]), jnp.concatenate([no_test[None], test, no_test[None]]),
+              phases)
+    (_, _, _, path), (scores, fitted) = lax.scan(element, (grid, y0, everything, empty), inputs)
+    return path, scores[1:-1], fitted[1:-1]
+
+
+def _last_fitted_by_all(fitted: Array) -> Array:
+    """The largest λ index that every path (rows of `fitted`) fitted."""
+    return jnp.min(jnp.sum(jnp.cumprod(fitted, axis=1), axis=1)) - 1
 
 
 def marginal_sse(data: LMMData, design: Array, coef: Array, cluster_weights: Array) -> Array:

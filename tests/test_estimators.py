@@ -177,3 +177,29 @@ def test_fit_quasi_bad_inputs_raise(seed001, kwargs, message):
     sim, data = seed001
     with pytest.raises(ValueError, match=message):
         jaxlmm.fit_quasi(data, progress=False, **kwargs)
+
+
+def test_cv_paths_stop_past_the_held_out_minimum(monkeypatch):
+    """Each fold's path stops once its held-out error has turned up or flattened
+    (`jaxlmm._path.HELD_OUT_*`): on λ both runs fitted, the CV errors are the same numbers, the
+    choice is the same λ whenever the full curve's minimum lies inside the stopped one, and the
+    stopped run fits fewer λ."""
+    import jax
+
+    import jaxlmm._path as path_module
+
+    sim = jaxlmm.simulate.li_cai_li_design(seed=4, n_clusters=30, p=120, q=2, sigma=0.5, support=(0, 1, 2),
+                                            values=(1.0, 0.3, 0.3))
+    data = jaxlmm.LMMData.from_arrays(sim.X, sim.y, sim.groups, sim.Z)
+    stopped = jaxlmm.fit_quasi(data, a=1.0, progress=False)
+    monkeypatch.setattr(path_module, "HELD_OUT_PATIENCE", 10**9)
+    monkeypatch.setattr(path_module, "HELD_OUT_GAIN", -1.0)
+    jax.clear_caches()  # the rule is read when the program is traced
+    full = jaxlmm.fit_quasi(data, a=1.0, progress=False)
+    jax.clear_caches()
+    common = np.isfinite(stopped.cv.error[0])
+    assert 5 <= common.sum() < np.isfinite(full.cv.error[0]).sum()
+    np.testing.assert_allclose(stopped.cv.error[0][common], full.cv.error[0][common], rtol=1e-9)
+    assert full.cv.best[1] < common.sum()  # this design's minimum lies inside the stopped curve
+    assert stopped.cv.best == full.cv.best and stopped.lam == pytest.approx(full.lam, rel=1e-12)
+    np.testing.assert_allclose(stopped.coef, full.coef, rtol=1e-9, atol=1e-12)

@@ -60,7 +60,8 @@ def test_debias_matches_dense_reference(small):
     r = ya - Xa @ np.concatenate([[fit.intercept], fit.coef])
     labels = np.asarray(groups)
     coords = [0, 1, 4, 9]
-    table = debias(fit, data, coords=coords, level=0.9)
+    with pytest.warns(RuntimeWarning, match="not a scaled-Lasso fit"):
+        table = debias(fit, data, coords=coords, level=0.9, initial="fit")
     for row, j in enumerate(coords):
         others = np.delete(Xa, j + 1, axis=1)
         w, lam_j = _sklearn_scaled_lasso(others, Xa[:, j + 1], n_eff, p)
@@ -76,6 +77,20 @@ def test_debias_matches_dense_reference(small):
         np.testing.assert_allclose(table.p_value[row], 2 * stats.norm.sf(abs(est / se)), rtol=1e-4, atol=1e-10)
     assert table.valid.all()
     np.testing.assert_array_equal(table.extra["initial"], fit.coef[coords])
+
+
+def test_debias_starts_from_the_scaled_lasso_whatever_the_fit(small):
+    """A fit at another λ (here a given 0.08; a CV λ alike) is debiased from the scaled-Lasso
+    fit at its a — the initial estimator the intervals' theory needs — and says so."""
+    data, _, fit = small
+    table = debias(fit, data, coords=[0, 1, 4])
+    universal = jaxlmm.fit_quasi(data, a=1.5, lam="universal", progress=False)
+    want = debias(universal, data, coords=[0, 1, 4])
+    assert "scaled-Lasso refit" in table.extra["initial_fit"] and want.extra["initial_fit"] == "the fit's own estimate"
+    np.testing.assert_allclose(table.estimate, want.estimate, rtol=1e-8)
+    np.testing.assert_allclose(table.std_error, want.std_error, rtol=1e-8)
+    with pytest.raises(ValueError, match="`initial`"):
+        debias(fit, data, initial="cv")
 
 
 def test_debias_is_invariant_to_row_order_and_labels(small):
@@ -157,7 +172,7 @@ def _replicate(data, solver, penalised_mask, basis):
     fit = jaxlmm.scaled_lasso(fn, args, solver, jnp.zeros(p + 1), args.scale, p, None, penalised_mask)
     coef, b0 = fit.coef[1:], fit.coef[0]
     db = debiased_lasso(data, A, coef, b0, jnp.arange(N_COORDS), 0.95, solver, N_COORDS)
-    vc = estimate_variance_components(data, A, data.y - data.X @ coef - b0, basis)
+    vc = estimate_variance_components(data, A, data.y - data.X @ coef - b0, basis, jnp.sum(coef != 0))
     return db, vc, fit.converged
 
 

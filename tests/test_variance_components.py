@@ -20,7 +20,7 @@ def _blocks(data):
     return [(Z[cluster == i], np.flatnonzero(cluster == i)) for i in range(data.n_clusters)]
 
 
-def dense_variance_components(data, a, residual, basis):
+def dense_variance_components(data, a, residual, basis, fixed_df=0):
     """The estimator written literally: lstsq projections for σ̂_e², and η̂ as the least-squares
     solution of the stacked, vectorised W_i^{1/2}(r_i r_iᵀ − σ̂² I)W_i^{1/2} on the
     W_i^{1/2} Z_i G_j Z_iᵀ W_i^{1/2} (dense m_i × m_i matrices, eigh square roots)."""
@@ -31,7 +31,7 @@ def dense_variance_components(data, a, residual, basis):
         coef, *_ = np.linalg.lstsq(Zi, ri, rcond=None)
         rss += np.sum((ri - Zi @ coef) ** 2)
         dof += len(rows) - np.linalg.matrix_rank(Zi)
-    sigma2 = rss / dof
+    sigma2 = rss / (dof - fixed_df)
     target, design = [], []
     for Zi, rows in blocks:
         ri = residual[rows]
@@ -149,7 +149,8 @@ def test_variance_components_from_a_fit(simulated_fit):
     comps = variance_components(fit, data, "diagonal")
     assert comps.groups == tuple(range(60)) and comps.ranef.shape == (60, 2) and comps.identifiable
     residual = np.asarray(data.y - data.X @ jnp.asarray(fit.coef)) - fit.intercept
-    sigma2, eta, psi, ranef = dense_variance_components(data, 1.0, residual, comps.basis)
+    # σ̂_e²'s denominator loses one degree of freedom per selected column.
+    sigma2, eta, psi, ranef = dense_variance_components(data, 1.0, residual, comps.basis, np.sum(fit.coef != 0))
     np.testing.assert_allclose([comps.sigma2, *np.diag(comps.psi)], [sigma2, *np.diag(psi)], rtol=1e-9)
     np.testing.assert_allclose(comps.ranef, ranef, rtol=1e-8, atol=1e-10)
     assert 0.7 < comps.sigma2 < 1.4 and 0.5 < comps.psi[0, 0] < 1.6

@@ -42,7 +42,9 @@ from .._whiten import effective_sample_size
 from ..losses import LeastSquares, LeastSquaresData, quasi_likelihood
 from ..solvers import AbstractSolver, BestSubset, CoordinateDescent
 
-DEFAULT_A_GRID = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
+# Factor-4 steps: the CV error is smooth in log a (benchmarks/study_quasi_defaults.py compares the
+# earlier 11-value grid)
+DEFAULT_A_GRID = (0.0, 0.25, 1.0, 4.0, 16.0, 64.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,7 +82,10 @@ class QuasiFit(Fit):
     - `cv`: the `CVCurve` when a, λ or k was chosen by cross-validation; `ic`: the
       information-criterion curve {k: value} when k was chosen by GIC/EBIC, and `ic_support`
       the subset behind each value {k: column indices}; `ic_name` the criterion.
-    - `path`: the `LassoPath` at the chosen a when a path was computed.
+    - `path`: the `LassoPath` at the chosen a when a path was computed (by cross-validation: from
+      λ_max down to the chosen λ, `fitted` False below it).
+    - `lam_rule`: how λ was set: "universal" (the scaled-Lasso rule), "cv", "given" (None for
+      best subset); `unpenalized`: the indices of the unpenalised columns.
     """
 
     a: float
@@ -93,6 +98,8 @@ class QuasiFit(Fit):
     path: LassoPath | None = None
     ic_support: dict | None = None
     ic_name: str | None = None
+    lam_rule: str | None = None
+    unpenalized: np.ndarray | None = None
 
     @property
     def method(self) -> str:
@@ -184,11 +191,12 @@ def _universal_cv_at_a(data, a, train, n_penalized, weights, unpenalized, interc
 
 
 @eqx.filter_jit
-def _lasso_full(data, a, grid, relative, weights, unpenalized, intercept, solver):
+def _lasso_full(data, a, grid, relative, weights, unpenalized, intercept, solver, stop_after=None):
     fn, args = quasi_likelihood(data, a, intercept=intercept)
     y0 = jnp.zeros(args.X.shape[1], args.X.dtype)
+    stop_after = grid.shape[0] if stop_after is None else stop_after
     return solve_path(fn, args, grid, solver, y0, weights, unpenalized, relative=relative,
-                      early_stop=relative), args.scale
+                      early_stop=relative, stop_after=jnp.asarray(stop_after)), args.scale
 
 
 @eqx.filter_jit
@@ -334,8 +342,11 @@ def fit_quasi(
     folds = cluster_folds(data.n_clusters, n_folds, seed) if needs_cv else None
     fit = _fit_quasi_rescaled(data, a, a_values, lam, k, folds, user_mask, user_weights, n_lambda, lambda_min_ratio,
                               k_grid, k_criterion, n_folds, intercept, cv_rule, progress, solver, best_subset)
+    lam_rule = {True: "universal", False: "cv" if lam is None else "given"}[isinstance(lam, str)]
+    lam_rule = lam_rule if fit.selector == "lasso" else None
     fit = dataclasses.replace(fit, feature_names=data.column_names(), groups=data.labels, n_obs=data.n_obs,
-                              n_clusters=data.n_clusters, data_fingerprint=data.fingerprint())
+                              n_clusters=data.n_clusters, data_fingerprint=data.fingerprint(), lam_rule=lam_rule,
+                              unpenalized=np.flatnonzero(user_mask))
     if variance and np.ndim(fit.coef) == 1 and variance_identifiable(data):
         vc = variance_components(fit, data)
         fit = dataclasses.replace(fit, sigma2=vc.sigma2, psi=vc.psi, ranef=vc.ranef)
@@ -371,7 +382,7 @@ def _unscaled_fit(fit: QuasiFit, scale, intercept: bool, lam_unit) -> QuasiFit:
         s, coef_factor, lam_unit = (jnp.asarray(v, path.coef.dtype) for v in (s, coef_factor, lam_unit))
         path = LassoPath(path.lambdas * lam_unit, path.coef * coef_factor, path.result, path.objective * s * s,
                          path.kkt_residual * lam_unit, path.num_steps, path.fitted, path.lambda_max * lam_unit,
-                         path.start * coef_factor)
+                         path.start * coef_factor, path.held_out * s * s)
     s = scale.y
     ic = fit.ic
     if ic is not None:
@@ -478,14 +489,14 @@ def _fit_lasso(*, data, a_values, folds, n_folds, intercept, mask, progress, cv_
         best = _cv_best(error, fold_sse, folds, data, cv_rule)
         cv = CVCurve(a_values, np.stack(lam_table), error, fold_sse, "lam", best)
         index, n_eff = best[1], best_eff
-        if cv_solver is not solver:  # the reported path to the final solver's tolerance
+        if cv_solver is not solver:  # the reported path to the final solver's tolerance, down to the chosen λ
             path, n_eff = _lasso_full(data, jnp.asarray(a_best, dtype), grid_j, relative, weights, mask_j, intercept,
-                                      solver)
+                                      solver, index)
             index = min(index, int(np.flatnonzero(np.asarray(path.fitted))[-1]))
     else:
         a_best = float(a_values[0])
         path, n_eff = _lasso_full(data, jnp.asarray(a_best, dtype), grid_j, relative, weights, mask_j, intercept,
-                                  solver)
+                                  solver, None)
         index = int(np.flatnonzero(np.asarray(path.fitted))[-1])
     coef_all = np.asarray(path.coef)
     beta, b0 = _split_intercept(coef_all, intercept)
