@@ -11,9 +11,12 @@ NOTEBOOK_LOCK := requirements-notebooks.lock
 DOCS_LOCK := requirements-docs.lock
 # --max-worker-restart=0: a worker that dies (pytest-timeout kills a hung one) fails the run at once,
 # naming its test, instead of leaving the xdist controller waiting for it.
-TEST := python -m pytest -q -n 2 --dist worksteal --max-worker-restart=0 -p no:cacheprovider --durations=15
+PYTEST := python -m pytest -q -n 2 --dist worksteal --max-worker-restart=0 -p no:cacheprovider --durations=15
+# `make test` leaves out the tests marked slow (simulation-scale behaviour checks over many
+# replicates, notebook execution); every reference check is in it. `make test-slow` runs the rest.
+TEST := $(PYTEST) -m "not slow"
 
-.PHONY: demo test test-latest bench notebooks docs lock clean
+.PHONY: demo test test-slow test-latest bench notebooks docs lock clean
 
 $(STAMP): pyproject.toml $(LOCK)
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -26,6 +29,9 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/$(TEST)
+
+test-slow: $(STAMP)
+	$(BIN)/$(PYTEST) -m slow
 
 # The suite against the newest releases of every dependency, in its own environment.
 test-latest:

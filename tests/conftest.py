@@ -4,8 +4,14 @@ import tempfile
 import uuid
 from pathlib import Path
 
-import jax
-import pytest
+# The suite compiles hundreds of programs and runs most of them once: LLVM's cheapest
+# optimisation level cuts its compile time by about a fifth (test_eb_ridge + test_gradients:
+# 400 → 315 CPU s). Results agree with the optimised build to the tests' tolerances. Set before
+# JAX starts its backend; workers, subprocesses and notebook kernels inherit it.
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
 
 # Tests run in float64; the library itself never changes this flag.
 jax.config.update("jax_enable_x64", True)

@@ -188,7 +188,6 @@ def sweep():
     return sims, stacked, db, vc, np.asarray(converged)
 
 
-@pytest.mark.slow
 def test_sweep_coverage_size_and_variance_components(sweep):
     """n = 40 clusters of 4–12, p = 300, q = 2, Ψ = diag(1, .5), σ = 1, β = (1, .5, .2, .1, .05):
     95% intervals cover in 90–99% of replicates; the zero coordinates are rejected at most 8%
@@ -209,7 +208,6 @@ def test_sweep_coverage_size_and_variance_components(sweep):
     np.testing.assert_allclose(np.diag(np.mean(vc.psi, axis=0)), np.diag(sims[0].Psi), rtol=0.15)
 
 
-@pytest.mark.slow
 def test_sweep_equals_host_calls(sweep):
     """Two replicates of the vmapped sweep equal `fit_quasi` + `debias` + `variance_components`
     called one data set at a time (to 1e-3 standard errors: `fit_quasi` re-solves once more at

@@ -19,6 +19,7 @@ def test_every_notebook_is_executed():
             "random_effects_vs_ridge.ipynb", "real_data_lme4.ipynb"} <= set(NOTEBOOKS)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_notebook_executes(name, monkeypatch):
     monkeypatch.setenv("JAXLMM_NOTEBOOK_SMALL", "1")

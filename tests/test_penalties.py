@@ -123,10 +123,13 @@ def test_every_penalty_through_solve_path_and_cv(problem, name):
     def score(fargs, coef, test_w):
         return jnp.sum(test_w[data.cluster][:, None] * (fargs.y[:, None] - fargs.X @ coef.T) ** 2, axis=0)
 
-    full, sse, _ = cross_validated_path(fold_problem, jnp.ones(data.n_clusters), train, 1.0 - train,
+    full, sse, fitted = cross_validated_path(fold_problem, jnp.ones(data.n_clusters), train, 1.0 - train,
                                         jnp.geomspace(1.0, 0.05, 8), solver, jnp.zeros(p), score, relative=True,
                                         penalty=penalty)
-    assert np.asarray(sse).shape == (4, 8) and np.all(np.isfinite(np.asarray(sse)))
+    # A fold's error is finite where it fitted λ (at least the first 5) and NaN past its early stop.
+    sse, fitted = np.asarray(sse), np.asarray(fitted)
+    assert sse.shape == (4, 8) and fitted[:, :5].all()
+    assert np.all(np.isfinite(sse[fitted])) and np.all(np.isnan(sse[~fitted]))
 
 
 def test_coordinate_descent_names_what_it_needs(problem):

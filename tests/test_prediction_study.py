@@ -25,6 +25,7 @@ def test_prediction_design():
         simulate.schelldorfer_prediction_design(0, p=3)
 
 
+@pytest.mark.slow
 def test_blups_beat_the_lasso_at_large_theta():
     """P1 with θ² = 2, two replicates: ignoring the grouping, the Lasso's squared prediction
     error cannot fall below σ² + E(z_tᵀb_i)² ≈ 1 + 3θ² = 7, while lmmLasso's BLUPs recover most

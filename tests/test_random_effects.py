@@ -161,6 +161,7 @@ def test_variance_penalty_kkt(drawn):
     assert np.all(np.asarray(fit.params.theta)[1:] == 0)
 
 
+@pytest.mark.slow
 def test_penalty_method_keeps_the_slope(data):
     """method="penalty": the joint fit with a variance penalty tuned by BIC keeps the strong
     slope; its λ_γ grid runs down to 0 and the BIC at the chosen λ_γ is the smallest."""
