@@ -10,9 +10,9 @@ Designs (Li, Cai & Li-style, `simulate.li_cai_li_design`; σ² = 0.25 unless sai
 
 Columns: coverage of the 95 % intervals for the nonzero coefficients and for 10 zero ones (their
 mean), the rejection rate of H0: β_j = 0 at the zeros, σ̂²/σ² from `variance_components` (with
-the degrees-of-freedom correction) and without it ("no df", the earlier estimator), and the mean
-support size of the CV fit. `--initial fit` debiases the CV fit's own β̂ (the earlier behaviour),
-for the before/after table.
+the degrees-of-freedom correction) and without it ("no df", the earlier estimator), and from the
+scaled-Lasso fit ("univ."), and the mean support size of the CV fit. `--initial fit` debiases
+the CV fit's own β̂ (the earlier behaviour), for the before/after table.
 
 Usage: python benchmarks/study_coverage.py [replicates] [--initial fit] [--design NAME]
 """
@@ -72,9 +72,11 @@ def replicate(design: str, seed: int, initial: str) -> dict:
     covered = (table.ci_low <= truth) & (truth <= table.ci_high)
     components = jaxlmm.variance_components(fit, data)
     residual = sim.y - sim.X @ fit.coef - fit.intercept
+    universal = jaxlmm.fit_quasi(data, a=1.0, lam="universal", progress=False)
     return {"covered": covered, "rejected_zero": table.p_value[len(signals):] < 0.05,
             "sigma2_ratio": components.sigma2 / sim.sigma**2, "support": len(fit.support),
             "sigma2_no_df": within_cluster_rss(residual, sim.groups, sim.Z, 0) / sim.sigma**2,
+            "sigma2_universal": jaxlmm.variance_components(universal, data).sigma2 / sim.sigma**2,
             "n_signals": len(signals), "valid": bool(np.all(table.valid))}
 
 
@@ -86,6 +88,7 @@ def run(design: str, replicates: int, initial: str, progress: bool = True) -> di
             "zero_coverage": covered[:, k:].mean(), "zero_rejection": np.mean([r["rejected_zero"] for r in rows]),
             "sigma2_ratio": np.mean([r["sigma2_ratio"] for r in rows]),
             "sigma2_no_df": np.mean([r["sigma2_no_df"] for r in rows]),
+            "sigma2_universal": np.mean([r["sigma2_universal"] for r in rows]),
             "support": np.mean([r["support"] for r in rows]), "valid": np.mean([r["valid"] for r in rows])}
 
 
@@ -96,13 +99,14 @@ def main():
     parser.add_argument("--design", action="append", choices=sorted(DESIGNS))
     args = parser.parse_args()
     print(f"{'design':10} {'reps':>5} {'coverage of nonzero β_j':>28} {'zeros':>6} {'reject':>7} "
-          f"{'σ̂²/σ²':>7} {'no df':>7} {'|Ŝ| CV':>7}  initial = {args.initial}")
+          f"{'σ̂²/σ²':>7} {'no df':>7} {'univ.':>7} {'|Ŝ| CV':>7}  initial = {args.initial}")
     for design in args.design or list(DESIGNS):
         start = time.perf_counter()
         out = run(design, args.replicates, args.initial)
         signal = " ".join(f"{c:.3f}" for c in out["signal_coverage"])
         print(f"{design:10} {out['replicates']:>5} {signal:>28} {out['zero_coverage']:>6.3f} "
-              f"{out['zero_rejection']:>7.3f} {out['sigma2_ratio']:>7.3f} {out['sigma2_no_df']:>7.3f} {out['support']:>7.1f}"
+              f"{out['zero_rejection']:>7.3f} {out['sigma2_ratio']:>7.3f} {out['sigma2_no_df']:>7.3f} "
+              f"{out['sigma2_universal']:>7.3f} {out['support']:>7.1f}"
               f"   ({time.perf_counter() - start:.0f} s)", flush=True)
 
 
