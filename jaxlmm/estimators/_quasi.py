@@ -191,12 +191,13 @@ def _universal_cv_at_a(data, a, train, n_penalized, weights, unpenalized, interc
 
 
 @eqx.filter_jit
-def _lasso_full(data, a, grid, relative, weights, unpenalized, intercept, solver, stop_after=None):
+def _lasso_full(data, a, grid, relative, weights, unpenalized, intercept, solver, stop_after):
+    """The path at `a`, its λ after index `stop_after` (an array: a Python int would be a static
+    argument, one compilation per chosen index) left unfitted."""
     fn, args = quasi_likelihood(data, a, intercept=intercept)
     y0 = jnp.zeros(args.X.shape[1], args.X.dtype)
-    stop_after = grid.shape[0] if stop_after is None else stop_after
     return solve_path(fn, args, grid, solver, y0, weights, unpenalized, relative=relative,
-                      early_stop=relative, stop_after=jnp.asarray(stop_after)), args.scale
+                      early_stop=relative, stop_after=stop_after), args.scale
 
 
 @eqx.filter_jit
@@ -491,12 +492,12 @@ def _fit_lasso(*, data, a_values, folds, n_folds, intercept, mask, progress, cv_
         index, n_eff = best[1], best_eff
         if cv_solver is not solver:  # the reported path to the final solver's tolerance, down to the chosen λ
             path, n_eff = _lasso_full(data, jnp.asarray(a_best, dtype), grid_j, relative, weights, mask_j, intercept,
-                                      solver, index)
+                                      solver, jnp.asarray(index))
             index = min(index, int(np.flatnonzero(np.asarray(path.fitted))[-1]))
     else:
         a_best = float(a_values[0])
         path, n_eff = _lasso_full(data, jnp.asarray(a_best, dtype), grid_j, relative, weights, mask_j, intercept,
-                                  solver, None)
+                                  solver, jnp.asarray(len(grid)))
         index = int(np.flatnonzero(np.asarray(path.fitted))[-1])
     coef_all = np.asarray(path.coef)
     beta, b0 = _split_intercept(coef_all, intercept)
