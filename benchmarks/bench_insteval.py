@@ -50,7 +50,7 @@ def main():
     criterion = lme4_value("criterion")
     print(f"{'':22} {'REML criterion':>18} {'SD(s)':>8} {'first s':>8} {'again s':>8}")
     print(f"{'jaxlmm fit_lmm':22} {fit.criterion:18.6f} {np.sqrt(fit.psi[0, 0]):8.4f} {times[0]:8.2f} {times[1]:8.2f}"
-          f"   ({fit.result}, {fit.n_steps if hasattr(fit, 'n_steps') else '?'} steps)")
+          f"   ({fit.result}, {fit.n_iter} iterations)")
     print(f"{'lme4 lmer':22} {criterion:18.6f} {np.sqrt(lme4_value('psi')):8.4f} {r_seconds:8.2f}")
     print(f"difference of the criteria: {fit.criterion - criterion:.3g} (ratio of times, ours again / lme4: "
           f"{times[1] / r_seconds:.2f})")
