@@ -343,8 +343,10 @@ def fit_quasi(
     folds = cluster_folds(data.n_clusters, n_folds, seed) if needs_cv else None
     fit = _fit_quasi_rescaled(data, a, a_values, lam, k, folds, user_mask, user_weights, n_lambda, lambda_min_ratio,
                               k_grid, k_criterion, n_folds, intercept, cv_rule, progress, solver, best_subset)
-    lam_rule = {True: "universal", False: "cv" if lam is None else "given"}[isinstance(lam, str)]
-    lam_rule = lam_rule if fit.selector == "lasso" else None
+    if fit.selector != "lasso":
+        lam_rule = None
+    else:
+        lam_rule = "universal" if isinstance(lam, str) else "cv" if lam is None else "given"
     fit = dataclasses.replace(fit, feature_names=data.column_names(), groups=data.labels, n_obs=data.n_obs,
                               n_clusters=data.n_clusters, data_fingerprint=data.fingerprint(), lam_rule=lam_rule,
                               unpenalized=np.flatnonzero(user_mask))
