@@ -151,31 +151,41 @@ def lmmlasso_path(args: MixedModelData, structure: str, relative_grid: Array, we
     # dozens of active columns) are the costly ones. A stopped sweep still calls the solver,
     # with λ = ∞ and no nonzero allowed, so that it returns at once (result `saturated`, BIC =
     # inf) — not through a `lax.cond`, which under `vmap` runs both branches.
+    #
+    # Every cold fit's first β-block is the penalised least squares at the cold start's
+    # variances, whose minimiser is unique and does not depend on the β it starts from. So a
+    # cold fit starts from the previous λ's first β-block: the same iterates, but its first
+    # block is a warm-started path step instead of a solve from the CV-Lasso β (on H1 that
+    # solve took most of each cold fit's time).
     step_index = jnp.arange(1 + 2 * n_lambda)
     is_warm = (step_index >= 1) & (step_index <= n_lambda)
     grid_index = jnp.where(is_warm, step_index - 1, step_index - 1 - n_lambda)
     inf_beta = jnp.zeros(args.X.shape[1], y.dtype).at[0].set(jnp.mean(y))
+    inf_variances = profile_start(args, inf_beta, structure)
+    cold_variances = profile_start(args, cold_start, structure)
 
     def step(carry, k):
-        previous, lam_max, stopped_warm, stopped_cold = carry
+        previous, cold_beta, lam_max, stopped_warm, stopped_cold = carry
         warm, first = is_warm[k], k == 0
         stopped = jnp.where(warm, stopped_warm, stopped_cold) & ~first
         lam = jnp.where(first | stopped, jnp.inf, lam_max * relative_grid[jnp.clip(grid_index[k], 0, n_lambda - 1)])
         limit = jnp.where(first, jnp.inf, jnp.where(stopped, -1, max_nonzero))
-        beta0 = jnp.where(first, inf_beta, cold_start)
-        theta0, log_sigma0 = profile_start(args, beta0, structure)
-        start = jax.tree.map(lambda a, b: jnp.where(warm, a, b), previous, MixedModelParams(beta0, theta0, log_sigma0))
-        fit = solver.run(structure, args, L1(lam, weights, unpenalized), start, limit, variance_penalty)
+        theta0, log_sigma0 = jax.tree.map(lambda a, b: jnp.where(first, a, b), inf_variances, cold_variances)
+        fresh = MixedModelParams(jnp.where(first, inf_beta, cold_beta), theta0, log_sigma0)
+        start = jax.tree.map(lambda a, b: jnp.where(warm, a, b), previous, fresh)
+        fit, first_beta = solver.run_with_first_block(structure, args, L1(lam, weights, unpenalized), start, limit,
+                                                      variance_penalty)
         lam_max = jnp.where(first, _lambda_max(args, structure, fit, cold_start, weights, unpenalized), lam_max)
         saturated = fit.result == RESULTS.saturated
+        is_cold = ~warm & ~first
+        cold_beta = jnp.where(is_cold & ~stopped, first_beta, cold_beta)
         stopped_warm = stopped_warm | (warm & saturated)
-        stopped_cold = stopped_cold | (~warm & ~first & saturated)
-        return (fit.params, lam_max, stopped_warm, stopped_cold), (fit, lam)
+        stopped_cold = stopped_cold | (is_cold & saturated)
+        return (fit.params, cold_beta, lam_max, stopped_warm, stopped_cold), (fit, lam)
 
-    theta0, log_sigma0 = profile_start(args, inf_beta, structure)
     false = jnp.asarray(False)
-    init = (MixedModelParams(inf_beta, theta0, log_sigma0), jnp.zeros((), y.dtype), false, false)
-    (_, lam_max, _, _), (fits, _) = lax.scan(step, init, step_index)
+    init = (MixedModelParams(inf_beta, *inf_variances), cold_start, jnp.zeros((), y.dtype), false, false)
+    (_, _, lam_max, _, _), (fits, _) = lax.scan(step, init, step_index)
     lambdas = lam_max * relative_grid
     warm = jax.tree.map(lambda x: x[1 : 1 + n_lambda], fits)
     cold = jax.tree.map(lambda x: x[1 + n_lambda :], fits)

@@ -70,6 +70,13 @@ class MixedModelCGD(eqx.Module):
         """Minimise Q_λ from `params0`. `variance_penalty` (n_θ weights ≥ 0, diagonal Ψ) adds
         Σ_l v_l θ_l² = Σ_l v_l Ψ_ll, an l1 penalty on the variances Ψ_ll ≥ 0 (pysr3's): a
         variance whose likelihood slope ∂(−log L)/∂Ψ_ll at 0 is above −v_l goes to exactly 0."""
+        return self.run_with_first_block(structure, args, penalty, params0, max_nonzero, variance_penalty)[0]
+
+    def run_with_first_block(self, structure: str, args: MixedModelData, penalty: L1, params0: MixedModelParams,
+                             max_nonzero=None, variance_penalty=None) -> tuple[MixedModelFit, Array]:
+        """`run`, and β after the first β-block: the penalised least squares at `params0`'s
+        variances (`params0.beta` when no step ran). A path of fits that all start from the
+        same variances carries it to the next λ as a warm start of that block."""
         q = args.data.Z.shape[1]
         diagonal = diagonal_parameters(structure, q)
         n_theta = params0.theta.shape[0]
@@ -114,13 +121,14 @@ class MixedModelCGD(eqx.Module):
             return jnp.sum(params.beta != 0) > limit
 
         def cond(s):
-            params, _, it, done, finite, _ = s
+            params, _, it, done, finite, _, _ = s
             growing = jnp.sum(params.beta != 0) > cap
             return (~done) & finite & (it < self.max_steps) & ~growing & (limit >= 0)
 
         def body(s):
-            params, q_old, it, _, _, beta_ok = s
+            params, q_old, it, _, _, beta_ok, first_beta = s
             beta, beta_result = beta_block(params)
+            first_beta = jnp.where(it == 0, beta, first_beta)
             theta, log_sigma = variance_block(MixedModelParams(beta, params.theta, params.log_sigma))
             new = MixedModelParams(beta, theta, log_sigma)
             q_new = objective(new)
@@ -132,12 +140,12 @@ class MixedModelCGD(eqx.Module):
                 & (relative(new_cov, old_cov) <= tol)
             )
             beta_ok = beta_ok & (beta_result == RESULTS.successful)
-            return new, q_new, it + 1, done, jnp.isfinite(q_new), beta_ok
+            return new, q_new, it + 1, done, jnp.isfinite(q_new), beta_ok, first_beta
 
         true = jnp.asarray(True)
-        init = (params0, objective(params0), jnp.zeros((), jnp.int32), ~true, true, true)
-        params, q_final, steps, done, finite, beta_ok = lax.while_loop(cond, body, init)
+        init = (params0, objective(params0), jnp.zeros((), jnp.int32), ~true, true, true, params0.beta)
+        params, q_final, steps, done, finite, beta_ok, first_beta = lax.while_loop(cond, body, init)
         result = RESULTS.where(done & beta_ok, RESULTS.successful, RESULTS.max_steps_reached)
         result = RESULTS.where(saturated(params), RESULTS.saturated, result)
         result = RESULTS.where(finite, result, RESULTS.nonfinite)
-        return MixedModelFit(params, q_final, nll(params), result, steps)
+        return MixedModelFit(params, q_final, nll(params), result, steps), first_beta
