@@ -169,9 +169,13 @@ class ClusterCovariance(eqx.Module):
     Lᵀ Z_iᵀZ_i L: `eigen` when the caller knows them (Σ_a = I + a Z_i Z_iᵀ from each cluster's
     SVD of Z_i), else from `factor` by a q×q `eigh` per cluster.
 
+    When Ψ = τ² I the eigenpairs are known for every τ (`isotropic_covariance`: basis U_i of
+    Z_i's thin SVD, eigenvalues τ² s_ik²), and log|V_i| and the quadratic forms are elementwise
+    in them: no per-cluster factorisation, and small, fast derivatives.
+
     **Fields:** `ZtZ` (n × q × q; None when only the eigen routes are used), `sizes` (n: m_i),
     `psi` (q × q), `sigma2`, optionally `factor` (L) and `eigen` (basis N × q stored row by row,
-    eigenvalues n × q).
+    eigenvalues n × q; the basis may be None where nothing is whitened).
     """
 
     ZtZ: Array | None
@@ -210,6 +214,8 @@ class ClusterCovariance(eqx.Module):
     def log_det(self) -> Array:
         """Σ_i log|V_i|; NaN when Ψ is not PSD (then |T_i| ≤ 0 can happen and V is no covariance)."""
         fixed = jnp.sum(self.sizes) * jnp.log(self.sigma2)
+        if self.factor is None and self.eigen is not None:
+            return fixed + jnp.sum(jnp.log1p(self.eigen[1] / self.sigma2))
         if self.factor is not None:
             return fixed + 2.0 * jnp.sum(jnp.log(jnp.diagonal(self._cholesky(), axis1=1, axis2=2)))
         sign, logdet = jnp.linalg.slogdet(self._t())
@@ -218,6 +224,12 @@ class ClusterCovariance(eqx.Module):
     def quadratic(self, Ztr: Array, rr: Array) -> Array:
         """Σ_i r_iᵀ V_i⁻¹ r_i from the cluster statistics Z_iᵀ r_i (n × q) and ‖r_i‖² (n)."""
         return jnp.sum(rr - jnp.sum(Ztr * self._push(Ztr), axis=1)) / self.sigma2
+
+    def projected_quadratic(self, Btr: Array, rr: Array) -> Array:
+        """Σ_i r_iᵀ V_i⁻¹ r_i = Σ_i (‖r_i‖² − Σ_k λ_ik/(σ² + λ_ik) (b_ikᵀ r_i)²)/σ² from the
+        projections of each residual on the eigenbasis (n × q) and ‖r_i‖² (n)."""
+        lam = self.eigen[1]
+        return jnp.sum(rr - jnp.sum(lam / (self.sigma2 + lam) * Btr**2, axis=1)) / self.sigma2
 
     def posterior_mean(self, Ztr: Array) -> Array:
         """E[b_i | r_i] = Ψ Z_iᵀ V_i⁻¹ r_i (the BLUPs, n × q) from Z_iᵀ r_i."""
@@ -286,17 +298,23 @@ def cluster_covariance(data: LMMData, psi: Array, sigma2, ZtZ: Array | None = No
     return ClusterCovariance(ZtZ, data.cluster_sizes.astype(psi.dtype), psi, sigma2, factor)
 
 
-def proxy_covariance(data: LMMData, a, ZtZ: Array | None = None) -> ClusterCovariance:
-    """Σ_a = blockdiag(I + a Z_i Z_iᵀ) (σ² = 1, Ψ = a I), with its eigenpairs taken from each
-    cluster's thin SVD Z_i = U_i S_i W_iᵀ (eigenvalues a s_ik², basis U_i): no eigh, and exact
-    derivatives in a. Whitening, V⁻¹ and tr V⁻¹ use those alone; `ZtZ` (Z_iᵀZ_i) is needed only
-    for log|Σ_a|, quadratic forms and posterior moments, and is not computed unless given (the
-    whitening also runs eagerly, op by op, where every extra operation costs a dispatch)."""
+def isotropic_covariance(data: LMMData, tau2, sigma2=1.0, ZtZ: Array | None = None) -> ClusterCovariance:
+    """V_i = σ² I + τ² Z_i Z_iᵀ (Ψ = τ² I), with its eigenpairs taken from each cluster's thin SVD
+    Z_i = U_i S_i W_iᵀ (eigenvalues τ² s_ik², basis U_i): no eigh or Cholesky, and exact
+    derivatives in τ² and σ². Whitening, V⁻¹, tr V⁻¹, log|V| and `projected_quadratic` use those
+    alone; `ZtZ` (Z_iᵀZ_i) is needed only for `quadratic` and posterior moments, and is not
+    computed unless given (the whitening also runs eagerly, op by op, where every extra
+    operation costs a dispatch)."""
     dtype = data.X.dtype
     q = data.Z.shape[1]
-    a = jnp.asarray(a, dtype)
-    return ClusterCovariance(ZtZ, data.cluster_sizes.astype(dtype), a * jnp.eye(q, dtype=dtype),
-                             jnp.ones((), dtype), eigen=(data.z_basis, a * data.z_singular**2))
+    tau2 = jnp.asarray(tau2, dtype)
+    return ClusterCovariance(ZtZ, data.cluster_sizes.astype(dtype), tau2 * jnp.eye(q, dtype=dtype),
+                             jnp.asarray(sigma2, dtype), eigen=(data.z_basis, tau2 * data.z_singular**2))
+
+
+def proxy_covariance(data: LMMData, a, ZtZ: Array | None = None) -> ClusterCovariance:
+    """Σ_a = blockdiag(I + a Z_i Z_iᵀ): the `isotropic_covariance` with σ² = 1 and τ² = a."""
+    return isotropic_covariance(data, a, 1.0, ZtZ)
 
 
 # ---- parameterisations of Ψ for likelihood-based fits: Ψ = L Lᵀ with L built from θ ----------

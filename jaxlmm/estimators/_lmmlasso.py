@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array, lax
 
+from .._background import CompileAhead
 from .._covariance import (
     COVARIANCE_STRUCTURES,
     blup,
@@ -79,12 +80,12 @@ def profile_start(args: MixedModelData, beta: Array, structure: str) -> tuple[Ar
     n_obs = r.shape[0]
     if structure == "none":  # no random effects: σ² is the ML residual variance
         return jnp.zeros(0, r.dtype), 0.5 * jnp.log(r @ r / n_obs)
-    Ztr, rr = cluster_sum(data, data.Z * r[:, None]), cluster_sum(data, r * r)
+    Utr, rr = cluster_sum(data, data.z_basis * r[:, None]), cluster_sum(data, r * r)
     a = jnp.exp(2.0 * jnp.linspace(-10.0, 10.0, 401, dtype=r.dtype))
 
     def profile(a):
-        H = proxy_covariance(data, a, args.ZtZ)
-        return H.quadratic(Ztr, rr), H.log_det()
+        H = proxy_covariance(data, a)
+        return H.projected_quadratic(Utr, rr), H.log_det()
 
     quad, logdet = jax.vmap(profile)(a)
     best = jnp.argmin(n_obs * jnp.log(quad) + logdet)
@@ -445,24 +446,33 @@ def fit_lmmlasso(
     mask = np.zeros(p + 1, bool)
     mask[0] = True
     mask[unpen_idx + 1] = True
+    # The fit's program compiles while the cold start (a program of its own) compiles and runs.
+    placeholder = jnp.zeros(p + 1, dtype)
+    if lam_fit is None:
+        grid0 = jnp.asarray(np.geomspace(1.0, lambda_min_ratio, n_lambda), dtype)
+        first_program = CompileAhead(lmmlasso_path, args, structure, grid0, placeholder, jnp.asarray(mask), placeholder,
+                                     solver, jnp.asarray(max_df, dtype))
+    else:
+        first_program = CompileAhead(_fit_single, args, structure, jnp.asarray(lam_fit, dtype), placeholder,
+                                     jnp.asarray(mask), placeholder, solver)
     cold = jnp.asarray(_cold_start(data, center, scale, seed), dtype)
 
-    def stage(w, cold_beta, lam, min_ratio=lambda_min_ratio):
+    def stage(w, cold_beta, lam, min_ratio=lambda_min_ratio, program=None):
         w_full = jnp.asarray(np.concatenate([[1.0], w]), dtype)
         if lam is None:
             grid = jnp.asarray(np.geomspace(1.0, min_ratio, n_lambda), dtype)
-            path = lmmlasso_path(args, structure, grid, w_full, jnp.asarray(mask), cold_beta, solver,
-                                 jnp.asarray(max_df))
+            path = (program or lmmlasso_path)(args, structure, grid, w_full, jnp.asarray(mask), cold_beta, solver,
+                                              jnp.asarray(max_df, dtype))
             i = int(path.best)
             chosen = path.cold if bool(path.best_is_cold) else path.warm
             fit = jax.tree.map(lambda x: x[i], chosen)
             return fit, float(path.lambdas[i]), "cold" if bool(path.best_is_cold) else "warm", path
-        warm, cold_fit, bic_w, bic_c = _fit_single(args, structure, jnp.asarray(lam, dtype), w_full, jnp.asarray(mask),
-                                                   cold_beta, solver)
+        warm, cold_fit, bic_w, bic_c = (program or _fit_single)(args, structure, jnp.asarray(lam, dtype), w_full,
+                                                                jnp.asarray(mask), cold_beta, solver)
         use_cold = bool(cold_fit.converged) and (bic_c <= bic_w or not bool(warm.converged))
         return (cold_fit if use_cold else warm), float(lam), "cold" if use_cold else "warm", None
 
-    fit, lam_used, start, path = stage(w_user, cold, lam_fit)
+    fit, lam_used, start, path = stage(w_user, cold, lam_fit, program=first_program)
     stage_weights = None if weights is None else w_user
     if adaptive == "refit":
         first = np.asarray(fit.params.beta)[1:]
