@@ -4,6 +4,7 @@ Everything is O(N q²); no m_i×m_i (let alone N×N) matrix."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import equinox as eqx
@@ -175,7 +176,8 @@ class ClusterCovariance(eqx.Module):
 
     **Fields:** `ZtZ` (n × q × q; None when only the eigen routes are used), `sizes` (n: m_i),
     `psi` (q × q), `sigma2`, optionally `factor` (L) and `eigen` (basis N × q stored row by row,
-    eigenvalues n × q; the basis may be None where nothing is whitened).
+    eigenvalues n × q; the basis may be None where nothing is whitened), `written_out`: how the
+    per-cluster Cholesky factors and solves are computed (`small_cholesky`; None: by size).
     """
 
     ZtZ: Array | None
@@ -184,6 +186,7 @@ class ClusterCovariance(eqx.Module):
     sigma2: Array
     factor: Array | None = None
     eigen: tuple | None = None
+    written_out: bool | None = eqx.field(static=True, default=None)
 
     def _t(self) -> Array:
         q = self.psi.shape[-1]
@@ -194,7 +197,7 @@ class ClusterCovariance(eqx.Module):
         q = self.psi.shape[-1]
         L = self.factor
         A = jnp.einsum("ab,iac,cd->ibd", L, self.ZtZ, L)
-        return small_cholesky(jnp.eye(q, dtype=L.dtype) + A / self.sigma2)
+        return small_cholesky(jnp.eye(q, dtype=L.dtype) + A / self.sigma2, self.written_out)
 
     def _push(self, ZtM: Array) -> Array:
         """Ψ T_i⁻¹ Z_iᵀ M_i / σ² for Z_iᵀ M_i given per cluster (n × q or n × q × k). With a factor
@@ -204,8 +207,8 @@ class ClusterCovariance(eqx.Module):
         ZtM = ZtM[..., None] if vector else ZtM
         if self.factor is not None:
             L, chol = self.factor, self._cholesky()
-            half = small_triangular_solve(chol, jnp.einsum("ab,iak->ibk", L, ZtM))
-            solved = small_triangular_solve(chol, half, transpose=True)
+            half = small_triangular_solve(chol, jnp.einsum("ab,iak->ibk", L, ZtM), written_out=self.written_out)
+            solved = small_triangular_solve(chol, half, transpose=True, written_out=self.written_out)
             out = jnp.einsum("ab,ibk->iak", L, solved) / self.sigma2
         else:
             out = jnp.einsum("ab,ibk->iak", self.psi, jnp.linalg.solve(self._t(), ZtM)) / self.sigma2
@@ -275,7 +278,7 @@ class ClusterCovariance(eqx.Module):
 
     def with_eigen(self, data: LMMData) -> ClusterCovariance:
         """The same operator with its eigenpairs computed once (for several inverse square roots)."""
-        return ClusterCovariance(self.ZtZ, self.sizes, self.psi, self.sigma2, self.factor, self._eigen(data))
+        return dataclasses.replace(self, eigen=self._eigen(data))
 
     def _eigen(self, data: LMMData) -> tuple[Array, Array]:
         L = self.factor

@@ -23,8 +23,9 @@ from .estimators._lmmlasso import (
     LMMLassoFit,
     _cold_start,
     _default_unpenalized,
+    _fit_lmmlasso,
+    _model_data,
     _standardised_design,
-    fit_lmmlasso,
     information_criteria,
     lmmlasso_path,
     profile_start,
@@ -92,10 +93,9 @@ class RandomEffectsSelection:
         })
 
 
-@eqx.filter_jit
 def _candidate_fits(data, columns, bases, singulars, design, masks, w_full, cold, grid, solver, max_df, structure,
                     sequential):
-    """The BIC-chosen lmmLasso fit of each candidate random-effects design, in one program.
+    """The BIC-chosen lmmLasso fit of each candidate random-effects design.
 
     `columns` (c × N × q_c): the Z of each candidate model (rows sorted as `data`), with its
     per-cluster SVD (`bases`, `singulars`); `masks` (c × (p+1)): each model's unpenalised
@@ -105,21 +105,48 @@ def _candidate_fits(data, columns, bases, singulars, design, masks, w_full, cold
     Each candidate gets its own λ path: a λ does not carry over between models, since adding a
     random effect shrinks σ̂² and with it the scale of −log L's gradient (the base model's λ
     let 8 H4 candidate fits run into p > N and took 10× as long as their paths).
+
+    `sequential` (a CPU): one candidate after another, each through `lmmlasso_path` itself — the
+    program `fit_lmmlasso` runs, so the final fit on a model of the same size compiles nothing
+    new. Otherwise every candidate at once (`vmap`), in one program.
     """
-    q = columns.shape[-1]
+    if not sequential:
+        return _all_candidate_fits(data, columns, bases, singulars, design, masks, w_full, cold, grid, solver, max_df,
+                                   structure)
+    fits = []
+    for Z, basis, singular, mask in zip(*(np.asarray(a) for a in (columns, bases, singulars, masks))):
+        path = lmmlasso_path(_candidate_data(data, Z, basis, singular, design, structure), structure, grid, w_full,
+                             mask, cold, solver, max_df)
+        fits.append(_chosen_fit(path, structure, columns.shape[-1], data.n_obs))
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *fits)
 
-    def one(inputs):
-        Z, basis, singular, mask = inputs
+
+def _candidate_data(data, Z, basis, singular, design, structure):
+    """The mixed-model data of one candidate model: `data` with its Z (and Z's SVD) replaced."""
+    return _model_data(eqx.tree_at(lambda d: (d.Z, d.z_basis, d.z_singular), data, (Z, basis, singular)), design,
+                       structure)
+
+
+@eqx.filter_jit
+def _chosen_fit(path, structure, q, n_obs):
+    """Ψ̂'s diagonal, BIC, λ, nnz and result code of the fit a path's BIC chose."""
+    fit = jax.tree.map(lambda w, c: jnp.where(path.best_is_cold, c[path.best], w[path.best]), path.warm, path.cold)
+    L = cholesky_factor(fit.params.theta, structure, q)
+    bic, _, nnz = information_criteria(fit, n_obs)
+    return jnp.diag(L @ L.T), bic, path.lambdas[path.best], nnz, fit.result._value
+
+
+@eqx.filter_jit
+def _all_candidate_fits(data, columns, bases, singulars, design, masks, w_full, cold, grid, solver, max_df, structure):
+    """`_candidate_fits` for every candidate at once, vmapped in one program."""
+
+    def one(Z, basis, singular, mask):
         model = eqx.tree_at(lambda d: (d.Z, d.z_basis, d.z_singular), data, (Z, basis, singular))
-        args = mixed_model_nll(model, design, structure)[1]
-        path = lmmlasso_path(args, structure, grid, w_full, mask, cold, solver, max_df)
-        fit = jax.tree.map(lambda w, c: jnp.where(path.best_is_cold, c[path.best], w[path.best]), path.warm, path.cold)
-        L = cholesky_factor(fit.params.theta, structure, q)
-        bic, _, nnz = information_criteria(fit, data.y.shape[0])
-        return jnp.diag(L @ L.T), bic, path.lambdas[path.best], nnz, fit.result._value
+        path = lmmlasso_path(mixed_model_nll(model, design, structure)[1], structure, grid, w_full, mask, cold, solver,
+                             max_df)
+        return _chosen_fit(path, structure, columns.shape[-1], data.n_obs)
 
-    over = (lambda f, xs: lax.map(f, xs)) if sequential else (lambda f, xs: jax.vmap(f)(xs))
-    return over(one, (columns, bases, singulars, masks))
+    return jax.vmap(one)(columns, bases, singulars, masks)
 
 
 @eqx.filter_jit
@@ -331,9 +358,9 @@ def select_random_effects(
         codes = np.full(c, results[best])
         joint = dict(variance_penalties=penalties, penalty_bic=penalty_bic + shift,
                      variance_penalty=float(penalties[best]))
-    elif c:  # (ii), padded to a multiple of 4 candidates (repeating the last) so that replicates
-        # with different |S_init| share one compiled program
-        padded = np.concatenate([candidates, np.repeat(candidates[-1:], -c % 4)])
+    elif c:  # (ii); all at once in one program, padded to a multiple of 4 candidates (repeating
+        # the last) so that replicates with different |S_init| share it
+        padded = candidates if sequential else np.concatenate([candidates, np.repeat(candidates[-1:], -c % 4)])
         psi_diag, bic, lam, nnz, codes = fit_models([[k] for k in padded], "diagonal")
         theta2 = psi_diag[:c, -1] * units.y**2
         bic, lam, nnz, codes = bic[:c] + shift, lam[:c], nnz[:c], codes[:c]
@@ -349,10 +376,11 @@ def select_random_effects(
         Z = np.column_stack([Z_base, re_columns[:, kept]])
         final = LMMData.from_arrays(X, y, groups, Z=_caller_order(data, Z) if Z.shape[1] else None,
                                     feature_names=names)
-        fit = fit_lmmlasso(final, structure="diagonal" if Z.shape[1] else "none",
-                           unpenalized=np.union1d(base_unpenalized, kept).astype(int), standardize=standardize,
-                           n_lambda=n_lambda, lambda_min_ratio=lambda_min_ratio, max_df=max_df, solver=solver,
-                           seed=seed)
+        # The same X, y, clusters and seed: the same Lasso start, not computed again.
+        fit = _fit_lmmlasso(final, None, structure="diagonal" if Z.shape[1] else "none",
+                            unpenalized=np.union1d(base_unpenalized, kept).astype(int), weights=None, adaptive=False,
+                            standardize=standardize, n_lambda=n_lambda, lambda_min_ratio=lambda_min_ratio,
+                            max_df=max_df, solver=solver, seed=seed, throw=False, cold_start=cold)
         nonzero = np.diag(fit.psi)[Z_base.shape[1]:] > 0 if Z.shape[1] else np.zeros(0, bool)
         if nonzero.all():
             break

@@ -15,6 +15,7 @@ from jaxlmm._covariance import (
     cluster_covariance,
     cluster_cross,
     cluster_sum,
+    isotropic_covariance,
     proxy_covariance,
     small_cholesky,
     small_triangular_solve,
@@ -100,6 +101,37 @@ def test_proxy_covariance_is_the_isotropic_operator():
     np.testing.assert_allclose(proxy.trace_inverse(), general.trace_inverse(), rtol=1e-12)
     # m_i − rank Z_i per cluster: 0, 1, 3, 0.
     np.testing.assert_allclose(proxy_covariance(data, 1e12).trace_inverse(), [0, 1, 3, 0], atol=1e-10)
+
+
+@eqx.filter_jit
+def _isotropic(data, tau2, sigma2, r, M):
+    covariance = isotropic_covariance(data, tau2, sigma2)
+    Utr, rr = cluster_sum(data, data.z_basis * r[:, None]), cluster_sum(data, r * r)
+    return covariance.log_det(), covariance.projected_quadratic(Utr, rr), covariance.inverse_sqrt_apply(data, M)
+
+
+@settings(max_examples=8, deadline=None)
+@given(
+    sizes=st.lists(st.integers(1, 7), min_size=2, max_size=6),
+    q=st.integers(1, 3),
+    seed=st.integers(0, 10_000),
+    tau2=st.sampled_from([0.0, 1e-3, 0.7, 40.0]),
+    sigma2=st.sampled_from([0.05, 1.0, 9.0]),
+)
+def test_isotropic_operator_equals_dense_algebra(sizes, q, seed, tau2, sigma2):
+    """Ψ = τ²I through the eigenpairs of each cluster's SVD (no factorisation): log|V|, rᵀV⁻¹r
+    and V^{-1/2}M equal the dense N×N algebra, on clusters smaller than q and a variance at 0."""
+    rng = np.random.default_rng(seed)
+    groups = np.repeat(np.arange(len(sizes)), sizes)
+    n = len(groups)
+    data = jaxlmm.LMMData.from_arrays(rng.normal(size=(n, 2)), rng.normal(size=n), groups, rng.normal(size=(n, q)))
+    r, M = rng.normal(size=n), rng.normal(size=(n, 2))
+    log_det, quadratic, sqrt = _isotropic(data, tau2, sigma2, jnp.asarray(r), jnp.asarray(M))
+    V, _ = _dense_blocks(np.asarray(data.cluster), np.asarray(data.Z), tau2 * np.eye(q), sigma2)
+    np.testing.assert_allclose(log_det, np.linalg.slogdet(V)[1], rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(quadratic, r @ np.linalg.solve(V, r), rtol=1e-9)
+    w, E = np.linalg.eigh(V)
+    np.testing.assert_allclose(sqrt, E @ np.diag(w**-0.5) @ E.T @ M, rtol=1e-8, atol=1e-10)
 
 
 @settings(max_examples=20, deadline=None)

@@ -32,19 +32,21 @@ def dense_nll(X, y, groups, Z, beta, Psi, sigma2):
 
 
 @pytest.mark.parametrize(
-    "structure, theta",
-    [("identity", [0.7]), ("diagonal", [0.8, 0.0]), ("full", [0.7, -0.4, 0.3]), ("none", [])],
+    "structure, theta, q",
+    [("identity", [0.7], 2), ("diagonal", [0.8, 0.0], 2), ("full", [0.7, -0.4, 0.3], 2), ("none", [], 2),
+     ("diagonal", [0.6], 1), ("full", [-0.6], 1), ("diagonal", [0.8, 0.0, 0.5, 0.3, 0.2], 5)],
 )
-def test_nll_and_gradient_match_dense(structure, theta):
+def test_nll_and_gradient_match_dense(structure, theta, q):
     """Value and gradient (β, θ, log σ) equal the dense formula, including a variance
-    component at exactly 0, on unbalanced clusters in shuffled rows."""
-    data, _ = make_data(2, [3, 6, 2, 8, 5, 4], p=4, q=2)
+    component at exactly 0, on unbalanced clusters in shuffled rows — through each route: Ψ = θ²I
+    (and any q = 1) by eigenpairs, q ≤ 4 by written-out factors, q = 5 by LAPACK."""
+    data, _ = make_data(2, [3, 6, 2, 8, 5, 4], p=4, q=q)
     fn, args = mixed_model_nll(data, structure=structure)
     X, y, Z, groups = (np.asarray(v) for v in (data.X, data.y, data.Z, data.cluster))
     params = MixedModelParams(jnp.array([0.4, -0.3, 0.2, 0.1]), jnp.asarray(theta, float), jnp.log(jnp.asarray(0.9)))
 
     def dense(beta, theta_v, log_sigma):
-        L = np.asarray(cholesky_factor(jnp.asarray(theta_v, float), structure, 2))
+        L = np.asarray(cholesky_factor(jnp.asarray(theta_v, float), structure, q))
         return dense_nll(X, y, groups, Z, beta, L @ L.T, np.exp(2 * log_sigma))
 
     flat = np.concatenate([params.beta, params.theta, [params.log_sigma]])
@@ -160,6 +162,36 @@ def test_degenerate_basin_is_avoided(h1):
     np.testing.assert_array_equal(path_fit.support, [0, 1, 2, 3])  # x2..x5, the true support
     assert np.all(np.asarray(path_fit.path.nnz_warm) == 2)  # the warm path is trapped throughout
     assert path_fit.bic < 380
+
+
+def test_path_cold_fits_equal_fits_from_the_cold_start(h1):
+    """The path starts each cold fit's first β-block from the previous λ's (a warm start of a
+    convex block whose minimiser does not depend on it): every cold fit of the path equals a
+    fit started afresh from the Lasso start at that λ — in the degenerate basin, at the BIC
+    choice and past it."""
+    from jaxlmm.estimators._lmmlasso import _cold_start, profile_start
+
+    data, _ = h1
+    design, center, scale = _standardised_design(data, True)
+    _, args = mixed_model_nll(data, jnp.asarray(design))
+    mask = np.zeros(design.shape[1], bool)
+    mask[:2] = True
+    cold_beta = jnp.asarray(_cold_start(data, center, scale, 0))
+    solver, w = jaxlmm.solvers.MixedModelCGD(), jnp.ones(design.shape[1])
+    max_df = data.n_obs / 2
+    path = jaxlmm.lmmlasso_path(args, "identity", jnp.asarray(np.geomspace(1.0, 0.01, 50)), w, jnp.asarray(mask),
+                                cold_beta, solver, jnp.asarray(max_df))
+    start = MixedModelParams(cold_beta, *profile_start(args, cold_beta, "identity"))
+    fresh = jax.jit(lambda lam: solver.run("identity", args, jaxlmm.L1(lam, w, jnp.asarray(mask)), start,
+                                           max_df - 2))
+    best = int(path.best)
+    for i in (0, 20, best - 1, best, best + 1):
+        alone = fresh(path.lambdas[i])
+        in_path = jax.tree.map(lambda x: x[i], path.cold)
+        assert int(in_path.result._value) == int(alone.result._value) == 0
+        np.testing.assert_array_equal(np.asarray(in_path.params.beta) != 0, np.asarray(alone.params.beta) != 0)
+        np.testing.assert_allclose(in_path.params.beta, alone.params.beta, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(float(in_path.nll), float(alone.nll), rtol=1e-8)
 
 
 def test_proximal_gradient_beta_block_agrees(h1):

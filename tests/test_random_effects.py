@@ -56,6 +56,16 @@ def test_candidates_equal_single_fits(data, selection):
     np.testing.assert_allclose(selection.bic_0, base.bic, rtol=1e-9)
 
 
+def test_candidates_at_once_equal_one_after_another(data, selection):
+    """`vectorize="vmap"` (every candidate in one vmapped program, the accelerator route) gives
+    what the CPU's one-after-another route gives."""
+    at_once = jaxlmm.select_random_effects(data, candidates=[0, 5], vectorize="vmap")
+    rows = np.isin(selection.candidates, [0, 5])
+    np.testing.assert_allclose(at_once.theta2, selection.theta2[rows], rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(at_once.bic, selection.bic[rows], rtol=1e-9)
+    np.testing.assert_allclose(at_once.bic_0, selection.bic_0, rtol=1e-9)
+
+
 def test_strong_slope_is_found_and_kept(drawn, selection):
     """The true random slope stands out by a wide margin: θ̂² within a factor 2 of the variance
     of the slopes drawn (per sd of x_0) and a BIC 20 below the base model's; the final fit keeps

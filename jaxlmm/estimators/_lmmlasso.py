@@ -330,7 +330,13 @@ def _cold_start(data: LMMData, center, scale, seed) -> np.ndarray:
     folds, 40 λ), mapped to the standardised scale. The paper's `startValue = 1` is a 10-fold
     CV Lasso; 5 folds halve the cost and the start only has to land in the right basin."""
     # One solver for the CV and the fit (no refit to a tighter tolerance: one compiled program
-    # fewer in a first call); the start only has to land in the right basin.
+    # fewer in a first call); the start only has to land in the right basin. a = 0 ignores Z, so
+    # the Lasso sees a random intercept's: models that differ in Z alone share its program.
+    sizes = np.asarray(data.cluster_sizes, float)
+    data = eqx.tree_at(lambda d: (d.Z, d.z_basis, d.z_singular), data,
+                       (jnp.ones((data.n_obs, 1), data.X.dtype),
+                        jnp.asarray(1.0 / np.sqrt(sizes)[np.asarray(data.cluster), None], data.X.dtype),
+                        jnp.asarray(np.sqrt(sizes)[:, None], data.X.dtype)))
     lasso = fit_quasi(data, a=0.0, n_lambda=40, n_folds=min(5, data.n_clusters), seed=seed, progress=False,
                       variance=False, solver=CoordinateDescent(rtol=1e-7))
     beta = np.asarray(lasso.coef)
@@ -400,6 +406,15 @@ def fit_lmmlasso(
 
     Returns an `LMMLassoFit`.
     """
+    return _fit_lmmlasso(data, lam, structure=structure, unpenalized=unpenalized, weights=weights, adaptive=adaptive,
+                         standardize=standardize, n_lambda=n_lambda, lambda_min_ratio=lambda_min_ratio, max_df=max_df,
+                         solver=solver, seed=seed, throw=throw)
+
+
+def _fit_lmmlasso(data, lam, *, structure, unpenalized, weights, adaptive, standardize, n_lambda, lambda_min_ratio,
+                  max_df, solver, seed, throw, cold_start=None) -> LMMLassoFit:
+    """`fit_lmmlasso`'s work. `cold_start`: the Lasso start `_cold_start` gives for these X, y,
+    clusters and seed, when the caller has it already (`select_random_effects`)."""
     check_data(data)
     throw = check_flag("throw", throw)
     seed = check_seed(seed)
@@ -455,7 +470,7 @@ def fit_lmmlasso(
     else:
         first_program = CompileAhead(_fit_single, args, structure, jnp.asarray(lam_fit, dtype), placeholder,
                                      jnp.asarray(mask), placeholder, solver)
-    cold = jnp.asarray(_cold_start(data, center, scale, seed), dtype)
+    cold = jnp.asarray(_cold_start(data, center, scale, seed) if cold_start is None else cold_start, dtype)
 
     def stage(w, cold_beta, lam, min_ratio=lambda_min_ratio, program=None):
         w_full = jnp.asarray(np.concatenate([[1.0], w]), dtype)
