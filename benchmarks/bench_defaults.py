@@ -11,7 +11,9 @@ process:
   β = (2, 4, 3, 3, 0, …), a random intercept and a random slope on x_0.
 
 The "issue" column is what the trust issue measured before its fixes, on this machine.
-Usage: python benchmarks/bench_defaults.py
+`python benchmarks/bench_defaults.py study` instead times a 20-replicate study of the last
+design (seeds 0–19, same shapes, one process: the first replicate compiles, the rest reuse it).
+Usage: python benchmarks/bench_defaults.py [study]
 """
 
 from __future__ import annotations
@@ -36,14 +38,29 @@ X = np.column_stack([c.Time, np.random.default_rng(0).normal(size=(len(c), 500))
 data = jaxlmm.LMMData.from_arrays(X, c.weight.to_numpy(float), c.Chick)
 """
 
-RANDOM_EFFECTS = """
+RANDOM_EFFECTS_DESIGN = """
 import numpy as np, jaxlmm
-rng = np.random.default_rng(0)
-X = rng.normal(size=(240, 200))
-g = np.repeat(np.arange(40), 6)
-b = rng.normal(size=(40, 2)) * [1.0, 0.7]
-y = X[:, :4] @ [2.0, 4.0, 3.0, 3.0] + b[g, 0] + b[g, 1] * X[:, 0] + 0.5 * rng.normal(size=240)
-data = jaxlmm.LMMData.from_arrays(X, y, g)
+def random_effects_design(seed):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(240, 200))
+    g = np.repeat(np.arange(40), 6)
+    b = rng.normal(size=(40, 2)) * [1.0, 0.7]
+    y = X[:, :4] @ [2.0, 4.0, 3.0, 3.0] + b[g, 0] + b[g, 1] * X[:, 0] + 0.5 * rng.normal(size=240)
+    return jaxlmm.LMMData.from_arrays(X, y, g)
+"""
+RANDOM_EFFECTS = RANDOM_EFFECTS_DESIGN + "data = random_effects_design(0)\n"
+
+STUDY = RANDOM_EFFECTS_DESIGN + """
+import time
+from tqdm.auto import tqdm
+seconds, found = [], []
+for seed in tqdm(range(20), desc="replicates"):
+    start = time.perf_counter()
+    selection = jaxlmm.select_random_effects(random_effects_design(seed))
+    seconds.append(time.perf_counter() - start)
+    found.append(0 in selection.kept)
+print(f"20 replicates: {sum(seconds):.1f} s in all (first {seconds[0]:.1f} s, median of the rest "
+      f"{np.median(seconds[1:]):.1f} s); the slope on x0 kept in {sum(found)} of 20")
 """
 
 
@@ -102,4 +119,7 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:] == ["study"]:
+        print(subprocess.run([PYTHON, "-c", STUDY], capture_output=True, text=True, check=True).stdout.strip())
+    else:
+        main()

@@ -1,6 +1,6 @@
 """`select_random_effects`: which covariates get a random effect when p ≫ N — the two-stage
-strategy of Schelldorfer, Bühlmann & van de Geer (2011, §6.2), with the candidate models fitted
-in one compiled program."""
+strategy of Schelldorfer, Bühlmann & van de Geer (2011, §6.2), every candidate model through one
+compiled λ path."""
 
 from __future__ import annotations
 
@@ -231,11 +231,12 @@ def select_random_effects(
           holds more covariates than the clusters can identify (Z needs fewer columns than the
           largest cluster has rows), those with the largest θ̂²_l go in.
 
-    The candidate models of step (ii) run as one compiled program (`lax.map` over candidates on
-    a CPU, `vmap` elsewhere), padded to a multiple of 4 candidates so that data sets with
-    different |S_init| share compiled programs. On a CPU this takes as long as a loop of
-    `fit_lmmlasso` calls (they run one after another either way); what it saves is one compiled
-    program per candidate count, and on an accelerator the candidates run side by side.
+    On a CPU the candidate models of step (ii) run one after another through the compiled
+    λ path that `fit_lmmlasso` runs, so the candidates, the final fit of step (iv) on a model of
+    the same size and every later data set of the same shapes share one program, and the Lasso
+    start of step (i) is computed once. On an accelerator (or `vectorize="vmap"`) they run side
+    by side in one program, padded to a multiple of 4 candidates so that data sets with
+    different |S_init| share it.
     BIC = −2 log L + log N · (#{β̂_k ≠ 0} + dim θ + 1), as in `fit_lmmlasso`. The paper does not
     say how BIC_0 is computed; here it is the base model's BIC-chosen fit, so every BIC compared
     comes from the same procedure and data.
