@@ -12,7 +12,6 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array, lax
 
-from .._background import CompileAhead
 from .._covariance import (
     COVARIANCE_STRUCTURES,
     blup,
@@ -461,33 +460,24 @@ def _fit_lmmlasso(data, lam, *, structure, unpenalized, weights, adaptive, stand
     mask = np.zeros(p + 1, bool)
     mask[0] = True
     mask[unpen_idx + 1] = True
-    # The fit's program compiles while the cold start (a program of its own) compiles and runs.
-    placeholder = jnp.zeros(p + 1, dtype)
-    if lam_fit is None:
-        grid0 = jnp.asarray(np.geomspace(1.0, lambda_min_ratio, n_lambda), dtype)
-        first_program = CompileAhead(lmmlasso_path, args, structure, grid0, placeholder, jnp.asarray(mask), placeholder,
-                                     solver, jnp.asarray(max_df, dtype))
-    else:
-        first_program = CompileAhead(_fit_single, args, structure, jnp.asarray(lam_fit, dtype), placeholder,
-                                     jnp.asarray(mask), placeholder, solver)
     cold = jnp.asarray(_cold_start(data, center, scale, seed) if cold_start is None else cold_start, dtype)
 
-    def stage(w, cold_beta, lam, min_ratio=lambda_min_ratio, program=None):
+    def stage(w, cold_beta, lam, min_ratio=lambda_min_ratio):
         w_full = jnp.asarray(np.concatenate([[1.0], w]), dtype)
         if lam is None:
             grid = jnp.asarray(np.geomspace(1.0, min_ratio, n_lambda), dtype)
-            path = (program or lmmlasso_path)(args, structure, grid, w_full, jnp.asarray(mask), cold_beta, solver,
-                                              jnp.asarray(max_df, dtype))
+            path = lmmlasso_path(args, structure, grid, w_full, jnp.asarray(mask), cold_beta, solver,
+                                 jnp.asarray(max_df, dtype))
             i = int(path.best)
             chosen = path.cold if bool(path.best_is_cold) else path.warm
             fit = jax.tree.map(lambda x: x[i], chosen)
             return fit, float(path.lambdas[i]), "cold" if bool(path.best_is_cold) else "warm", path
-        warm, cold_fit, bic_w, bic_c = (program or _fit_single)(args, structure, jnp.asarray(lam, dtype), w_full,
-                                                                jnp.asarray(mask), cold_beta, solver)
+        warm, cold_fit, bic_w, bic_c = _fit_single(args, structure, jnp.asarray(lam, dtype), w_full, jnp.asarray(mask),
+                                                   cold_beta, solver)
         use_cold = bool(cold_fit.converged) and (bic_c <= bic_w or not bool(warm.converged))
         return (cold_fit if use_cold else warm), float(lam), "cold" if use_cold else "warm", None
 
-    fit, lam_used, start, path = stage(w_user, cold, lam_fit, program=first_program)
+    fit, lam_used, start, path = stage(w_user, cold, lam_fit)
     stage_weights = None if weights is None else w_user
     if adaptive == "refit":
         first = np.asarray(fit.params.beta)[1:]
