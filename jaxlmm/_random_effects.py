@@ -290,7 +290,6 @@ def select_random_effects(
             raise ValueError("`candidates` is empty: give at least one column of X to try.")
     max_df = n_obs / 2 if max_df is None else float(max_df)
     solver = MixedModelCGD() if solver is None else solver
-    structure = "diagonal" if base else "none"
     names = data.column_names()
 
     # The fitting scale, as `fit_lmmlasso` sets it up: y and X divided by powers of two (Z is not,
@@ -313,14 +312,16 @@ def select_random_effects(
     cluster = np.asarray(data.cluster)
     shift = 2.0 * n_obs * math.log(units.y)  # BIC on the caller's scale: −2 log L = −2 log L̃ + 2N log s_y
 
+    width = Z_base.shape[1] + 1  # random effects of a candidate model
+
     def models(extra_columns):
         """Stacked Z, SVDs and masks of the models Z = [Z_base, X_l] for each set l of columns
-        (empty: the base model); the fixed effects of X_l are unpenalised."""
+        (empty: the base model), padded with zero columns to at least `width`; the fixed effects
+        of X_l are unpenalised."""
         Zs, bases, singulars, masks = [], [], [], []
         for extra in extra_columns:
             Z = np.column_stack([Z_base, re_columns[:, extra]]).astype(dtype)
-            if Z.shape[1] == 0:  # the Lasso (structure "none") ignores Z, but the data need one
-                Z = np.ones((n_obs, 1), dtype)
+            Z = np.pad(Z, ((0, 0), (0, max(width - Z.shape[1], 0))))
             basis, singular = _cluster_svd(Z, cluster, data.n_clusters)
             mask = np.zeros(p + 1, bool)
             mask[0] = True
@@ -330,14 +331,18 @@ def select_random_effects(
 
     sequential = vectorize == "map" or (vectorize == "auto" and jax.default_backend() == "cpu")
 
-    def fit_models(extra_columns, structure):
+    def fit_models(extra_columns, padding=0):
+        """Every model through one compiled path (diagonal Ψ of `width`): a zero column of Z is a
+        random effect without data, its variance absent from the likelihood, so a model padded
+        with k of them is the smaller model, with its parameter count — and so `max_df` and BIC
+        — k higher (the base model: Z_base alone, or no random effect, the Lasso with σ² by ML)."""
         Zs, bases, singulars, masks = models(extra_columns)
-        return jax.device_get(_candidate_fits(scaled, Zs, bases, singulars, design, masks, w_full,
-                                              jnp.asarray(cold, dtype), grid, solver, jnp.asarray(max_df, dtype),
-                                              structure, sequential))
+        psi_diag, bic, lam, nnz, codes = jax.device_get(_candidate_fits(
+            scaled, Zs, bases, singulars, design, masks, w_full, jnp.asarray(cold, dtype), grid, solver,
+            jnp.asarray(max_df + padding, dtype), "diagonal", sequential))
+        return psi_diag, bic - padding * math.log(n_obs), lam, nnz, codes
 
-    # BIC_0: the base model, fitted the same way (structure "none" is the Lasso with σ² by ML).
-    bic_0 = float(fit_models([[]], structure)[1][0]) + shift
+    bic_0 = float(fit_models([[]], padding=1)[1][0]) + shift
     joint = {}
     c = len(candidates)
     # σ² and Ψ are told apart only through clusters with more rows than random effects (with
@@ -362,7 +367,7 @@ def select_random_effects(
     elif c:  # (ii); all at once in one program, padded to a multiple of 4 candidates (repeating
         # the last) so that replicates with different |S_init| share it
         padded = candidates if sequential else np.concatenate([candidates, np.repeat(candidates[-1:], -c % 4)])
-        psi_diag, bic, lam, nnz, codes = fit_models([[k] for k in padded], "diagonal")
+        psi_diag, bic, lam, nnz, codes = fit_models([[k] for k in padded])
         theta2 = psi_diag[:c, -1] * units.y**2
         bic, lam, nnz, codes = bic[:c] + shift, lam[:c], nnz[:c], codes[:c]
     else:
