@@ -137,18 +137,25 @@ def test_reproduces_r_lmmlasso_on_h1(h1, lam):
     assert fit.start == "cold" and fit.converged
 
 
+def h1_problem(data):
+    """The fitting-scale pieces of `fit_lmmlasso` on the H1 data: standardised design with an
+    intercept, the model data, the unpenalised mask (intercept and x2, R's nonpen = 1:2) and
+    the Lasso start."""
+    from jaxlmm.estimators._lmmlasso import _cold_start
+
+    design, center, scale = _standardised_design(data, True)
+    _, args = mixed_model_nll(data, jnp.asarray(design))
+    mask = np.zeros(design.shape[1], bool)
+    mask[:2] = True
+    return design, args, mask, jnp.asarray(_cold_start(data, center, scale, 0))
+
+
 def test_degenerate_basin_is_avoided(h1):
     """At λ = 60 the warm start from the λ = ∞ fit stays where σ² absorbs the signal: a LOWER
     penalised objective than R's solution (the issue: 501 vs 729) but a far worse BIC. The
     estimator keeps the cold fit; on the BIC path the warm path never leaves the basin."""
     data, fits = h1
-    design, center, scale = _standardised_design(data, True)
-    _, args = mixed_model_nll(data, jnp.asarray(design))
-    from jaxlmm.estimators._lmmlasso import _cold_start
-
-    mask = np.zeros(design.shape[1], bool)
-    mask[:2] = True
-    cold_beta = jnp.asarray(_cold_start(data, center, scale, 0))
+    design, args, mask, cold_beta = h1_problem(data)
     warm, cold, *bics = _fit_single(args, "identity", jnp.asarray(60.0), jnp.ones(design.shape[1]),
                                     jnp.asarray(mask), cold_beta, jaxlmm.solvers.MixedModelCGD())
     assert int(jnp.sum(warm.params.beta != 0)) == 2  # intercept and x2 only
@@ -169,14 +176,10 @@ def test_path_cold_fits_equal_fits_from_the_cold_start(h1):
     convex block whose minimiser does not depend on it): every cold fit of the path equals a
     fit started afresh from the Lasso start at that λ — in the degenerate basin, at the BIC
     choice and past it."""
-    from jaxlmm.estimators._lmmlasso import _cold_start, profile_start
+    from jaxlmm.estimators._lmmlasso import profile_start
 
     data, _ = h1
-    design, center, scale = _standardised_design(data, True)
-    _, args = mixed_model_nll(data, jnp.asarray(design))
-    mask = np.zeros(design.shape[1], bool)
-    mask[:2] = True
-    cold_beta = jnp.asarray(_cold_start(data, center, scale, 0))
+    design, args, mask, cold_beta = h1_problem(data)
     solver, w = jaxlmm.solvers.MixedModelCGD(), jnp.ones(design.shape[1])
     max_df = data.n_obs / 2
     path = jaxlmm.lmmlasso_path(args, "identity", jnp.asarray(np.geomspace(1.0, 0.01, 50)), w, jnp.asarray(mask),
