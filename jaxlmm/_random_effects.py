@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 
 import equinox as eqx
 import jax
@@ -106,18 +108,28 @@ def _candidate_fits(data, columns, bases, singulars, design, masks, w_full, cold
     random effect shrinks σ̂² and with it the scale of −log L's gradient (the base model's λ
     let 8 H4 candidate fits run into p > N and took 10× as long as their paths).
 
-    `sequential` (a CPU): one candidate after another, each through `lmmlasso_path` itself — the
-    program `fit_lmmlasso` runs, so the final fit on a model of the same size compiles nothing
-    new. Otherwise every candidate at once (`vmap`), in one program.
+    `sequential` (a CPU): each candidate through `lmmlasso_path` itself — the program
+    `fit_lmmlasso` runs, so the final fit on a model of the same size compiles nothing new —
+    as many at a time as there are cores, on a thread pool: XLA runs independent programs side
+    by side (24 H4-sized paths on 2 cores: 2.3× faster than one after another), where a
+    vmapped loop would wait for its slowest candidate at every level of the solver's loops.
+    Otherwise every candidate at once (`vmap`), in one program.
     """
     if not sequential:
         return _all_candidate_fits(data, columns, bases, singulars, design, masks, w_full, cold, grid, solver, max_df,
                                    structure)
-    fits = []
-    for Z, basis, singular, mask in zip(*(np.asarray(a) for a in (columns, bases, singulars, masks))):
-        path = lmmlasso_path(_candidate_data(data, Z, basis, singular, design, structure), structure, grid, w_full,
-                             mask, cold, solver, max_df)
-        fits.append(_chosen_fit(path, structure, columns.shape[-1], data.n_obs))
+    x64 = bool(jax.config.jax_enable_x64)  # a thread-local setting: the workers take the caller's
+
+    def one(inputs):
+        Z, basis, singular, mask = inputs
+        with jax.enable_x64(x64):
+            path = lmmlasso_path(_candidate_data(data, Z, basis, singular, design, structure), structure, grid,
+                                 w_full, mask, cold, solver, max_df)
+            return jax.block_until_ready(_chosen_fit(path, structure, columns.shape[-1], data.n_obs))
+
+    candidates = list(zip(*(np.asarray(a) for a in (columns, bases, singulars, masks))))
+    with ThreadPoolExecutor(max_workers=max(1, min(len(candidates), os.cpu_count() or 1))) as pool:
+        fits = list(pool.map(one, candidates))
     return jax.tree.map(lambda *xs: jnp.stack(xs), *fits)
 
 

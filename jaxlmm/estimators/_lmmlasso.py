@@ -130,9 +130,9 @@ def lmmlasso_path(args: MixedModelData, structure: str, relative_grid: Array, we
     Warm: each λ starts from the previous solution (`lax.scan` from the λ = ∞ fit). Cold:
     each λ starts afresh from `cold_start` and its profile-likelihood variances (one after
     another, so a slow λ does not hold the others up as it would in a `vmap`; the first β-block
-    of each is warm-started from the previous λ's, which changes its cost, not its result). A fit whose parameter count exceeds `max_df` is
-    stopped as saturated (log L grows without bound as σ² → 0) and gets BIC = inf; once a
-    sweep saturates, its smaller λ are not fitted. `variance_penalty`: as in
+    of each is warm-started from the previous λ's, which changes its cost, not its result). A
+    fit whose parameter count exceeds `max_df` is stopped as saturated (log L grows without
+    bound as σ² → 0) and gets BIC = inf; once a sweep saturates, its smaller λ are not fitted. `variance_penalty`: as in
     `MixedModelCGD.run` (then BIC counts the nonzero variances only). Pure: `jax.vmap` or `lax.map` it over
     stacked data sets for a simulation sweep. On a CPU `lax.map` is the faster of the two
     (8 H1 replicates: 2.0 s against 12 s vmapped), because a vmapped loop runs until its
