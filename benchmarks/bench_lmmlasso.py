@@ -47,7 +47,7 @@ def main():
     for design in ("H1", "H3"):
         data, args, mask, cold = problem(design)
         w = jnp.ones(args.X.shape[1])
-        max_df = jnp.asarray(data.n_obs / 2)
+        max_df = jnp.asarray(data.n_obs / 2, jnp.float64)  # as fit_lmmlasso passes it: one program for both
         path = lambda: jaxlmm.lmmlasso_path(args, "identity", grid, w, mask, cold, solver, max_df)
         c_path, out = first_call(path)
         t_path, out = best_of(path, repeats=3)
