@@ -243,10 +243,11 @@ def select_random_effects(
           holds more covariates than the clusters can identify (Z needs fewer columns than the
           largest cluster has rows), those with the largest θ̂²_l go in.
 
-    On a CPU the candidate models of step (ii) run one after another through the compiled
-    λ path that `fit_lmmlasso` runs, so the candidates, the final fit of step (iv) on a model of
-    the same size and every later data set of the same shapes share one program, and the Lasso
-    start of step (i) is computed once. On an accelerator (or `vectorize="vmap"`) they run side
+    On a CPU the candidate models of step (ii) run through the compiled λ path that
+    `fit_lmmlasso` runs, as many at a time as there are cores (a thread pool), so the
+    candidates, the base model, the final fit of step (iv) on a model of the same size and
+    every later data set of the same shapes share one program, and the Lasso start of step (i)
+    is computed once. On an accelerator (or `vectorize="vmap"`) they run side
     by side in one program, padded to a multiple of 4 candidates so that data sets with
     different |S_init| share it.
     BIC = −2 log L + log N · (#{β̂_k ≠ 0} + dim θ + 1), as in `fit_lmmlasso`. The paper does not
