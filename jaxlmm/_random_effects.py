@@ -111,8 +111,8 @@ def _candidate_fits(data, columns, bases, singulars, design, masks, w_full, cold
     `sequential` (a CPU): each candidate through `lmmlasso_path` itself — the program
     `fit_lmmlasso` runs, so the final fit on a model of the same size compiles nothing new —
     as many at a time as there are cores, on a thread pool: XLA runs independent programs side
-    by side (24 H4-sized paths on 2 cores: 2.3× faster than one after another), where a
-    vmapped loop would wait for its slowest candidate at every level of the solver's loops.
+    by side (8 paths of a 240 × 200 design on 2 cores: 3.6 s one after another, 1.6 s so),
+    where a vmapped loop would wait for its slowest candidate at every level of its loops.
     Otherwise every candidate at once (`vmap`), in one program.
     """
     if not sequential:
