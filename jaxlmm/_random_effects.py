@@ -32,7 +32,7 @@ from .estimators._lmmlasso import (
     lmmlasso_path,
     profile_start,
 )
-from .losses.penalised_ml import cluster_statistics, mixed_model_nll
+from .losses.penalised_ml import cluster_statistics
 from .solvers.mixed_model_cgd import MixedModelCGD
 
 
@@ -95,9 +95,8 @@ class RandomEffectsSelection:
         })
 
 
-def _candidate_fits(data, columns, bases, singulars, design, masks, w_full, cold, grid, solver, max_df, structure,
-                    sequential):
-    """The BIC-chosen lmmLasso fit of each candidate random-effects design.
+def _candidate_fits(data, columns, bases, singulars, design, masks, w_full, cold, grid, solver, max_df, sequential):
+    """The BIC-chosen lmmLasso fit (diagonal Ψ) of each candidate random-effects design.
 
     `columns` (c × N × q_c): the Z of each candidate model (rows sorted as `data`), with its
     per-cluster SVD (`bases`, `singulars`); `masks` (c × (p+1)): each model's unpenalised
@@ -116,16 +115,15 @@ def _candidate_fits(data, columns, bases, singulars, design, masks, w_full, cold
     Otherwise every candidate at once (`vmap`), in one program.
     """
     if not sequential:
-        return _all_candidate_fits(data, columns, bases, singulars, design, masks, w_full, cold, grid, solver, max_df,
-                                   structure)
+        return _all_candidate_fits(data, columns, bases, singulars, design, masks, w_full, cold, grid, solver, max_df)
     x64 = bool(jax.config.jax_enable_x64)  # a thread-local setting: the workers take the caller's
 
     def one(inputs):
         Z, basis, singular, mask = inputs
         with jax.enable_x64(x64):
-            path = lmmlasso_path(_candidate_data(data, Z, basis, singular, design, structure), structure, grid,
-                                 w_full, mask, cold, solver, max_df)
-            return jax.block_until_ready(_chosen_fit(path, structure, columns.shape[-1], data.n_obs))
+            path = lmmlasso_path(_candidate_data(data, Z, basis, singular, design), "diagonal", grid, w_full, mask,
+                                 cold, solver, max_df)
+            return jax.block_until_ready(_chosen_fit(path, columns.shape[-1], data.n_obs))
 
     candidates = list(zip(*(np.asarray(a) for a in (columns, bases, singulars, masks))))
     with ThreadPoolExecutor(max_workers=max(1, min(len(candidates), os.cpu_count() or 1))) as pool:
@@ -133,30 +131,30 @@ def _candidate_fits(data, columns, bases, singulars, design, masks, w_full, cold
     return jax.tree.map(lambda *xs: jnp.stack(xs), *fits)
 
 
-def _candidate_data(data, Z, basis, singular, design, structure):
-    """The mixed-model data of one candidate model: `data` with its Z (and Z's SVD) replaced."""
+def _candidate_data(data, Z, basis, singular, design):
+    """The mixed-model data (diagonal Ψ) of one candidate model: `data` with its Z (and Z's SVD)
+    replaced."""
     return _model_data(eqx.tree_at(lambda d: (d.Z, d.z_basis, d.z_singular), data, (Z, basis, singular)), design,
-                       structure)
+                       "diagonal")
 
 
 @eqx.filter_jit
-def _chosen_fit(path, structure, q, n_obs):
+def _chosen_fit(path, q, n_obs):
     """Ψ̂'s diagonal, BIC, λ, nnz and result code of the fit a path's BIC chose."""
-    fit = jax.tree.map(lambda w, c: jnp.where(path.best_is_cold, c[path.best], w[path.best]), path.warm, path.cold)
-    L = cholesky_factor(fit.params.theta, structure, q)
+    fit = path.chosen()
+    L = cholesky_factor(fit.params.theta, "diagonal", q)
     bic, _, nnz = information_criteria(fit, n_obs)
     return jnp.diag(L @ L.T), bic, path.lambdas[path.best], nnz, fit.result._value
 
 
 @eqx.filter_jit
-def _all_candidate_fits(data, columns, bases, singulars, design, masks, w_full, cold, grid, solver, max_df, structure):
+def _all_candidate_fits(data, columns, bases, singulars, design, masks, w_full, cold, grid, solver, max_df):
     """`_candidate_fits` for every candidate at once, vmapped in one program."""
 
     def one(Z, basis, singular, mask):
-        model = eqx.tree_at(lambda d: (d.Z, d.z_basis, d.z_singular), data, (Z, basis, singular))
-        path = lmmlasso_path(mixed_model_nll(model, design, structure)[1], structure, grid, w_full, mask, cold, solver,
-                             max_df)
-        return _chosen_fit(path, structure, columns.shape[-1], data.n_obs)
+        path = lmmlasso_path(_candidate_data(data, Z, basis, singular, design), "diagonal", grid, w_full, mask, cold,
+                             solver, max_df)
+        return _chosen_fit(path, columns.shape[-1], data.n_obs)
 
     return jax.vmap(one)(columns, bases, singulars, masks)
 
@@ -172,8 +170,7 @@ def _penalised_variances(data, Z, basis, singular, design, mask, w_full, cold, g
     with the base columns' profile-likelihood variances: above it no candidate would leave 0
     from there. Returns the λ_γ grid and, per λ_γ, Ψ̂'s diagonal, BIC, λ, nnz and result code.
     """
-    model = eqx.tree_at(lambda d: (d.Z, d.z_basis, d.z_singular), data, (Z, basis, singular))
-    args = mixed_model_nll(model, design, "diagonal")[1]
+    args = _candidate_data(data, Z, basis, singular, design)
     # The Lasso start with the unpenalised columns (the candidates among them) refitted by least
     # squares: at the Lasso's shrunken β̂ the residuals keep the candidates' fixed effects, which
     # would pass for random-effect variance and put λ_γ,max orders of magnitude too high.
@@ -192,7 +189,7 @@ def _penalised_variances(data, Z, basis, singular, design, mask, w_full, cold, g
 
     def one(relative):
         path = lmmlasso_path(args, "diagonal", grid, w_full, mask, cold, solver, max_df, top * relative * weights)
-        fit = jax.tree.map(lambda w, c: jnp.where(path.best_is_cold, c[path.best], w[path.best]), path.warm, path.cold)
+        fit = path.chosen()
         bic, _, nnz = information_criteria(fit, data.y.shape[0], nonzero_theta=True)
         bic = jnp.where(jnp.isfinite(jnp.minimum(path.bic_warm, path.bic_cold)[path.best]), bic, jnp.inf)
         return fit.params.theta**2, bic, path.lambdas[path.best], nnz, fit.result._value
@@ -352,7 +349,7 @@ def select_random_effects(
         Zs, bases, singulars, masks = models(extra_columns)
         psi_diag, bic, lam, nnz, codes = jax.device_get(_candidate_fits(
             scaled, Zs, bases, singulars, design, masks, w_full, jnp.asarray(cold, dtype), grid, solver,
-            jnp.asarray(max_df + padding, dtype), "diagonal", sequential))
+            jnp.asarray(max_df + padding, dtype), sequential))
         return psi_diag, bic - padding * math.log(n_obs), lam, nnz, codes
 
     bic_0 = float(fit_models([[]], padding=1)[1][0]) + shift

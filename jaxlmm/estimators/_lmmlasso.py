@@ -62,6 +62,10 @@ class LMMLassoPath(eqx.Module):
     best: Array
     best_is_cold: Array
 
+    def chosen(self) -> MixedModelFit:
+        """The fit BIC chose: at λ index `best`, from the start `best_is_cold` names (in-JIT too)."""
+        return jax.tree.map(lambda w, c: jnp.where(self.best_is_cold, c[self.best], w[self.best]), self.warm, self.cold)
+
 
 # ---- in-JIT pieces (pure; vmappable over data sets) -------------------------------------------
 
@@ -469,10 +473,7 @@ def _fit_lmmlasso(data, lam, *, structure, unpenalized, weights, adaptive, stand
             grid = jnp.asarray(np.geomspace(1.0, min_ratio, n_lambda), dtype)
             path = lmmlasso_path(args, structure, grid, w_full, jnp.asarray(mask), cold_beta, solver,
                                  jnp.asarray(max_df, dtype))
-            i = int(path.best)
-            chosen = path.cold if bool(path.best_is_cold) else path.warm
-            fit = jax.tree.map(lambda x: x[i], chosen)
-            return fit, float(path.lambdas[i]), "cold" if bool(path.best_is_cold) else "warm", path
+            return path.chosen(), float(path.lambdas[path.best]), "cold" if bool(path.best_is_cold) else "warm", path
         warm, cold_fit, bic_w, bic_c = _fit_single(args, structure, jnp.asarray(lam, dtype), w_full, jnp.asarray(mask),
                                                    cold_beta, solver)
         use_cold = bool(cold_fit.converged) and (bic_c <= bic_w or not bool(warm.converged))
