@@ -21,7 +21,7 @@ jax.config.update("jax_enable_x64", True)
 from _timing import best_of, first_call  # noqa: E402
 
 import jaxlmm  # noqa: E402
-from jaxlmm.estimators._lmmlasso import _cold_start, _fit_single, _standardised_design  # noqa: E402
+from jaxlmm.estimators.lmmlasso.estimator import _cold_start, _fit_single, _standardised_design  # noqa: E402
 from jaxlmm.losses import mixed_model_nll  # noqa: E402
 
 REFERENCE = Path(__file__).parents[1] / "tests" / "data" / "lmmlasso_H1_101" / "lmmlasso_fits.csv"

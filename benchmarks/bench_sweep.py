@@ -93,7 +93,7 @@ def lmmlasso_replicates(n_rep, loop_fits):
     """lmmLasso on H1: a 50-λ grid from λ_max (of replicate 0's path) down to 0.01 λ_max, every
     replicate started from its own CV Lasso, as cold fits and as warm paths, against a loop of
     single jitted cold fits, and R lmmlasso's recorded single-fit time multiplied out."""
-    from jaxlmm.estimators._lmmlasso import _cold_start
+    from jaxlmm.estimators.lmmlasso.estimator import _cold_start
 
     sims = [jaxlmm.simulate.schelldorfer_design(seed=r, design="H1") for r in range(n_rep)]
     data = [jaxlmm.LMMData.from_arrays(s.X, s.y, s.groups, s.Z) for s in sims]

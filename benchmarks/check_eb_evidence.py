@@ -22,7 +22,7 @@ from scipy import stats  # noqa: E402
 from scipy.special import logsumexp  # noqa: E402
 
 from jaxlmm.estimators import _eb_ridge as eb  # noqa: E402
-from jaxlmm.losses.eb_ridge import log_integrand  # noqa: E402
+from jaxlmm.estimators.eb_ridge.model import log_integrand  # noqa: E402
 from jaxlmm.solvers.newton import value_grad_hessian  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))

@@ -45,6 +45,19 @@ def _format(value) -> str:
     return np.array2string(array, precision=4, separator=", ", max_line_width=60)
 
 
+# The records a saved fit may hold, by class name (never a module path, so moving a module breaks
+# no saved file): every `Fit` subclass, and the classes marked `@savable`. Read by `jaxlmm._persist`.
+SAVABLE: dict[str, type] = {}
+
+
+def savable(cls: type) -> type:
+    """Class decorator: `cls` may be part of a saved fit, named by its class name (which must be
+    unique among savable records)."""
+    if SAVABLE.setdefault(cls.__name__, cls) is not cls:
+        raise TypeError(f"two savable records named {cls.__name__}")
+    return cls
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Fit:
     """The fields and methods every jaxlmm fit shares (`QuasiFit`, `LMMLassoFit`, `SHELFit`,
@@ -68,6 +81,11 @@ class Fit:
     used or chosen), `criteria` (log-likelihood, information criteria, evidence, where defined),
     `tuning` (a `Tuning`, or None when nothing was tuned).
     """
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        savable(cls)
+
 
     coef: np.ndarray
     intercept: float

@@ -24,21 +24,20 @@ import equinox as eqx
 import jax
 import numpy as np
 
-from ._fit import Fit
+from ._fit import SAVABLE, Fit, savable
 from ._formula import FormulaDesign
 from ._inference import InferenceTable
 from ._path import LassoPath
 from ._recipes import TRANSFORMS, DesignFactor
 from ._solution import RESULTS
-from .estimators import EBRidgeFit, LMMFit, LMMLassoFit, QuasiFit, SHELFit
-from .estimators._lmmlasso import LMMLassoPath
-from .estimators._quasi import CVCurve
-from .solvers.mixed_model_cgd import MixedModelFit, MixedModelParams
+from .losses.mixed_model import MixedModelParams
 
 FORMAT = "jaxlmm-fit/2"
-FITS = {cls.__name__: cls for cls in (LMMFit, QuasiFit, LMMLassoFit, SHELFit, EBRidgeFit)}
-RECORDS = FITS | {cls.__name__: cls for cls in (InferenceTable, CVCurve, LassoPath, LMMLassoPath, MixedModelFit,
-                                                 MixedModelParams, FormulaDesign, DesignFactor)}
+for _record_type in (InferenceTable, LassoPath, MixedModelParams, FormulaDesign, DesignFactor):
+    savable(_record_type)
+# Every record type: these, each `Fit` subclass and the estimators' `@savable` records (registered when
+# `jaxlmm.estimators` is imported, as `jaxlmm.load_fit` does).
+RECORDS = SAVABLE
 # Fields annotated `object` hold these records; FormulaDesign's formulaic specs are not saved.
 OBJECT_FIELDS = {"inference": "InferenceTable", "design": "FormulaDesign"}
 UNSAVED = {"FormulaDesign": ("fixed_spec", "random_spec")}
@@ -47,6 +46,10 @@ MAX_DEPTH = 16
 MAX_ELEMENTS = 1 << 28
 DTYPES = {"|b1", "|i1", "<i2", "<i4", "<i8", "|u1", "<u2", "<u4", "<u8", "<f4", "<f8"}
 RESULT_NAMES = tuple(RESULTS._name_to_item)
+
+
+def _is_fit_record(name: str) -> bool:
+    return name in RECORDS and issubclass(RECORDS[name], Fit)
 
 
 class _Invalid(Exception):
@@ -61,7 +64,7 @@ def save_fit(fit, path) -> Path:
     `load_fit(path)` gives equal coefficients, variance components, BLUPs, tables and `predict`
     (for a formula fit, on a DataFrame too when its formula is in the recipe vocabulary; the
     fitting rows are not stored). A `ValueError` for a path that cannot be written."""
-    if not isinstance(fit, Fit) or type(fit).__name__ not in FITS:
+    if not isinstance(fit, Fit) or not _is_fit_record(type(fit).__name__):
         raise ValueError(f"`fit` must be a jaxlmm fit; got {type(fit).__name__}.")
     payload = _encode(fit)
     document = {"format": FORMAT, "digest": _digest(payload), "fit": payload}
@@ -136,7 +139,8 @@ def load_fit(path):
     try:
         if not isinstance(document["digest"], str) or document["digest"] != _digest(document["fit"]):
             raise _Invalid("the digest does not match the content: the file was changed after it was saved")
-        fit = _record(document["fit"], "fit", allowed=FITS, depth=0)
+        fit = _record(document["fit"], "fit", allowed={n: c for n, c in RECORDS.items() if _is_fit_record(n)},
+                      depth=0)
         _check_fit(fit)
     except _Invalid as error:
         raise ValueError(f"{where} is not a valid jaxlmm fit: {error}"[:1000]) from None

@@ -11,8 +11,9 @@ from sklearn.linear_model import Lasso
 
 import jaxlmm
 from jaxlmm._covariance import covariance_basis
-from jaxlmm._inference import debias, debiased_lasso
+from jaxlmm._inference import debiased_lasso
 from jaxlmm._variance_components import estimate_variance_components
+from jaxlmm.estimators.quasi.debias import debias
 from jaxlmm.losses import quasi_likelihood
 
 SIZES = [3, 5, 4, 7, 6, 5, 4, 8, 5, 6, 2, 7]

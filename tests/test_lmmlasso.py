@@ -13,7 +13,7 @@ from helpers import make_data
 
 import jaxlmm
 from jaxlmm._covariance import cholesky_factor
-from jaxlmm.estimators._lmmlasso import _fit_single, _standardised_design, fit_lmmlasso, information_criteria
+from jaxlmm.estimators.lmmlasso.estimator import _fit_single, _standardised_design, fit_lmmlasso, information_criteria
 from jaxlmm.losses import MixedModelParams, mixed_model_nll
 
 REFERENCE = Path(__file__).parent / "data" / "lmmlasso_H1_101"  # copied from ../shared/reference-data
@@ -83,7 +83,7 @@ def test_lambda_zero_is_maximum_likelihood(cov):
     X, y, groups, Z = _mixed_data()
     Zc = Z[:, :1] if cov == "identity" else Z
     data = jaxlmm.LMMData.from_arrays(X, y, groups, Zc)
-    solver = jaxlmm.solvers.MixedModelCGD(tol=1e-12, max_steps=2000)
+    solver = jaxlmm.MixedModelCGD(tol=1e-12, max_steps=2000)
     fit = fit_lmmlasso(data, lam=0.0, structure=cov, solver=solver)
     model = MixedLM(y, np.column_stack([np.ones(len(y)), X]), groups=groups, exog_re=Zc)
     with warnings.catch_warnings():
@@ -141,7 +141,7 @@ def h1_problem(data):
     """The fitting-scale pieces of `fit_lmmlasso` on the H1 data: standardised design with an
     intercept, the model data, the unpenalised mask (intercept and x2, R's nonpen = 1:2) and
     the Lasso start."""
-    from jaxlmm.estimators._lmmlasso import _cold_start
+    from jaxlmm.estimators.lmmlasso.estimator import _cold_start
 
     design, center, scale = _standardised_design(data, True)
     _, args = mixed_model_nll(data, jnp.asarray(design))
@@ -157,7 +157,7 @@ def test_degenerate_basin_is_avoided(h1):
     data, fits = h1
     design, args, mask, cold_beta = h1_problem(data)
     warm, cold, *bics = _fit_single(args, "identity", jnp.asarray(60.0), jnp.ones(design.shape[1]),
-                                    jnp.asarray(mask), cold_beta, jaxlmm.solvers.MixedModelCGD())
+                                    jnp.asarray(mask), cold_beta, jaxlmm.MixedModelCGD())
     assert int(jnp.sum(warm.params.beta != 0)) == 2  # intercept and x2 only
     assert float(warm.objective) < 550 < float(cold.objective)
     np.testing.assert_allclose(float(cold.objective), fits.loc[fits["lambda"] == 60, "objective"].iloc[0], rtol=1e-4)
@@ -176,11 +176,11 @@ def test_path_cold_fits_equal_fits_from_the_cold_start(h1):
     convex block whose minimiser does not depend on it): every cold fit of the path equals a
     fit started afresh from the Lasso start at that λ — in the degenerate basin, at the BIC
     choice and past it."""
-    from jaxlmm.estimators._lmmlasso import profile_start
+    from jaxlmm.estimators.lmmlasso.estimator import profile_start
 
     data, _ = h1
     design, args, mask, cold_beta = h1_problem(data)
-    solver, w = jaxlmm.solvers.MixedModelCGD(), jnp.ones(design.shape[1])
+    solver, w = jaxlmm.MixedModelCGD(), jnp.ones(design.shape[1])
     max_df = data.n_obs / 2
     path = jaxlmm.lmmlasso_path(args, "identity", jnp.asarray(np.geomspace(1.0, 0.01, 50)), w, jnp.asarray(mask),
                                 cold_beta, solver, jnp.asarray(max_df))
@@ -201,7 +201,7 @@ def test_proximal_gradient_beta_block_agrees(h1):
     """The same problem with FISTA as the β-block solver reaches the same solution."""
     data, _ = h1
     cd = fit_lmmlasso(data, lam=75)
-    fista = jaxlmm.solvers.MixedModelCGD(beta_solver=jaxlmm.ProximalGradient(rtol=1e-10))
+    fista = jaxlmm.MixedModelCGD(beta_solver=jaxlmm.ProximalGradient(rtol=1e-10))
     pg = fit_lmmlasso(data, lam=75, solver=fista)
     np.testing.assert_allclose(pg.coef, cd.coef, atol=1e-4)
     np.testing.assert_allclose(pg.sigma2, cd.sigma2, rtol=1e-4)
@@ -325,7 +325,7 @@ def _small_design(seed, n=12, m=5, p=30):
 
 
 def _prepared(data):
-    from jaxlmm.estimators._lmmlasso import _cold_start
+    from jaxlmm.estimators.lmmlasso.estimator import _cold_start
 
     design, center, scale = _standardised_design(data, True)
     _, args = mixed_model_nll(data, jnp.asarray(design))
@@ -339,8 +339,8 @@ def test_cgd_vmaps_over_data_sets_and_lambda():
     predicate f(x + t·step) > … in `cond`; a batched `while_loop` evaluates that predicate twice
     (to stop, and to select the lanes that move), near a minimum the two compilations rounded
     differently, and the loop never ended (with that code this test hangs until its timeout)."""
-    from jaxlmm.estimators._lmmlasso import profile_start
-    from jaxlmm.losses.penalised_ml import cluster_statistics, variance_nll
+    from jaxlmm.estimators.lmmlasso.estimator import profile_start
+    from jaxlmm.losses.mixed_model import cluster_statistics, variance_nll
     from jaxlmm.solvers.newton import damped_newton
 
     prepared = [_prepared(_small_design(seed)) for seed in range(3)]
@@ -384,7 +384,7 @@ def test_a_start_with_more_nonzeros_than_the_limit_is_still_fitted():
     an H3 replicate whose CV-Lasso cold start had 94 nonzeros (limit 88) was stopped before any
     step at every λ, so only the degenerate warm path was left and BIC chose σ̂² = 19.5 with no
     penalised β (truth σ² = 0.25)."""
-    from jaxlmm.estimators._lmmlasso import profile_start
+    from jaxlmm.estimators.lmmlasso.estimator import profile_start
 
     args, cold = _prepared(_small_design(0))
     p1 = args.X.shape[1]

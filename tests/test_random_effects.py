@@ -135,7 +135,7 @@ def test_variance_penalty_kkt(drawn):
 
     from jaxlmm._covariance import ClusterCovariance
     from jaxlmm.losses import MixedModelParams, mixed_model_nll
-    from jaxlmm.losses.penalised_ml import cluster_statistics
+    from jaxlmm.losses.mixed_model import cluster_statistics
 
     data = drawn[0]
     X = np.asarray(data.X)

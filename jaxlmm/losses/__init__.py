@@ -1,7 +1,7 @@
 """Pure loss builders: each returns a loss `fn(params, args)` and the `args` it needs."""
 
 from .least_squares import LeastSquares as LeastSquares, LeastSquaresData as LeastSquaresData
-from .penalised_ml import (
+from .mixed_model import (
     MixedModelData as MixedModelData,
     MixedModelNLL as MixedModelNLL,
     MixedModelParams as MixedModelParams,

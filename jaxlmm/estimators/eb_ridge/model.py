@@ -17,8 +17,8 @@ import numpy as np
 from jax import Array
 from jax.scipy.special import multigammaln
 
-from .._covariance import cluster_covariance, cluster_cross, cluster_sum
-from .._data import LMMData
+from ..._covariance import cluster_covariance, cluster_cross, cluster_sum
+from ..._data import LMMData
 
 # ---- design -------------------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array, lax
 
-from .._covariance import (
+from ..._covariance import (
     COVARIANCE_STRUCTURES,
     blup,
     cholesky_factor,
@@ -20,13 +20,13 @@ from .._covariance import (
     covariance_start,
     proxy_covariance,
 )
-from .._data import LMMData
-from .._fit import Fit, Tuning, accepts_formula, finish
-from .._path import kkt_lambda
-from .._penalties import L1
-from .._scale import data_scale, rescaled
-from .._solution import RESULTS, result_name
-from .._validate import (
+from ..._data import LMMData
+from ..._fit import Fit, Tuning, accepts_formula, finish, savable
+from ..._path import kkt_lambda
+from ..._penalties import L1
+from ..._scale import data_scale, rescaled
+from ..._solution import RESULTS, result_name
+from ..._validate import (
     check_count,
     check_data,
     check_flag,
@@ -37,12 +37,13 @@ from .._validate import (
     check_solver,
     check_weights,
 )
-from ..losses.penalised_ml import MixedModelData, MixedModelParams, mixed_model_nll, whiten_by_covariance
-from ..solvers.coordinate_descent import CoordinateDescent
-from ..solvers.mixed_model_cgd import MixedModelCGD, MixedModelFit
-from ._quasi import fit_quasi
+from ...losses.mixed_model import MixedModelData, MixedModelParams, mixed_model_nll, whiten_by_covariance
+from ...solvers.coordinate_descent import CoordinateDescent
+from ..quasi import fit_quasi
+from .cgd import MixedModelCGD, MixedModelFit
 
 
+@savable
 class LMMLassoPath(eqx.Module):
     """A λ path of the penalised likelihood, from two kinds of start at every λ.
 

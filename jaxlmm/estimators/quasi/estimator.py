@@ -9,12 +9,12 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from .._data import LMMData
-from .._fit import Fit, Tuning, accepts_formula, finish
-from .._path import LassoPath, solve_path
-from .._penalties import L0
-from .._scale import data_scale, rescaled
-from .._select import (
+from ..._data import LMMData
+from ..._fit import Fit, Tuning, accepts_formula, finish, savable
+from ..._path import LassoPath, solve_path
+from ..._penalties import L0
+from ..._scale import data_scale, rescaled
+from ..._select import (
     INFORMATION_CRITERIA,
     cluster_folds,
     cross_validated_path,
@@ -23,9 +23,9 @@ from .._select import (
     scaled_lasso,
     training_weights,
 )
-from .._solution import result_name
-from .._solve import solve
-from .._validate import (
+from ..._solution import result_name
+from ..._solve import solve
+from ..._validate import (
     check_count,
     check_data,
     check_flag,
@@ -37,16 +37,17 @@ from .._validate import (
     check_unpenalized,
     check_weights,
 )
-from .._variance_components import variance_components, variance_identifiable
-from .._whiten import effective_sample_size
-from ..losses import LeastSquares, LeastSquaresData, quasi_likelihood
-from ..solvers import AbstractSolver, BestSubset, CoordinateDescent
+from ..._variance_components import variance_components, variance_identifiable
+from ..._whiten import effective_sample_size
+from ...losses import LeastSquares, LeastSquaresData, quasi_likelihood
+from ...solvers import AbstractSolver, BestSubset, CoordinateDescent
 
 # Factor-4 steps: the CV error is smooth in log a (benchmarks/study_quasi_defaults.py compares the
 # earlier 11-value grid)
 DEFAULT_A_GRID = (0.0, 0.25, 1.0, 4.0, 16.0, 64.0)
 
 
+@savable
 @dataclasses.dataclass(frozen=True)
 class CVCurve:
     """Cluster-level K-fold cross-validation results.

@@ -12,15 +12,15 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-from ._cores import quasi_lasso_core
-from ._data import LMMData
-from ._path import lambda_max
-from ._precision import in_float64
-from ._select import cluster_folds, marginal_sse, training_weights
-from ._validate import check_count, check_data, check_scalar, check_seed
-from .estimators._quasi import fit_quasi
-from .losses import quasi_likelihood
-from .solvers import CoordinateDescent
+from ..._data import LMMData
+from ..._path import lambda_max
+from ..._precision import in_float64
+from ..._select import cluster_folds, marginal_sse, training_weights
+from ..._validate import check_count, check_data, check_scalar, check_seed
+from ...losses import quasi_likelihood
+from ...solvers import CoordinateDescent
+from .core import quasi_lasso_core
+from .estimator import fit_quasi
 
 
 @dataclasses.dataclass(frozen=True)

@@ -15,13 +15,15 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from ._covariance import ClusterCovariance, cholesky_factor
-from ._data import LMMData, _cluster_svd
-from ._precision import in_float64
-from ._scale import data_scale, rescaled
-from ._solution import result_name
-from ._validate import check_count, check_data, check_flag, check_fraction, check_indices, check_scalar
-from .estimators._lmmlasso import (
+from ..._covariance import ClusterCovariance, cholesky_factor
+from ..._data import LMMData, _cluster_svd
+from ..._precision import in_float64
+from ..._scale import data_scale, rescaled
+from ..._solution import result_name
+from ..._validate import check_count, check_data, check_flag, check_fraction, check_indices, check_scalar
+from ...losses.mixed_model import cluster_statistics
+from .cgd import MixedModelCGD
+from .estimator import (
     LMMLassoFit,
     _cold_start,
     _default_unpenalized,
@@ -32,8 +34,6 @@ from .estimators._lmmlasso import (
     lmmlasso_path,
     profile_start,
 )
-from .losses.penalised_ml import cluster_statistics
-from .solvers.mixed_model_cgd import MixedModelCGD
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

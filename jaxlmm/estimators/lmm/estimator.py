@@ -14,7 +14,7 @@ import numpy as np
 from jax import Array
 from scipy import stats as scipy_stats
 
-from .._covariance import (
+from ..._covariance import (
     ClusterCovariance,
     canonical_theta,
     cholesky_factor,
@@ -23,13 +23,13 @@ from .._covariance import (
     diagonal_parameters,
     n_covariance_parameters,
 )
-from .._data import LMMData
-from .._fit import Fit, accepts_formula, finish
-from .._inference import InferenceTable
-from .._scale import power_of_two, rms
-from .._solution import result_name
-from .._validate import check_count, check_data, check_flag, check_fraction
-from ..solvers.lbfgs import minimise_lbfgs
+from ..._data import LMMData
+from ..._fit import Fit, accepts_formula, finish
+from ..._inference import InferenceTable
+from ..._scale import power_of_two, rms
+from ..._solution import result_name
+from ..._validate import check_count, check_data, check_flag, check_fraction
+from ...solvers.lbfgs import minimise_lbfgs
 
 STRUCTURES = ("full", "diagonal", "identity")
 SINGULAR_TOLERANCE = 1e-4  # lme4's isSingular(): a diagonal entry of θ below this is on the boundary

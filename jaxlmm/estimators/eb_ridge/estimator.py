@@ -27,12 +27,14 @@ import numpy as np
 from jax import Array, lax
 from jax.flatten_util import ravel_pytree
 
-from .._data import LMMData
-from .._fit import Fit, Tuning, accepts_formula, finish
-from .._scale import data_scale, rescaled
-from .._solution import RESULTS, ReportsResult, result_name
-from .._validate import check_data, check_flag, check_indices, check_scalar
-from ..losses.eb_ridge import (
+from ..._data import LMMData
+from ..._fit import Fit, Tuning, accepts_formula, finish
+from ..._scale import data_scale, rescaled
+from ..._solution import RESULTS, ReportsResult, result_name
+from ..._validate import check_data, check_flag, check_indices, check_scalar
+from ...solvers.lbfgs import minimise_lbfgs
+from ...solvers.newton import damped_newton, value_grad_hessian
+from .model import (
     EBDesign,
     EBParams,
     eb_design,
@@ -48,8 +50,6 @@ from ..losses.eb_ridge import (
     restricted_log_marginal,
     variance_from_phi,
 )
-from ..solvers.lbfgs import minimise_lbfgs
-from ..solvers.newton import damped_newton, value_grad_hessian
 
 
 def ridge_coefficients(design: EBDesign, lam, target: Array) -> tuple[Array, Array]:

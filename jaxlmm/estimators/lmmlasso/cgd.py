@@ -7,22 +7,24 @@ import equinox as eqx
 import jax.numpy as jnp
 from jax import Array, lax
 
-from .._covariance import diagonal_parameters
-from .._penalties import L1
-from .._solution import RESULTS, ReportsResult
-from ..losses.least_squares import LeastSquares, LeastSquaresData
-from ..losses.penalised_ml import (
+from ..._covariance import diagonal_parameters
+from ..._fit import savable
+from ..._penalties import L1
+from ..._solution import RESULTS, ReportsResult
+from ...losses.least_squares import LeastSquares, LeastSquaresData
+from ...losses.mixed_model import (
     MixedModelData,
     MixedModelParams,
     cluster_statistics,
     variance_nll,
     whiten_by_covariance,
 )
-from ._base import attainable, nonzero_limits
-from .coordinate_descent import CoordinateDescent
-from .newton import damped_newton
+from ...solvers._base import attainable, nonzero_limits
+from ...solvers.coordinate_descent import CoordinateDescent
+from ...solvers.newton import damped_newton
 
 
+@savable
 class MixedModelFit(ReportsResult):
     """In-JIT result of `MixedModelCGD.run`: `params`, `objective` Q_λ, `nll` (−log L),
     `result` code and `num_steps` (outer iterations)."""

@@ -15,13 +15,13 @@ import numpy as np
 from scipy import stats
 from tqdm.auto import tqdm
 
-from .._data import LMMData
-from .._fit import Fit, Tuning, accepts_formula, finish
-from .._inference import InferenceTable, debiased_lasso
-from .._path import solve_path
-from .._scale import data_scale, rescaled
-from .._select import cluster_folds, cross_validated_path
-from .._validate import (
+from ..._data import LMMData
+from ..._fit import Fit, Tuning, accepts_formula, finish
+from ..._inference import InferenceTable, debiased_lasso
+from ..._path import solve_path
+from ..._scale import data_scale, rescaled
+from ..._select import cluster_folds, cross_validated_path
+from ..._validate import (
     check_count,
     check_data,
     check_flag,
@@ -32,8 +32,8 @@ from .._validate import (
     check_unpenalized,
     check_weights,
 )
-from ..losses.shel import profile_synthetic, shel_loss
-from ..solvers import AbstractSolver, CoordinateDescent
+from ...losses.shel import profile_synthetic, shel_loss
+from ...solvers import AbstractSolver, CoordinateDescent
 
 DEFAULT_K_GRID = (1, 2, 3, 5, 8)
 
