@@ -21,7 +21,7 @@ import numpy as np  # noqa: E402
 from scipy import stats  # noqa: E402
 from scipy.special import logsumexp  # noqa: E402
 
-from jaxlmm.estimators import _eb_ridge as eb  # noqa: E402
+from jaxlmm.estimators.eb_ridge import estimator as eb  # noqa: E402
 from jaxlmm.estimators.eb_ridge.model import log_integrand  # noqa: E402
 from jaxlmm.solvers.newton import value_grad_hessian  # noqa: E402
 

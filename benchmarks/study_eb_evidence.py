@@ -24,7 +24,7 @@ import numpy as np  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
 import jaxlmm  # noqa: E402
-from jaxlmm.estimators import _eb_ridge as eb  # noqa: E402
+from jaxlmm.estimators.eb_ridge import estimator as eb  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 from study_eb_ridge import simulate  # noqa: E402

@@ -71,8 +71,8 @@ def main(replicates: int):
     print(f"{'design':12} {'default':8} {'first s':>8} {'again s':>8} {'a (median)':>10} {'|Ŝ|':>6} "
           f"{'TP':>5} {'FP':>6} {'ℓ2':>7} {'CV error':>9}")
     for name, group in cases.items():
-        for label, grid, stop in (("before", OLD_GRID, False), ("after", jaxlmm.estimators._quasi.DEFAULT_A_GRID,
-                                                                          True)):
+        new_grid = jaxlmm.estimators.quasi.estimator.DEFAULT_A_GRID
+        for label, grid, stop in (("before", OLD_GRID, False), ("after", new_grid, True)):
             rows = run(group, grid, stop)
             again = [r["seconds"] for r in rows if not r["first"]] or [np.nan]
             mean = lambda key: np.mean([r[key] for r in rows])  # noqa: E731

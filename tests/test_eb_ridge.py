@@ -15,8 +15,7 @@ from hypothesis import given, settings, strategies as st
 from scipy import linalg as sla, stats
 
 import jaxlmm
-from jaxlmm.estimators import _eb_ridge as eb
-from jaxlmm.losses import eb_ridge as ebl
+from jaxlmm.estimators.eb_ridge import estimator as eb, model as ebl
 
 
 def _data(seed=0, n=12, size_range=(2, 7), p=5, q=2, psi=((1.0, 0.3), (0.3, 0.5)), sigma=0.8, intercept=1.0):

@@ -11,7 +11,7 @@ from hypothesis import given, settings, strategies as st
 from sklearn.linear_model import Lasso
 
 import jaxlmm
-from jaxlmm.estimators import _shel as shel
+from jaxlmm.estimators.shel import estimator as shel
 from jaxlmm.losses.shel import profile_synthetic, shel_loss
 from jaxlmm.simulate import target_shift
 

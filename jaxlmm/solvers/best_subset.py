@@ -12,7 +12,6 @@ import numpy as np
 
 from .._penalties import L0
 from .._solution import RESULTS, Solution
-from ..losses.least_squares import LeastSquares
 
 _CONFIG_FLAGS = ("jax_platform_name", "jax_platforms", "jax_enable_x64")
 
@@ -38,13 +37,13 @@ def _compiled(fn):
     return jax.jit(fn), jax.jit(jax.grad(fn))
 
 
-def _least_squares_refit(args):
+def _least_squares_refit(X, y, c):
     """skscope `numeric_solver` that refits the active set in closed form (weighted least
-    squares) instead of running L-BFGS-B through Python callbacks."""
-    sqrt_w = np.sqrt(np.asarray(args.weights, np.float64))
-    X = np.asarray(args.X, np.float64) * sqrt_w[:, None]
-    y = np.asarray(args.y, np.float64) * sqrt_w
-    scale = float(args.scale)
+    squares, for a loss ½ Σ_t c_t (y_t − x_tᵀβ)² given by its `least_squares_form`) instead of
+    running L-BFGS-B through Python callbacks."""
+    sqrt_c = np.sqrt(np.asarray(c, np.float64))
+    X = np.asarray(X, np.float64) * sqrt_c[:, None]
+    y = np.asarray(y, np.float64) * sqrt_c
 
     def numeric_solver(objective, value_and_grad, params, active, data):
         params = np.zeros_like(params, dtype=np.float64)
@@ -52,7 +51,7 @@ def _least_squares_refit(args):
         if active.size:
             params[active] = np.linalg.lstsq(X[:, active], y, rcond=None)[0]
         r = y - X[:, active] @ params[active]
-        return 0.5 * float(r @ r) / scale, params
+        return 0.5 * float(r @ r), params
 
     return numeric_solver
 
@@ -62,7 +61,8 @@ class BestSubset(eqx.Module):
 
     Runs on the host. The loss and its gradient are jitted once per loss and reached through
     skscope's `data=` argument, so solving again with new data of the same shapes does not
-    retrace. For `LeastSquares` the active-set refit is a closed-form least-squares solve.
+    retrace. For a loss with a `least_squares_form` (`LeastSquares`) the active-set refit is a
+    closed-form least-squares solve.
     Computation runs in float64 (skscope's L-BFGS-B and its C++ core are float64); the JAX
     platform and x64 flags are restored afterwards.
 
@@ -95,8 +95,8 @@ class BestSubset(eqx.Module):
                 important_search=int(self.important_search),
             )
             solver.jax_platform = jax.config.values["jax_platform_name"]
-            if isinstance(fn, LeastSquares):
-                solver.numeric_solver = _least_squares_refit(args)
+            if getattr(fn, "least_squares_form", None) is not None:
+                solver.numeric_solver = _least_squares_refit(*fn.least_squares_form(args))
 
             def objective(params, data):
                 return value(params, data)

@@ -61,15 +61,6 @@ def debias(
     coef, intercept, a = single_fit(fit, data)
     if initial not in ("scaled_lasso", "fit"):
         raise ValueError(f"`initial` must be 'scaled_lasso' or 'fit'; got {initial!r}.")
-    scaled_already = getattr(fit, "lam_rule", None) == "universal"
-    if initial == "scaled_lasso" and not scaled_already:
-        coef, intercept, used = _scaled_lasso_initial(fit, data, a)
-    else:
-        used = "the fit's own estimate" + ("" if scaled_already else " (not at the scaled-Lasso λ: the intervals may "
-                                                                      "undercover)")
-        if not scaled_already:
-            warnings.warn("debias: the initial estimator is not a scaled-Lasso fit; intervals can undercover "
-                          "(initial='scaled_lasso' refits at the λ the theory needs).", RuntimeWarning, stacklevel=3)
     p = data.n_features
     if coords is None:
         coords_arr = np.arange(p)
@@ -87,6 +78,16 @@ def debias(
         batch_size = 1 if jax.default_backend() == "cpu" else 128
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"`batch_size` must be a positive integer; got {batch_size!r}.")
+    # Every argument is checked before the (compiled) scaled-Lasso refit.
+    scaled_already = getattr(fit, "lam_rule", None) == "universal"
+    if initial == "scaled_lasso" and not scaled_already:
+        coef, intercept, used = _scaled_lasso_initial(fit, data, a)
+    else:
+        used = "the fit's own estimate" + ("" if scaled_already else " (not at the scaled-Lasso λ: the intervals may "
+                                                                      "undercover)")
+        if not scaled_already:
+            warnings.warn("debias: the initial estimator is not a scaled-Lasso fit; intervals can undercover "
+                          "(initial='scaled_lasso' refits at the λ the theory needs).", RuntimeWarning, stacklevel=3)
     dtype = data.X.dtype
     # On y / s_y and X / s_x (exact powers of two): estimates scale by s_y/s_x; the node-wise
     # Lassos keep the caller's column scale (`column_scale`), their λ_j are in units of s_x².

@@ -19,8 +19,10 @@ from ..._data import LMMData
 from ..._fit import Fit, Tuning, accepts_formula, finish
 from ..._inference import InferenceTable, debiased_lasso
 from ..._path import solve_path
+from ..._penalties import L1
 from ..._scale import data_scale, rescaled
 from ..._select import cluster_folds, cross_validated_path
+from ..._solution import result_name
 from ..._validate import (
     check_count,
     check_data,
@@ -34,6 +36,7 @@ from ..._validate import (
 )
 from ...losses.shel import profile_synthetic, shel_loss
 from ...solvers import AbstractSolver, CoordinateDescent
+from .core import shel_core
 
 DEFAULT_K_GRID = (1, 2, 3, 5, 8)
 
@@ -105,20 +108,30 @@ def _cv_path(data, S_bar, base, train, test, relative, solver, weights, unpenali
 
 
 @eqx.filter_jit
+def _final_fit(data, lam, S_bar, penalty, solver, start):
+    return shel_core(data, lam, S_bar, penalty=penalty, solver=solver, start=start)
+
+
+@eqx.filter_jit
 def _fit_at(data, S_bar, base, lam, solver, weights, unpenalized):
     fn, args = shel_loss(data, S_bar, base)
     return solve_path(fn, args, lam[None], solver, jnp.zeros(args.X.shape[1], args.X.dtype), weights, unpenalized)
 
 
-def _select(data, S_bar, base, folds, n_folds, relative, solver, lam=None, cv_solver=None, penalty=(None, None)):
+def _select(data, S_bar, base, folds, n_folds, relative, solver, lam=None, cv_solver=None, penalty=(None, None),
+            refit=True):
     """β̂ on the clusters in `base` with λ given or chosen by cluster CV (folds over `base`);
     `penalty` = (weights, unpenalized mask) of the L1 penalty on β.
     The CV paths use `cv_solver` (default `solver`); with another solver the chosen λ is
-    refitted with `solver`. Returns (coef, lam, cv_error per λ or None, (converged, coordinate epochs))."""
+    refitted with `solver`. Returns (coef, lam, cv_error per λ or None, (converged, coordinate epochs)).
+    With `refit=False` (the caller fits the chosen λ itself) coef is the CV path's at the chosen
+    λ (None for a given λ) and nothing is refitted."""
     cv_solver = solver if cv_solver is None else cv_solver
     dtype = data.X.dtype
     base_w = jnp.asarray(base, dtype)
     if lam is not None:
+        if not refit:
+            return None, float(lam), None, None
         path = _fit_at(data, S_bar, base_w, jnp.asarray(lam, dtype), solver, *penalty)
         return np.asarray(path.coef[0]), float(lam), None, _status(path, 0)
     in_fold = folds[None, :] == np.arange(n_folds)[:, None]
@@ -129,7 +142,7 @@ def _select(data, S_bar, base, folds, n_folds, relative, solver, lam=None, cv_so
     error = np.where(np.asarray(path.fitted), error, np.nan)  # only λ the base path reached
     best = int(np.nanargmin(error))
     lam_best = float(path.lambdas[best])
-    if cv_solver is solver:
+    if cv_solver is solver or not refit:
         return np.asarray(path.coef[best]), lam_best, error, _status(path, best)
     refit = _fit_at(data, S_bar, base_w, jnp.asarray(lam_best, dtype), solver, *penalty)
     return np.asarray(refit.coef[0]), lam_best, error, _status(refit, 0)
@@ -417,7 +430,7 @@ def fit_shel(
             # Columns beyond K are zeroed (not dropped): one compiled shape for every K.
             S_k = S_full * (np.arange(S_full.shape[1]) <= k)
             coef, lam_k, error, status = _select(data, jnp.asarray(S_k, dtype), everything, folds, n_folds, relative,
-                                                 solver, lam, cv_solver, penalty)
+                                                 solver, lam, cv_solver, penalty, refit=False)
             candidates.append((np.inf if error is None else np.min(error), k, S_k, coef, lam_k, error, status))
         best = min(range(len(candidates)), key=lambda i: candidates[i][0])
         _, K_hat, S_bar, coef, lam_hat, _, status = candidates[best]
@@ -427,14 +440,20 @@ def fit_shel(
         S_bar = None if kind == "dummies" else user_synthetic(caller_data, synthetic)
         S_j = None if S_bar is None else jnp.asarray(S_bar, dtype)
         coef, lam_hat, error, status = _select(data, S_j, everything, folds, n_folds, relative, solver, lam,
-                                               cv_solver, penalty)
+                                               cv_solver, penalty, refit=False)
         K_hat = n if S_bar is None else S_bar.shape[1] - 1
         cv_error = None if error is None else error[None]
         Ks = (K_hat,)
     S_jax = None if S_bar is None else jnp.asarray(S_bar, dtype)
 
+    # The fit at the chosen (K, λ) is the core's, on the fitting scale (warm-started from the CV
+    # path's β̂ there), mapped back: β = (s_y/s_x) β̃; the intercept, cluster effects in y's units.
+    penalty_template = L1(jnp.ones((), dtype), *penalty)
+    core = _final_fit(data, jnp.asarray(lam_hat, dtype), S_jax, penalty_template, solver,
+                      None if coef is None else jnp.asarray(coef, dtype))
+    unit_coef = np.asarray(core.coef)
+    coef = unit_coef * coef_factor
     # γ̂ = (SᵀS)⁺Sᵀ(y − Xβ̂): the profiled-out coefficients at β̂ (on the caller's scale).
-    unit_coef, coef = coef, coef * coef_factor
     residual = np.asarray(caller_data.y - caller_data.X @ jnp.asarray(coef, dtype))
     cluster = np.asarray(data.cluster)
     if S_bar is None:
@@ -445,13 +464,6 @@ def fit_shel(
         gamma = np.linalg.pinv(design_sorted) @ residual
     synthetic_rows = np.empty_like(design_sorted)
     synthetic_rows[np.asarray(data.order)] = design_sorted
-    # Each cluster's synthetic effect S_i γ̂ (constant within the cluster), split into an intercept
-    # and deviations that act like random intercepts in `predict`.
-    effects = np.bincount(cluster, design_sorted @ gamma, n) / np.bincount(cluster, minlength=n)
-    intercept = float(gamma[0]) if S_bar is not None else float(effects.mean())
-    rank_S = n if S_bar is None else int(np.linalg.matrix_rank(S_bar))
-    fitted_residual = residual - design_sorted @ gamma
-    dof = max(N - np.count_nonzero(coef) - rank_S, 1)
 
     table = None
     if inference == "split":
@@ -460,12 +472,14 @@ def fit_shel(
     elif inference == "debiased":
         table = debiased_inference(data, S_jax, unit_coef, np.flatnonzero(unit_coef), level, solver,
                                    float(units.x)).rescaled(coef_factor, node_lam=units.x**2)
-    converged, n_iter = status
+    result = result_name(core.result)
+    with np.errstate(over="ignore", invalid="ignore"):  # y·1e200: a nonfinite fit, reported by `finish`
+        intercept, sigma2 = float(core.intercept) * units.y, float(core.sigma2) * units.y**2
+        ranef = np.asarray(core.ranef) * units.y
     return finish(SHELFit(
         coef=coef, intercept=intercept, support=np.flatnonzero(coef), feature_names=caller_data.column_names(),
-        groups=caller_data.labels, sigma2=float(fitted_residual @ fitted_residual / dof), psi=None,
-        ranef=(effects - intercept)[:, None], result="successful" if converged else "max_steps_reached",
-        converged=converged, n_iter=n_iter, n_obs=N, n_clusters=n, inference=table,
+        groups=caller_data.labels, sigma2=sigma2, psi=None, ranef=ranef, result=result,
+        converged=result == "successful", n_iter=int(core.num_steps), n_obs=N, n_clusters=n, inference=table,
         data_fingerprint=caller_data.fingerprint(),
         gamma=gamma,
         synthetic=synthetic_rows,
