@@ -64,8 +64,17 @@ notebooks: $(STAMP)
 
 # The documentation site (mkdocs-material + mkdocstrings) into site/; --strict fails on any
 # warning: a broken link, a missing page, an API name that no longer exists.
+# MathJax (Debian's libjs-mathjax: TeX input, SVG output, TeX fonts) is copied into the site so
+# that its mathematics renders offline.
+MATHJAX := /usr/share/javascript/mathjax
 docs: $(STAMP)
 	$(BIN)/pip install --quiet --no-deps -r $(DOCS_LOCK)
+	test -f $(MATHJAX)/MathJax.js || apt-get install -y --no-install-recommends libjs-mathjax
+	rm -rf docs/javascripts/mathjax && mkdir -p docs/javascripts/mathjax/jax/output/SVG/fonts
+	cp -rL $(MATHJAX)/MathJax.js $(MATHJAX)/extensions docs/javascripts/mathjax/
+	cp -rL $(MATHJAX)/jax/input $(MATHJAX)/jax/element docs/javascripts/mathjax/jax/
+	cd $(MATHJAX)/jax/output/SVG && cp -rL *.js autoload fonts/TeX $(CURDIR)/docs/javascripts/mathjax/jax/output/SVG/ 2>/dev/null; true
+	mv docs/javascripts/mathjax/jax/output/SVG/TeX docs/javascripts/mathjax/jax/output/SVG/fonts/TeX
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
 # Re-resolve the lock files to the newest releases that pyproject.toml allows (uv, in a

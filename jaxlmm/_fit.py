@@ -335,6 +335,9 @@ def accepts_formula(fit_function):
     keeps the `FormulaDesign` for names, summaries and `predict(df)`. The fit runs in float64
     (`in_float64`)."""
     parameters = inspect.signature(fit_function).parameters
+    # Declared by the function itself, so that its signature (and the API reference) names it.
+    if "formula" not in parameters or parameters["formula"].kind is not inspect.Parameter.KEYWORD_ONLY:
+        raise TypeError(f"{fit_function.__name__} must declare a keyword-only `formula: str | None = None`.")
 
     @functools.wraps(fit_function)
     def fit(data, *args, formula=None, **kwargs):

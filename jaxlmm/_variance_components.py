@@ -1,4 +1,4 @@
-"""Variance components and BLUPs after a quasi-likelihood fit (Li, Cai & Li 2022, METHODS §1)."""
+"""Variance components and BLUPs after a quasi-likelihood fit (Li, Cai & Li 2022)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Command line: `jaxlmm fit data.csv --formula "y ~ x + (1 | g)" --method lmm` fits a model to
-a CSV file and prints its summary; `jaxlmm demo` runs the seed-001 workflow on its embedded
+a CSV file and prints its summary; `jaxlmm demo` runs the quasi-likelihood workflow on its embedded
 default design, then a tour of every method on the same data. The `jaxlmm` script enters
 through `jaxlmm_launcher`, which sets up the compilation cache first."""
 
@@ -30,7 +30,7 @@ def _demo(seed: int, k: int):
 
     sim = jaxlmm.simulate.scope_example_design(seed=seed)
     data = jaxlmm.LMMData.from_arrays(sim.X, sim.y, sim.groups, sim.Z)
-    print(f"Design (seed 001): N = {data.n_obs} rows in n = {data.n_clusters} clusters, "
+    print(f"Design (skscope example): N = {data.n_obs} rows in n = {data.n_clusters} clusters, "
           f"p = {data.n_features} fixed effects, q = {sim.Z.shape[1]} random effects")
     print(f"True support {np.flatnonzero(sim.beta).tolist()} with values "
           f"{sim.beta[sim.beta != 0].tolist()}\n")
@@ -178,11 +178,11 @@ def main(argv=None) -> None:
     fit_parser.add_argument("--ml", action="store_true", help="maximum likelihood instead of REML (lmm)")
     fit_parser.add_argument("--out", help="write the coefficient table to this CSV file")
     fit_parser.add_argument("--save", help="write the whole fit to this JSON file (jaxlmm.load_fit reads it)")
-    demo_parser = sub.add_parser("demo", help="seed-001 workflow on the embedded default design")
+    demo_parser = sub.add_parser("demo", help="the quasi-likelihood workflow on the embedded default design")
     demo_parser.add_argument("--seed", type=int, default=0)
     demo_parser.add_argument("--k", type=int, default=3)
     demo_parser.add_argument("--no-tour", dest="tour", action="store_false",
-                             help="the seed-001 workflow only, without the tour of the other methods")
+                             help="the quasi-likelihood workflow only, without the tour of the other methods")
     args = parser.parse_args(argv)
     if args.command == "demo":
         demo(seed=args.seed, k=args.k, tour=args.tour)

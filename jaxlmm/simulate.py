@@ -51,7 +51,7 @@ def scope_example_design(
     values=(1.0, 0.5, 0.3),
     psi_rho: float = 0.56,
 ) -> Simulated:
-    """The linear mixed model of the skscope example (seed 001), with unbalanced clusters allowed.
+    """The linear mixed model of the skscope example, with unbalanced clusters allowed.
 
     Rows of [X, Z] are N(0, |C|), C = [[I_p, Σ_xz], [Σ_xzᵀ, I_q]] with Σ_xz[j, l] = rho^{|j−l|} when
     max(j, l) ≤ q − 1 (Z is correlated with the first q columns of X) and 0 otherwise (C is
@@ -201,7 +201,8 @@ EB_RIDGE_TIMES = ("uniform", "normal")
 
 def eb_ridge_design(seed=0, n_individuals: int = 40, repeats: int = 2, p: int = 2, q: int = 4, nu: float | None = None,
                     times: str = "uniform", sigma: float = 1.0) -> Simulated:
-    """The simulation design of the empirical-Bayes ridge LMM's experiments (seed 002, slides
+    """The simulation design of the empirical-Bayes ridge LMM's experiments (Amestoy, van de Wiel &
+    van Wieringen 2021, slides
     'Results'), with the choices the slides leave open stated:
 
         y_ij = x_ijᵀβ + z_ijᵀb_i + σ ε_ij,   z_ij = (1, t_ij, …, t_ij^{q−1}),   x_ij ~ N(0, I_p),
@@ -275,7 +276,7 @@ def target_shift(
     alpha_sd: float = 1.0,
     mean_sd: float = 1.0,
 ) -> TargetShift:
-    """The target-shift mechanism of the SHEL abstract (seed 000), for tests and sweeps.
+    """The target-shift mechanism of the SHEL abstract, for tests and sweeps.
 
         y_ij = x_ijᵀβ + α_i + ε_ij,   α_i ~ N(0, alpha_sd²),   ε_ij ~ N(0, σ²),
         x_ij = μ_i + e_ij,   e_ij ~ N(0, I_p),   μ_ik = c α_i + u_ik  (k a proxy),   μ_ik = u_ik  (otherwise),
@@ -339,9 +340,9 @@ def draw(design: str, keys, cluster_size, **options) -> Batch:
 
     **Arguments:**
 
-    - `design`: "scope_example" (seed 001), "li_cai_li", "schelldorfer" (`variant` "H1"–"H4",
+    - `design`: "scope_example" (the skscope example), "li_cai_li", "schelldorfer" (`variant` "H1"–"H4",
       and `theta2` for another diagonal of Ψ; its cluster count and size come from the paper,
-      so give `cluster_size=None`), "target_shift" (seed 000) or "eb_ridge" (seed 002's
+      so give `cluster_size=None`), "target_shift" (the SHEL abstract) or "eb_ridge" (the EB ridge paper's
       experiments: `cluster_size` = repeats per individual; `p`, `q`, `nu`, `times`, `sigma`;
       β ~ N(0, I) and Σ ~ inverse Wishart drawn per replicate, by Bartlett's decomposition).
     - `keys`: a batch of PRNG keys (`jax.random.split(jax.random.key(0), B)`).

@@ -1,5 +1,5 @@
 """Negative log-likelihood of the Gaussian linear mixed model, evaluated through q×q identities
-(Schelldorfer, Bühlmann & van de Geer 2011; METHODS §2)."""
+(Schelldorfer, Bühlmann & van de Geer 2011)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""The SHEL objective with the synthetic-variable coefficients γ profiled out (METHODS §3; a
-reconstruction from the abstract of seed 000).
+"""The SHEL objective with the synthetic-variable coefficients γ profiled out (a reconstruction from the
+abstract of the SHEL paper).
 
     (β̂, γ̂) = argmin (1/2N) ‖y − Xβ − Sγ‖² + λ Σ_k w_k |β_k|,   γ unpenalised,
 

@@ -1,4 +1,4 @@
-"""Empirical-Bayes regularised linear mixed model (Amestoy, van de Wiel & van Wieringen; METHODS §4).
+"""Empirical-Bayes regularised linear mixed model (Amestoy, van de Wiel & van Wieringen 2021).
 
 Priors β_G ~ N(0, (σ²/λ) I) on the penalised fixed effects (flat on the intercept and on the
 `unpenalized` columns, collected in F) and Σ = Ψ ~ IW(b, A) on the random-effects covariance.
@@ -8,7 +8,7 @@ data-only algebra (`eb_design`) are in `losses.eb_ridge`. Here, each pure and ji
 * `eb_ridge_map`: the MAP for fixed hyperparameters Θ = (λ, b, A) by ECM;
 * `laplace_log_marginal` / `learn_hyperparameters`: log p(y | Θ) with β integrated out exactly
   and a Laplace approximation over the variance parameters, maximised over Θ with L-BFGS;
-  `slides_log_marginal`: seed 002's own recipe (Laplace over all of (β, σ, Σ) at the ECM MAP),
+  `slides_log_marginal`: the EB ridge paper's own recipe (Laplace over all of (β, σ, Σ) at the ECM MAP),
   the alternative `evidence="slides"`.
 
 `fit_eb_ridge` is the user entry point.
@@ -120,7 +120,7 @@ def eb_ridge_map(design: EBDesign, lam, b, A, params0: EBParams | None = None, t
     Stops when J rises by ≤ `tol`·(1 + |J|) in one iteration (result `successful`), after
     `max_steps` (`max_steps_reached`), or on a non-finite J (`nonfinite`). Pure: vmap it over
     data sets (stacked designs) or over λ / b / A. b ∈ [0, 1) (b = 0: no prior on Ψ), λ ≥ 0.
-    `normalised_ridge` (static): the mode of seed 002's posterior, the ridge prior's normaliser
+    `normalised_ridge` (static): the mode of the EB ridge paper's posterior, the ridge prior's normaliser
     −(p_G/2) log σ² kept in J (see `log_posterior`).
     """
     lam = jnp.asarray(lam, design.d.dtype)
@@ -225,7 +225,7 @@ def laplace_log_marginal(design: EBDesign, lam, b, A: Array, phi0: Array, newton
 
 
 def slides_log_marginal(design: EBDesign, lam, b, A: Array, params: EBParams) -> LaplaceMarginal:
-    """Seed 002's Laplace approximation: over all of θ = (β, σ, vech Σ), in that natural
+    """The EB ridge paper's Laplace approximation: over all of θ = (β, σ, vech Σ), in that natural
     parameterisation, at the MAP θ* = `params` of ℓ that the ECM finds
     (`eb_ridge_map(..., normalised_ridge=True)`),
 
@@ -559,8 +559,8 @@ def _map_and_evidence(design, lam, b, A, proper, recipe):
 
 
 @accepts_formula
-def fit_eb_ridge(data: LMMData, lam=None, *, b=None, A=None, unpenalized=None, intercept: bool = True,
-                 evidence: str = "laplace", throw: bool = False) -> EBRidgeFit:
+def fit_eb_ridge(data: LMMData, lam=None, *, formula: str | None = None, b=None, A=None, unpenalized=None,
+                 intercept: bool = True, evidence: str = "laplace", throw: bool = False) -> EBRidgeFit:
     """Empirical-Bayes regularised LMM (Amestoy, van de Wiel & van Wieringen):
 
         y_i = β_0 + X_i β + Z_i b_i + ε_i,  b_i ~ N(0, Ψ),  ε_i ~ N(0, σ² I),
@@ -589,7 +589,7 @@ def fit_eb_ridge(data: LMMData, lam=None, *, b=None, A=None, unpenalized=None, i
     - `intercept`: include an unpenalised intercept (default True).
     - `evidence`: the approximation of log p(y | Θ) that is reported and maximised. "laplace"
       (default): β integrated out exactly, Laplace over the log-Cholesky of Ψ and log σ² (flat
-      prior on log σ²) at the mode of that integrand. "slides": seed 002's own recipe, Laplace
+      prior on log σ²) at the mode of that integrand. "slides": the EB ridge paper's own recipe, Laplace
       over all of (β, σ, vech Σ) in that natural parameterisation at the mode of the slides'
       posterior (flat prior on σ, the ridge prior's normaliser (σ²)^(−p/2) kept in, so σ̂² is
       the default's times about N/(N + p)); the reported MAP is that mode

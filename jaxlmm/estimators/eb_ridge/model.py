@@ -1,5 +1,5 @@
-"""Objectives of the empirical-Bayes regularised LMM (Amestoy, van de Wiel & van Wieringen;
-METHODS §4): the log posterior J(β, Ψ, σ²) that the ECM climbs and the log integrand ℓ(φ) of the
+"""Objectives of the empirical-Bayes regularised LMM (Amestoy, van de Wiel & van Wieringen 2021):
+the log posterior J(β, Ψ, σ²) that the ECM climbs and the log integrand ℓ(φ) of the
 Laplace-approximated marginal likelihood, with the data-only algebra they share (`eb_design`).
 
 Priors: β_G ~ N(0, (σ²/λ) I) on the penalised columns (flat on F = [1, unpenalised columns]),
@@ -167,7 +167,7 @@ def log_posterior(design: EBDesign, params: EBParams, lam, b, A, normalised_ridg
     −(p/2) log σ² of the ridge prior is left out: the ridge acts as a penalty scaled by σ², as in
     the ridge regression it generalises. Kept in, it would shrink σ̂² by N/(N + p) (a collapse
     when p ≫ N) and λ → 0 would not give maximum likelihood. b = 0 drops the Ψ prior.
-    `normalised_ridge=True` keeps it in (seed 002's posterior, whose mode its Laplace
+    `normalised_ridge=True` keeps it in (the EB ridge paper's posterior, whose mode its Laplace
     approximation needs; with a flat prior on σ).
     """
     n = design.data.n_clusters
@@ -221,7 +221,7 @@ def _contrast_terms(design: EBDesign, L: Array, sigma2: Array, lam):
 
 def variance_from_natural(v: Array, q: int) -> tuple[Array, Array]:
     """v = (σ, vech Ψ) (lower triangle by rows, diagonal included) → (Ψ, σ²): the natural
-    parameterisation θ = (β, σ, Σ) of seed 002's Laplace approximation."""
+    parameterisation θ = (β, σ, Σ) of the EB ridge paper's Laplace approximation."""
     rows, cols = np.tril_indices(q)
     lower = jnp.zeros((q, q), v.dtype).at[rows, cols].set(v[1:])
     return lower + jnp.tril(lower, -1).T, v[0] ** 2
@@ -240,7 +240,7 @@ def profile_log_posterior(v: Array, design: EBDesign, lam, b, A: Array) -> Array
 
     The minimum is the contrast quadratic form of `restricted_log_marginal`, so no β is formed.
     Its Hessian in v is the Schur complement of the β-block in the joint Hessian of ℓ over
-    (β, σ, vech Ψ) wherever β is the maximiser (ℓ is quadratic in β), which makes seed 002's
+    (β, σ, vech Ψ) wherever β is the maximiser (ℓ is quadratic in β), which makes the EB ridge paper's
     joint Laplace approximation a q(q+1)/2 + 1 dimensional computation (`slides_log_marginal`)."""
     q = A.shape[0]
     psi, sigma2 = variance_from_natural(v, q)

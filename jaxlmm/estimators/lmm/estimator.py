@@ -218,8 +218,8 @@ def _fixed_design(data: LMMData, intercept: bool) -> tuple[np.ndarray, np.ndarra
 
 
 @accepts_formula
-def fit_lmm(data: LMMData, *, reml: bool = True, structure: str = "full", intercept: bool = True,
-            level: float = 0.95, max_steps: int = 200, throw: bool = False) -> LMMFit:
+def fit_lmm(data: LMMData, *, formula: str | None = None, reml: bool = True, structure: str = "full",
+            intercept: bool = True, level: float = 0.95, max_steps: int = 200, throw: bool = False) -> LMMFit:
     """The Gaussian linear mixed model y_i = β_0 + X_i β + Z_i b_i + ε_i, b_i ~ N(0, Ψ),
     ε_i ~ N(0, σ² I), without a penalty: lme4's `lmer` (REML by default, as there).
 

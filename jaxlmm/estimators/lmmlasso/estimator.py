@@ -353,6 +353,7 @@ def fit_lmmlasso(
     data: LMMData,
     lam=None,
     *,
+    formula: str | None = None,
     structure: str = "identity",
     unpenalized=None,
     weights=None,

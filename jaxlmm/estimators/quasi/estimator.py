@@ -248,6 +248,7 @@ def fit_quasi(
     data: LMMData,
     lam=None,
     *,
+    formula: str | None = None,
     a=None,
     k=None,
     a_grid=DEFAULT_A_GRID,

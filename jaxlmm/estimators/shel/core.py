@@ -13,8 +13,8 @@ from ...solvers import CoordinateDescent
 from .._core import CoreFit, all_nonnegative, checked, hyperparameter, solver_start
 
 
-def shel_core(data: LMMData, lam, synthetic=None, penalty: AbstractPenalty | None = None, solver=None,
-              differentiate: str = "implicit", start=None) -> CoreFit:
+def shel_core(data: LMMData, lam, synthetic=None, solver=None, differentiate: str = "implicit", start=None,
+              penalty: AbstractPenalty | None = None) -> CoreFit:
     """SHEL at a given λ as a pure function of arrays: the Lasso of P y on P X, P = I − S(SᵀS)⁺Sᵀ
     with `synthetic` the n × (K + 1) cluster-level matrix [1, S] (row i for cluster index i), or
     None for cluster dummies (P = within-cluster centring). `intercept` is the mean cluster

@@ -1,6 +1,6 @@
-"""SHEL — synthetic heterogeneous-effects Lasso (METHODS §3).
+"""SHEL — synthetic heterogeneous-effects Lasso.
 
-Only the abstract of the SHEL paper (seed 000) is available: everything here is this package's
+Only the abstract of the SHEL paper is available: everything here is this package's
 reconstruction of what the abstract describes, and every choice is stated in `fit_shel`.
 """
 
@@ -314,6 +314,7 @@ def fit_shel(
     data: LMMData,
     lam=None,
     *,
+    formula: str | None = None,
     synthetic="pca",
     K=None,
     inference=None,
@@ -330,7 +331,7 @@ def fit_shel(
     progress: bool = True,
     throw: bool = False,
 ) -> SHELFit:
-    """SHEL: the Lasso with unpenalised cluster-level synthetic variables S (METHODS §3).
+    """SHEL: the Lasso with unpenalised cluster-level synthetic variables S.
 
         (β̂, γ̂) = argmin (1/2N) ‖y − Xβ − Sγ‖² + λ Σ_{k ∉ U} w_k |β_k|,   γ unpenalised,
 
