@@ -33,7 +33,12 @@ if TYPE_CHECKING:  # the public API; at run time each name is imported on first 
         GroupLasso as GroupLasso,
     )
     from ._select import cluster_folds as cluster_folds, scaled_lasso as scaled_lasso
-    from ._solution import RESULTS as RESULTS, Solution as Solution
+    from ._solution import (
+        RESULTS as RESULTS,
+        Solution as Solution,
+        result_code as result_code,
+        result_name as result_name,
+    )
     from ._solve import solve as solve
     from ._sweep import SweepResult as SweepResult, sweep as sweep
     from ._variance_components import (

@@ -146,6 +146,54 @@ class _WeightedSeparable(AbstractPenalty):
             raise ValueError(f"`{name}` must be > {bound:g}; got {value}.")
 
 
+class FreeLeading(AbstractPenalty):
+    """`penalty` on the coordinates after the first `n_free`, which stay unpenalised: how an
+    estimator puts a user's penalty on β (length p) of a design with an intercept column first
+    (length p + 1). Separable exactly when `penalty` is.
+
+    **Arguments:** `penalty` (any `AbstractPenalty` on the last p coordinates), `n_free` (static),
+    `size` (p + n_free, static)."""
+
+    lam: Array  # the inner penalty's λ (read only; `with_lam` sets both)
+    penalty: AbstractPenalty
+    n_free: int = eqx.field(static=True)
+    size: int = eqx.field(static=True)
+
+    def __init__(self, penalty: AbstractPenalty, n_free: int, size: int):
+        self.lam, self.penalty, self.n_free, self.size = penalty.lam, penalty, n_free, size
+
+    @property
+    def separable(self) -> bool:
+        return self.penalty.separable
+
+    def __call__(self, beta):
+        return self.penalty(beta[self.n_free:])
+
+    def prox(self, beta, step):
+        return jnp.concatenate([beta[: self.n_free], self.penalty.prox(beta[self.n_free:], step)])
+
+    def kkt_residual(self, beta, grad):
+        return jnp.concatenate([jnp.abs(grad[: self.n_free]),
+                                self.penalty.kkt_residual(beta[self.n_free:], grad[self.n_free:])])
+
+    def thresholds(self):
+        inner = jnp.broadcast_to(self.penalty.thresholds(), (self.size - self.n_free,))
+        return jnp.concatenate([jnp.zeros(self.n_free, inner.dtype), inner])
+
+    def coordinate_prox(self, z, step, k):
+        inner = self.penalty.coordinate_prox(z, step, jnp.maximum(k - self.n_free, 0))
+        return jnp.where(k < self.n_free, z, inner)
+
+    def with_lam(self, lam):
+        return FreeLeading(self.penalty.with_lam(lam), self.n_free, self.size)
+
+    def critical_lambda(self, grad):
+        return self.penalty.critical_lambda(grad[self.n_free:])
+
+    def check(self, p: int) -> None:
+        self.penalty.check(p - self.n_free)
+
+
 class L1(_WeightedSeparable):
     """Weighted Lasso penalty λ Σ_{k ∉ U} w_k |β_k|.
 
@@ -365,3 +413,19 @@ class L0(eqx.Module):
             raise ValueError(
                 f"`k` must be between 0 and the number of penalised coefficients ({n_free}); got k = {self.k}."
             )
+
+
+def check_user_penalty(penalty, p: int, **lasso_only) -> None:
+    """`penalty` (None or an `AbstractPenalty` for p coefficients) as an estimator's `penalty=`:
+    its known values checked, and refused together with the Lasso-only arguments in `lasso_only`
+    that are set (not None, or a string rule for `lam`)."""
+    if penalty is None:
+        return
+    if not isinstance(penalty, AbstractPenalty):
+        raise ValueError(f"`penalty` must be a jaxlmm.AbstractPenalty (e.g. jaxlmm.MCP(1.0)); got {penalty!r}.")
+    given = [name for name, value in lasso_only.items()
+             if value is not None and (name != "lam" or isinstance(value, str))]
+    if given:
+        raise ValueError(f"`penalty` replaces the Lasso: drop {', '.join(f'`{n}`' for n in given)} (they belong to "
+                         "the Lasso), or express them in the penalty.")
+    penalty.check(p)

@@ -29,7 +29,7 @@ from ._formula import FormulaDesign
 from ._inference import InferenceTable
 from ._path import LassoPath
 from ._recipes import TRANSFORMS, DesignFactor
-from ._solution import RESULTS
+from ._solution import RESULT_NAMES, RESULTS, result_index, results_from_index
 from .losses.mixed_model import MixedModelParams
 
 FORMAT = "jaxlmm-fit/2"
@@ -45,7 +45,6 @@ MAX_BYTES = 1 << 30
 MAX_DEPTH = 16
 MAX_ELEMENTS = 1 << 28
 DTYPES = {"|b1", "|i1", "<i2", "<i4", "<i8", "|u1", "<u2", "<u4", "<u8", "<f4", "<f8"}
-RESULT_NAMES = tuple(RESULTS._name_to_item)
 
 
 def _is_fit_record(name: str) -> bool:
@@ -101,7 +100,7 @@ def _encode(value):
     if isinstance(value, dict):
         return {"dict": [[_encode(k), _encode(v)] for k, v in value.items()]}
     if isinstance(value, RESULTS):
-        return {"results": _encode(np.asarray(value._value))}
+        return {"results": _encode(np.asarray(result_index(value)))}
     name = type(value).__name__
     if RECORDS.get(name) is type(value):
         skip = UNSAVED.get(name, ())
@@ -231,7 +230,7 @@ def _typed(raw, where: str, kind: str, depth: int):
         codes = _array(raw["results"], where)
         if codes.dtype.kind not in "iu" or np.any((codes < 0) | (codes >= len(RESULT_NAMES))):
             raise _Invalid(f"{where}: result codes must be integers in [0, {len(RESULT_NAMES)})")
-        return eqx.tree_at(lambda r: r._value, RESULTS.successful, codes.astype(np.int32))
+        return results_from_index(codes)
     if kind in RECORDS:
         return _record(raw, where, {kind: RECORDS[kind]}, depth)
     raise _Invalid(f"{where}: no schema for {kind!r}")

@@ -13,6 +13,7 @@ from jax import Array, lax
 from ._data import LMMData
 from ._path import solve_path
 from ._penalties import L1
+from ._solution import RESULTS, ReportsResult
 from ._solve import _solve_jit
 from ._validate import check_count, check_seed
 
@@ -141,14 +142,16 @@ def ebic(rss, n_eff, k, p, gamma: float = 0.5):
 INFORMATION_CRITERIA = {"gic": gic, "ebic": ebic}
 
 
-class ScaledLasso(eqx.Module):
+class ScaledLasso(ReportsResult):
     """The scaled-Lasso fixed point: `lam` = σ̂ sqrt(2 log p / n_eff), `coef` the Lasso at
-    that λ, `sigma` = σ̂, `converged`, `num_steps` (solver steps of the last solve)."""
+    that λ, `sigma` = σ̂, `result` (a `RESULTS` code: the last solve's, or `max_steps_reached`
+    when σ̂ had not settled after `max_iter` rounds; `converged` is `result == successful`),
+    `num_steps` (solver steps of the last solve)."""
 
     lam: Array
     coef: Array
     sigma: Array
-    converged: Array
+    result: RESULTS
     num_steps: Array
 
 
@@ -178,10 +181,11 @@ def scaled_lasso(
         sol = _solve_jit(fn, L1(lam, weights, unpenalized), solver, beta, args, False, prepared)
         new_sigma = jnp.sqrt(2.0 * fn(sol.value, args))
         change = jnp.where(it == 0, jnp.inf, jnp.abs(new_sigma - sigma) / sigma)
-        return sol.value, new_sigma, lam, sol.converged, jnp.asarray(sol.stats["num_steps"], jnp.int32), it + 1, change
+        return sol.value, new_sigma, lam, sol.result, jnp.asarray(sol.stats["num_steps"], jnp.int32), it + 1, change
 
     one = jnp.ones((), dtype)
-    init = (y0, one, one, jnp.asarray(False), jnp.zeros((), jnp.int32), 0, jnp.asarray(jnp.inf, dtype))
+    init = (y0, one, one, RESULTS.successful, jnp.zeros((), jnp.int32), 0, jnp.asarray(jnp.inf, dtype))
     beta, sigma, lam, solved, steps, _, change = lax.while_loop(cond, body, init)
     # β is the Lasso at `lam` = σ_prev·λ₀; σ̂ = sqrt(2f(β)) differs from σ_prev by ≤ rtol.
-    return ScaledLasso(lam, beta, sigma, (change <= rtol) & solved, steps)
+    result = RESULTS.where(change <= rtol, solved, RESULTS.max_steps_reached)
+    return ScaledLasso(lam, beta, sigma, result, steps)

@@ -72,7 +72,39 @@ class Solution(ReportsResult):
     stats: dict
 
 
+# The one place that reads equinox's representation of an enumeration item.
+RESULT_NAMES: tuple[str, ...] = tuple(RESULTS._name_to_item)
+
+
+def result_index(code):
+    """The integer index of a `RESULTS` code (an array for a batch of codes; traced inside jit),
+    its position in `RESULT_NAMES`; an index passes through."""
+    return code._value if isinstance(code, RESULTS) else code
+
+
 def result_name(code) -> str:
-    """The name of a (concrete) `RESULTS` code, e.g. "successful": how host-side fits store it."""
-    index = int(np.asarray(getattr(code, "_value", code)))
-    return next(name for name, item in RESULTS._name_to_item.items() if int(np.asarray(item._value)) == index)
+    """The name of a (concrete, scalar) `RESULTS` code, e.g. "successful": how fits, inference
+    rows and tuning records report it. `jaxlmm.RESULTS[code]` is its message."""
+    index = int(np.asarray(result_index(code)))
+    return next(name for name in RESULT_NAMES if int(np.asarray(result_index(getattr(RESULTS, name)))) == index)
+
+
+def result_names(codes) -> np.ndarray:
+    """The names of a batch of `RESULTS` codes (any shape), as an object array."""
+    indices = np.asarray(result_index(codes))
+    table = {int(np.asarray(result_index(getattr(RESULTS, name)))): name for name in RESULT_NAMES}
+    return np.vectorize(table.__getitem__, otypes=[object])(indices)
+
+
+def result_code(name: str) -> RESULTS:
+    """The `RESULTS` code of a name, e.g. `result_code("successful")`; `ValueError` for another name."""
+    if name not in RESULT_NAMES:
+        raise ValueError(f"{name!r} is not a result name; the names are {list(RESULT_NAMES)}.")
+    return getattr(RESULTS, name)
+
+
+def results_from_index(indices) -> RESULTS:
+    """A (batched) `RESULTS` code from integer indices (as `result_index` gives them)."""
+    import equinox as eqx  # noqa: PLC0415 (the only construction from raw indices)
+
+    return eqx.tree_at(lambda r: r._value, RESULTS.successful, np.asarray(indices, np.int32))

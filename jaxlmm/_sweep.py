@@ -16,7 +16,7 @@ from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from ._data import LMMData
-from ._solution import RESULTS, result_name
+from ._solution import RESULTS, result_names
 
 
 @dataclasses.dataclass(frozen=True)
@@ -268,8 +268,7 @@ def sweep(core, data: LMMData, grid: dict | None = None, *, responses=None, trut
         summary_parts.append({k: _gather(v)[:keep] for k, v in summary.items()})
     fits = jax.tree.map(lambda *parts: np.concatenate(parts), *fits_parts)
     summary = {k: np.concatenate([part[k] for part in summary_parts]) for k in summary_parts[0]}
-    codes = np.asarray(getattr(fits.result, "_value", fits.result))
-    result = np.vectorize(result_name, otypes=[object])(codes)
+    result = result_names(fits.result)
     return SweepResult(fits, points, result, summary)
 
 

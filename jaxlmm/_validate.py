@@ -145,3 +145,4 @@ def check_same_data(fit, data: LMMData) -> None:
         raise ValueError(
             "`data` is not the data `fit` was fitted on (its fingerprint differs): pass the same LMMData."
         )
+

@@ -27,7 +27,7 @@ from ..._data import LMMData
 from ..._fit import Fit, accepts_formula, finish
 from ..._inference import InferenceTable
 from ..._scale import power_of_two, rms
-from ..._solution import result_name
+from ..._solution import RESULTS, result_name
 from ..._validate import check_count, check_data, check_flag, check_fraction
 from ...solvers.lbfgs import minimise_lbfgs
 
@@ -102,7 +102,7 @@ class LMMSolution(eqx.Module):
     factor: Array
     fit: ProfiledFit
     ranef: Array
-    result: object
+    result: RESULTS
     num_steps: Array
 
 

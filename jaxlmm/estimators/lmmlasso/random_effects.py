@@ -19,7 +19,7 @@ from ..._covariance import ClusterCovariance, cholesky_factor
 from ..._data import LMMData, _cluster_svd
 from ..._precision import in_float64
 from ..._scale import data_scale, rescaled
-from ..._solution import result_name
+from ..._solution import result_index, result_name
 from ..._validate import check_count, check_data, check_flag, check_fraction, check_indices, check_scalar
 from ...losses.mixed_model import cluster_statistics
 from .cgd import MixedModelCGD
@@ -144,7 +144,7 @@ def _chosen_fit(path, q, n_obs):
     fit = path.chosen()
     L = cholesky_factor(fit.params.theta, "diagonal", q)
     bic, _, nnz = information_criteria(fit, n_obs)
-    return jnp.diag(L @ L.T), bic, path.lambdas[path.best], nnz, fit.result._value
+    return jnp.diag(L @ L.T), bic, path.lambdas[path.best], nnz, result_index(fit.result)
 
 
 @eqx.filter_jit
@@ -192,7 +192,7 @@ def _penalised_variances(data, Z, basis, singular, design, mask, w_full, cold, g
         fit = path.chosen()
         bic, _, nnz = information_criteria(fit, data.y.shape[0], nonzero_theta=True)
         bic = jnp.where(jnp.isfinite(jnp.minimum(path.bic_warm, path.bic_cold)[path.best]), bic, jnp.inf)
-        return fit.params.theta**2, bic, path.lambdas[path.best], nnz, fit.result._value
+        return fit.params.theta**2, bic, path.lambdas[path.best], nnz, result_index(fit.result)
 
     over = (lambda f, xs: lax.map(f, xs)) if sequential else (lambda f, xs: jax.vmap(f)(xs))
     return top * relative_penalties, over(one, relative_penalties)

@@ -10,7 +10,7 @@ import numpy as np
 from jax import lax
 
 from ..._data import LMMData
-from ..._penalties import L1
+from ..._penalties import L1, AbstractPenalty, FreeLeading
 from ..._solution import RESULTS
 from ..._solve import _solve_jit
 from ...losses import quasi_likelihood
@@ -19,7 +19,7 @@ from .._core import CoreFit, all_nonnegative, checked, hyperparameter, solver_st
 
 
 def quasi_lasso_core(data: LMMData, a, lam, solver=None, differentiate: str = "implicit",
-                     cluster_weights=None, start=None) -> CoreFit:
+                     cluster_weights=None, start=None, penalty: AbstractPenalty | None = None) -> CoreFit:
     """The quasi-likelihood Lasso with an unpenalised intercept at given a and λ, as a pure
     function of arrays: β̂(a, λ, y, X) = argmin ‖y_a − X_a β − β_0 1_a‖² / (2 tr Σ_a⁻¹) + λ‖β‖₁.
 
@@ -29,15 +29,20 @@ def quasi_lasso_core(data: LMMData, a, lam, solver=None, differentiate: str = "i
     no error is raised: `result` says what happened. `solver`: default `CoordinateDescent(rtol=1e-10)`.
     `cluster_weights` (n, 0/1): fit on the clusters with weight 1 only (cross-validation folds).
     `start`: the solver's start, (intercept, β) of length p + 1 or a previous `CoreFit` (a warm
-    start; `jaxlmm.sweep(..., warm_start="lam")`); default 0. The variance components are not
-    estimated here (`sigma2`, `psi`, `ranef` are None).
+    start; `jaxlmm.sweep(..., warm_start="lam")`); default 0. `penalty`: any `AbstractPenalty` on
+    β in place of the Lasso, at λ = `lam` (its own λ replaced; the intercept stays free), as
+    `fit_quasi(penalty=...)`. The variance components are not estimated here (`sigma2`, `psi`,
+    `ranef` are None).
     """
     solver = CoordinateDescent(rtol=1e-10) if solver is None else solver
     a, lam = hyperparameter("a", a, data.X.dtype), hyperparameter("lam", lam, data.X.dtype)
     fn, args = quasi_likelihood(data, a, cluster_weights, intercept=True)
     p = args.X.shape[1]
-    unpenalized = jnp.zeros(p, bool).at[0].set(True)
-    sol = _solve_jit(fn, L1(lam, None, unpenalized), solver, solver_start(start, p, args.X.dtype, True), args, False,
+    if penalty is None:
+        on_beta = L1(lam, None, jnp.zeros(p, bool).at[0].set(True))
+    else:
+        on_beta = FreeLeading(penalty.with_lam(lam), 1, p)
+    sol = _solve_jit(fn, on_beta, solver, solver_start(start, p, args.X.dtype, True), args, False,
                      differentiate=differentiate)
     fit = CoreFit(sol.value[1:], sol.value[0], None, None, None, sol.result, sol.stats["num_steps"])
     return checked(fit, all_nonnegative(a) & all_nonnegative(lam), a, lam)

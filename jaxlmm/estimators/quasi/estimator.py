@@ -12,8 +12,8 @@ from tqdm.auto import tqdm
 from ..._data import LMMData
 from ..._fit import Fit, Tuning, accepts_formula, finish, savable
 from ..._path import LassoPath, solve_path
-from ..._penalties import L0
-from ..._scale import data_scale, rescaled
+from ..._penalties import L0, L1, AbstractPenalty, FreeLeading, check_user_penalty
+from ..._scale import DataScale, data_scale, rescaled
 from ..._select import (
     INFORMATION_CRITERIA,
     cluster_folds,
@@ -23,7 +23,7 @@ from ..._select import (
     scaled_lasso,
     training_weights,
 )
-from ..._solution import result_name
+from ..._solution import result_name, result_names
 from ..._solve import solve
 from ..._validate import (
     check_count,
@@ -104,12 +104,13 @@ class QuasiFit(Fit):
 
     @property
     def method(self) -> str:
-        return "quasi-likelihood " + ("Lasso" if self.selector == "lasso" else "best subset") + " (Li, Cai & Li)"
+        kind = {"lasso": "Lasso", "best_subset": "best subset"}.get(self.selector, f"{self.selector} penalty")
+        return f"quasi-likelihood {kind} (Li, Cai & Li)"
 
     @property
     def hyperparameters(self) -> dict:
         chosen = {"a": self.a}
-        if self.selector == "lasso":
+        if self.selector != "best_subset":
             chosen["lam"] = self.lam
         else:
             chosen["k"] = self.k
@@ -134,13 +135,14 @@ class QuasiFit(Fit):
         return None
 
 
-def _partial_fit(coef, intercept, support, a, lam, k, converged, n_iter, n_eff, selector, cv=None, ic=None,
-                 path=None, ic_support=None, result=None) -> QuasiFit:
-    """A `QuasiFit` whose data fields (names, groups, variance components) `fit_quasi` fills in."""
-    return QuasiFit(coef=coef, intercept=intercept, support=support, a=a, lam=lam, k=k, converged=bool(converged),
-                    n_iter=int(n_iter), effective_sample_size=n_eff, selector=selector, cv=cv, ic=ic, path=path,
-                    ic_support=ic_support, feature_names=(), groups=(), sigma2=None, psi=None, ranef=None,
-                    result=result or ("successful" if converged else "max_steps_reached"), n_obs=0, n_clusters=0)
+def _partial_fit(coef, intercept, support, a, lam, k, result, n_iter, n_eff, selector, cv=None, ic=None,
+                 path=None, ic_support=None) -> QuasiFit:
+    """A `QuasiFit` whose data fields (names, groups, variance components) `fit_quasi` fills in;
+    `result` the name of the solver's `RESULTS` code."""
+    return QuasiFit(coef=coef, intercept=intercept, support=support, a=a, lam=lam, k=k,
+                    converged=result == "successful", n_iter=int(n_iter), effective_sample_size=n_eff,
+                    selector=selector, cv=cv, ic=ic, path=path, ic_support=ic_support, feature_names=(), groups=(),
+                    sigma2=None, psi=None, ranef=None, result=result, n_obs=0, n_clusters=0)
 
 
 # ---- jitted programs: a is traced and folds share one shape, so nothing recompiles across a ---
@@ -163,7 +165,7 @@ def _design(data: LMMData, intercept: bool):
 
 
 @eqx.filter_jit
-def _lasso_cv_at_a(data, a, train, grid, relative, weights, unpenalized, intercept, solver):
+def _lasso_cv_at_a(data, a, train, grid, relative, penalty, intercept, solver):
     """The full-data λ path at one a and the held-out marginal SSE of every fold along it, as
     one program (`cross_validated_path`). With `relative`, `grid` holds fractions of the
     full-data λ_max(a) (so the grid follows a) and the path stops early by glmnet's rule."""
@@ -173,7 +175,7 @@ def _lasso_cv_at_a(data, a, train, grid, relative, weights, unpenalized, interce
     everything = jnp.ones(data.n_clusters, args.X.dtype)
     path, sse, _ = cross_validated_path(
         lambda cw: (fn, _fold_args(data, args, a, cw)), everything, train, 1.0 - train, grid, solver, y0,
-        lambda fargs, coef, test_w: marginal_sse(data, design, coef, test_w), weights, unpenalized, relative)
+        lambda fargs, coef, test_w: marginal_sse(data, design, coef, test_w), relative=relative, penalty=penalty)
     return path, sse, args.scale
 
 
@@ -192,13 +194,13 @@ def _universal_cv_at_a(data, a, train, n_penalized, weights, unpenalized, interc
 
 
 @eqx.filter_jit
-def _lasso_full(data, a, grid, relative, weights, unpenalized, intercept, solver, stop_after):
+def _lasso_full(data, a, grid, relative, penalty, intercept, solver, stop_after):
     """The path at `a`, its λ after index `stop_after` (an array: a Python int would be a static
     argument, one compilation per chosen index) left unfitted."""
     fn, args = quasi_likelihood(data, a, intercept=intercept)
     y0 = jnp.zeros(args.X.shape[1], args.X.dtype)
-    return solve_path(fn, args, grid, solver, y0, weights, unpenalized, relative=relative,
-                      early_stop=relative, stop_after=stop_after), args.scale
+    return solve_path(fn, args, grid, solver, y0, relative=relative, early_stop=relative, stop_after=stop_after,
+                      penalty=penalty), args.scale
 
 
 @eqx.filter_jit
@@ -259,6 +261,7 @@ def fit_quasi(
     n_folds: int = 5,
     weights=None,
     unpenalized=None,
+    penalty: AbstractPenalty | None = None,
     intercept: bool = True,
     cv_rule: str = "min",
     seed: int = 0,
@@ -300,6 +303,12 @@ def fit_quasi(
       error of the minimum, at the minimising a; glmnet's `lambda.1se`).
     - `weights` (length p, ≥ 0; inf drops a column), `unpenalized` (indices or a mask of
       columns of X that are never penalised and always in the model).
+    - `penalty`: any `AbstractPenalty` (`MCP`, `SCAD`, `ElasticNet`, `GroupLasso` with
+      `solver=ProximalGradient()`, or your own subclass) in place of the Lasso, its λ chosen by
+      the same cluster CV (λ_max from its `critical_lambda`) or given by `lam`; its own λ is
+      replaced. The intercept stays unpenalised; `weights`, `unpenalized`, `k` and
+      `lam="universal"` belong to the Lasso and are refused with it. The fit runs on the
+      caller's scale, so the penalty's parameters keep the units they were given in.
     - `variance`: estimate σ̂², Ψ̂ = ηI and the BLUPs (`variance_components` at the fit's a; a
       second compiled program, about 0.7 s on a first call); False leaves them None.
     - `solver`: the in-JIT solver for the Lasso (default `CoordinateDescent(rtol=1e-7)`, with
@@ -337,6 +346,7 @@ def fit_quasi(
         raise ValueError(f"`k_criterion` must be 'cv', 'gic' or 'ebic'; got {k_criterion!r}.")
     user_mask = check_unpenalized(unpenalized, p)
     user_weights = check_weights(weights, p)
+    check_user_penalty(penalty, p, weights=weights, unpenalized=unpenalized, k=k, lam=lam)
     if lambda_min_ratio is None:
         lambda_min_ratio = 1e-2 if p > data.n_obs else 1e-4
     lambda_min_ratio = check_fraction("lambda_min_ratio", lambda_min_ratio)
@@ -344,8 +354,8 @@ def fit_quasi(
     needs_cv = a is None or (lam is None and k is None and k_criterion == "cv")
     folds = cluster_folds(data.n_clusters, n_folds, seed) if needs_cv else None
     fit = _fit_quasi_rescaled(data, a, a_values, lam, k, folds, user_mask, user_weights, n_lambda, lambda_min_ratio,
-                              k_grid, k_criterion, n_folds, intercept, cv_rule, progress, solver, best_subset)
-    if fit.selector != "lasso":
+                              k_grid, k_criterion, n_folds, intercept, cv_rule, progress, solver, best_subset, penalty)
+    if fit.selector == "best_subset":
         lam_rule = None
     else:
         lam_rule = "universal" if isinstance(lam, str) else "cv" if lam is None else "given"
@@ -359,19 +369,22 @@ def fit_quasi(
 
 
 def _fit_quasi_rescaled(data, a, a_values, lam, k, folds, user_mask, user_weights, n_lambda, lambda_min_ratio,
-                        k_grid, k_criterion, n_folds, intercept, cv_rule, progress, solver, best_subset) -> QuasiFit:
+                        k_grid, k_criterion, n_folds, intercept, cv_rule, progress, solver, best_subset,
+                        user_penalty) -> QuasiFit:
     """`fit_quasi` on y / s_y and X / s_x (`_scale`), reported on the caller's scale: with
     β = (s_y/s_x) β̃, the objective is s_y² times the same objective in β̃ with λ̃ = λ / (s_y s_x),
     so λ (and the CV and IC curves) map back exactly. The universal λ's rule depends on the
-    columns' scale: it keeps the caller's through weights w̃ = w / s_x (then λ = s_y λ̃)."""
-    scale = data_scale(data)
+    columns' scale: it keeps the caller's through weights w̃ = w / s_x (then λ = s_y λ̃). A user's
+    penalty is fitted on the caller's scale: its parameters are in the units of β and y."""
+    scale = data_scale(data) if user_penalty is None else DataScale(1.0, 1.0)
     data = rescaled(data, scale)
     universal = isinstance(lam, str)
     if universal and scale.x != 1.0:
         user_weights = (np.ones(data.n_features) if user_weights is None else user_weights) / scale.x
     lam_unit = scale.y if universal else scale.y * scale.x
     fit = _fit_quasi_unit(data, a, a_values, lam, k, folds, user_mask, user_weights, n_lambda, lambda_min_ratio,
-                          k_grid, k_criterion, n_folds, intercept, cv_rule, progress, solver, best_subset, lam_unit)
+                          k_grid, k_criterion, n_folds, intercept, cv_rule, progress, solver, best_subset, lam_unit,
+                          user_penalty)
     return fit if scale.identity else _unscaled_fit(fit, scale, intercept, lam_unit)
 
 
@@ -400,7 +413,7 @@ def _unscaled_fit(fit: QuasiFit, scale, intercept: bool, lam_unit) -> QuasiFit:
 
 def _fit_quasi_unit(data, a, a_values, lam, k, folds, user_mask, user_weights, n_lambda, lambda_min_ratio,
                     k_grid, k_criterion, n_folds, intercept, cv_rule, progress, solver, best_subset,
-                    lam_scale) -> QuasiFit:
+                    lam_scale, user_penalty) -> QuasiFit:
     dtype = data.X.dtype
     mask = np.concatenate([[True], user_mask]) if intercept else user_mask
     w = None
@@ -445,8 +458,13 @@ def _fit_quasi_unit(data, a, a_values, lam, k, folds, user_mask, user_weights, n
         relative = False
     # An array of λ with a given is a path; with a=None it is the λ grid of the CV over a × λ.
     path_requested = lam is not None and np.ndim(lam) > 0 and a is not None
+    if user_penalty is None:
+        penalty, selector = L1(jnp.ones((), dtype), w, mask_j), "lasso"
+    else:  # the user's penalty on β; the intercept (column 0 of the design) stays free
+        penalty = FreeLeading(user_penalty, 1, data.n_features + 1) if intercept else user_penalty
+        selector = type(user_penalty).__name__
     return _fit_lasso(grid=grid, relative=relative, path_requested=path_requested,
-                      solver=solver, cv_solver=cv_solver, weights=w, mask_j=mask_j, **common)
+                      solver=solver, cv_solver=cv_solver, penalty=penalty, selector=selector, **common)
 
 
 def _split_intercept(beta: np.ndarray, intercept: bool):
@@ -471,7 +489,7 @@ def _cv_best(error, fold_sse, folds, data, rule) -> tuple[int, int]:
 
 
 def _fit_lasso(*, data, a_values, folds, n_folds, intercept, mask, progress, cv_rule, grid, relative,
-               path_requested, solver, cv_solver, weights, mask_j) -> QuasiFit:
+               path_requested, solver, cv_solver, penalty, selector) -> QuasiFit:
     dtype = data.X.dtype
     grid_j = jnp.asarray(grid, dtype)
     cv = None
@@ -481,7 +499,7 @@ def _fit_lasso(*, data, a_values, folds, n_folds, intercept, mask, progress, cv_
         train = training_weights(folds, n_folds, dtype)
         fold_sse, lam_table, path, a_best, best_error = [], [], None, None, np.inf
         for a in tqdm(a_values, desc="CV over a", disable=not progress or len(a_values) == 1):
-            a_path, sse, n_eff = _lasso_cv_at_a(data, jnp.asarray(a, dtype), train, grid_j, relative, weights, mask_j,
+            a_path, sse, n_eff = _lasso_cv_at_a(data, jnp.asarray(a, dtype), train, grid_j, relative, penalty,
                                                 intercept, cv_solver)
             # Only the λ the full-data path reached are candidates (glmnet's cv truncates likewise).
             sse = np.where(np.asarray(a_path.fitted)[None, :], np.asarray(sse), np.nan)
@@ -495,26 +513,27 @@ def _fit_lasso(*, data, a_values, folds, n_folds, intercept, mask, progress, cv_
         cv = CVCurve(a_values, np.stack(lam_table), error, fold_sse, "lam", best)
         index, n_eff = best[1], best_eff
         if cv_solver is not solver:  # the reported path to the final solver's tolerance, down to the chosen λ
-            path, n_eff = _lasso_full(data, jnp.asarray(a_best, dtype), grid_j, relative, weights, mask_j, intercept,
+            path, n_eff = _lasso_full(data, jnp.asarray(a_best, dtype), grid_j, relative, penalty, intercept,
                                       solver, jnp.asarray(index))
             index = min(index, int(np.flatnonzero(np.asarray(path.fitted))[-1]))
     else:
         a_best = float(a_values[0])
-        path, n_eff = _lasso_full(data, jnp.asarray(a_best, dtype), grid_j, relative, weights, mask_j, intercept,
+        path, n_eff = _lasso_full(data, jnp.asarray(a_best, dtype), grid_j, relative, penalty, intercept,
                                   solver, jnp.asarray(len(grid)))
         index = int(np.flatnonzero(np.asarray(path.fitted))[-1])
     coef_all = np.asarray(path.coef)
     beta, b0 = _split_intercept(coef_all, intercept)
-    converged = np.asarray(path.converged)
+    results = result_names(path.result)
     steps = np.asarray(path.num_steps)
-    if path_requested:
+    if path_requested:  # the first λ that did not succeed, if any, says why
         support = tuple(np.flatnonzero(row) for row in beta)
-        return _partial_fit(beta, b0, support, a_best, np.asarray(path.lambdas), None, np.all(converged),
-                            np.sum(steps), float(n_eff), "lasso", cv, None, path)
+        failed = [name for name in results if name != "successful"]
+        return _partial_fit(beta, b0, support, a_best, np.asarray(path.lambdas), None,
+                            failed[0] if failed else "successful", np.sum(steps), float(n_eff), selector, cv, None,
+                            path)
     return _partial_fit(beta[index], float(b0[index]), np.flatnonzero(beta[index]), a_best,
-                        float(path.lambdas[index]), None, bool(converged[index]), int(steps[index]),
-                        float(n_eff), "lasso", cv, None, path if relative else None,
-                        result=result_name(path.result._value[index]))
+                        float(path.lambdas[index]), None, results[index], int(steps[index]),
+                        float(n_eff), selector, cv, None, path if relative else None)
 
 
 def _fit_universal(*, data, a_values, folds, n_folds, intercept, mask, progress, cv_rule, solver, weights,
@@ -538,7 +557,7 @@ def _fit_universal(*, data, a_values, folds, n_folds, intercept, mask, progress,
     fit, n_eff = _universal_full(data, jnp.asarray(a_best, dtype), n_penalized, weights, mask_j, intercept, solver)
     beta, b0 = _split_intercept(np.asarray(fit.coef), intercept)
     return _partial_fit(beta, float(b0), np.flatnonzero(beta), a_best, float(fit.lam), None,
-                    bool(fit.converged), int(fit.num_steps), float(n_eff), "lasso", cv)
+                        result_name(fit.result), int(fit.num_steps), float(n_eff), "lasso", cv)
 
 
 def _fit_best_subset(*, data, a_values, folds, n_folds, intercept, mask, progress, cv_rule, k, k_grid,
@@ -586,6 +605,6 @@ def _fit_best_subset(*, data, a_values, folds, n_folds, intercept, mask, progres
     else:
         j = cv.best[1]
     beta, b0 = _split_intercept(coefs[j], intercept)
-    fit = _partial_fit(beta, float(b0), np.flatnonzero(beta), a_best, None, int(ks[j]), True, 0,
+    fit = _partial_fit(beta, float(b0), np.flatnonzero(beta), a_best, None, int(ks[j]), "successful", 0,
                        float(args.scale), "best_subset", cv, ic, ic_support=ic_support)
     return dataclasses.replace(fit, ic_name=k_criterion if ic is not None else None)

@@ -19,8 +19,8 @@ from ..._data import LMMData
 from ..._fit import Fit, Tuning, accepts_formula, finish
 from ..._inference import InferenceTable, debiased_lasso
 from ..._path import solve_path
-from ..._penalties import L1
-from ..._scale import data_scale, rescaled
+from ..._penalties import L1, AbstractPenalty, check_user_penalty
+from ..._scale import DataScale, data_scale, rescaled
 from ..._select import cluster_folds, cross_validated_path
 from ..._solution import result_name
 from ..._validate import (
@@ -90,7 +90,7 @@ def user_synthetic(data: LMMData, S) -> np.ndarray:
 
 
 @eqx.filter_jit
-def _cv_path(data, S_bar, base, train, test, relative, solver, weights, unpenalized):
+def _cv_path(data, S_bar, base, train, test, relative, solver, penalty):
     """The SHEL Lasso path on the clusters in `base` (λ from its λ_max down `relative`, stopped
     early by glmnet's rule) and the held-out errors of every fold along it, as one program
     (`cross_validated_path`). Fold f fits on `train[f]` and scores Σ over `test[f]` rows of
@@ -103,7 +103,7 @@ def _cv_path(data, S_bar, base, train, test, relative, solver, weights, unpenali
         return jnp.sum(test_w[data.cluster][:, None] * residual**2, axis=0)
 
     path, sse, _ = cross_validated_path(lambda w: shel_loss(data, S_bar, w), base, train, test, relative, solver,
-                                        y0, score, weights, unpenalized)
+                                        y0, score, penalty=penalty)
     return path, sse
 
 
@@ -113,15 +113,14 @@ def _final_fit(data, lam, S_bar, penalty, solver, start):
 
 
 @eqx.filter_jit
-def _fit_at(data, S_bar, base, lam, solver, weights, unpenalized):
+def _fit_at(data, S_bar, base, lam, solver, penalty):
     fn, args = shel_loss(data, S_bar, base)
-    return solve_path(fn, args, lam[None], solver, jnp.zeros(args.X.shape[1], args.X.dtype), weights, unpenalized)
+    return solve_path(fn, args, lam[None], solver, jnp.zeros(args.X.shape[1], args.X.dtype), penalty=penalty)
 
 
-def _select(data, S_bar, base, folds, n_folds, relative, solver, lam=None, cv_solver=None, penalty=(None, None),
-            refit=True):
+def _select(data, S_bar, base, folds, n_folds, relative, solver, penalty, lam=None, cv_solver=None, refit=True):
     """β̂ on the clusters in `base` with λ given or chosen by cluster CV (folds over `base`);
-    `penalty` = (weights, unpenalized mask) of the L1 penalty on β.
+    `penalty`: the penalty on β (its λ replaced along the path).
     The CV paths use `cv_solver` (default `solver`); with another solver the chosen λ is
     refitted with `solver`. Returns (coef, lam, cv_error per λ or None, (converged, coordinate epochs)).
     With `refit=False` (the caller fits the chosen λ itself) coef is the CV path's at the chosen
@@ -132,19 +131,19 @@ def _select(data, S_bar, base, folds, n_folds, relative, solver, lam=None, cv_so
     if lam is not None:
         if not refit:
             return None, float(lam), None, None
-        path = _fit_at(data, S_bar, base_w, jnp.asarray(lam, dtype), solver, *penalty)
+        path = _fit_at(data, S_bar, base_w, jnp.asarray(lam, dtype), solver, penalty)
         return np.asarray(path.coef[0]), float(lam), None, _status(path, 0)
     in_fold = folds[None, :] == np.arange(n_folds)[:, None]
     train = jnp.asarray(base[None, :] * ~in_fold, dtype)
     test = jnp.asarray(base[None, :] * in_fold, dtype)
-    path, sse = _cv_path(data, S_bar, base_w, train, test, jnp.asarray(relative, dtype), cv_solver, *penalty)
+    path, sse = _cv_path(data, S_bar, base_w, train, test, jnp.asarray(relative, dtype), cv_solver, penalty)
     error = np.asarray(sse).sum(axis=0) / float(np.sum(np.asarray(data.cluster_sizes) * base))
     error = np.where(np.asarray(path.fitted), error, np.nan)  # only λ the base path reached
     best = int(np.nanargmin(error))
     lam_best = float(path.lambdas[best])
     if cv_solver is solver or not refit:
         return np.asarray(path.coef[best]), lam_best, error, _status(path, best)
-    refit = _fit_at(data, S_bar, base_w, jnp.asarray(lam_best, dtype), solver, *penalty)
+    refit = _fit_at(data, S_bar, base_w, jnp.asarray(lam_best, dtype), solver, penalty)
     return np.asarray(refit.coef[0]), lam_best, error, _status(refit, 0)
 
 
@@ -212,8 +211,8 @@ def _aggregate_splits(estimates, ses, dfs, level, gamma=0.5):
 _profile = eqx.filter_jit(profile_synthetic)
 
 
-def split_inference(data, S_bar, relative, solver, n_splits, level, n_folds, seed, progress, cv_solver=None,
-                    penalty=(None, None)):
+def split_inference(data, S_bar, relative, solver, n_splits, level, n_folds, seed, progress, penalty,
+                    cv_solver=None):
     """Cluster sample splitting: select (SHEL, λ by CV) on a random half of the clusters, refit
     OLS of P y on P X_Ŝ on the other half (P fitted on that half) with CR1 SEs; aggregate B
     splits. Rows: every coefficient selected in at least one split."""
@@ -227,8 +226,8 @@ def split_inference(data, S_bar, relative, solver, n_splits, level, n_folds, see
         half = np.zeros(n, bool)
         half[rng.permutation(n)[: n // 2]] = True
         folds = cluster_folds(n, n_folds, seed=int(rng.integers(2**31)))
-        coef, *_ = _select(data, S_bar, half.astype(float), folds, n_folds, relative, solver, cv_solver=cv_solver,
-                           penalty=penalty)
+        coef, *_ = _select(data, S_bar, half.astype(float), folds, n_folds, relative, solver, penalty,
+                           cv_solver=cv_solver)
         support = np.flatnonzero(coef)
         if support.size == 0:
             continue
@@ -327,6 +326,7 @@ def fit_shel(
     seed: int = 0,
     weights=None,
     unpenalized=None,
+    penalty: AbstractPenalty | None = None,
     solver=None,
     progress: bool = True,
     throw: bool = False,
@@ -362,6 +362,8 @@ def fit_shel(
       standardisation). With the default `solver`, the CV paths are solved to a KKT tolerance
       of 1e-5 (glmnet's default is looser still) and the chosen λ is refitted to 1e-7; a
       `solver` given is used for both.
+    - `penalty`: any `AbstractPenalty` on β in place of the Lasso (its λ by the same CV or `lam`;
+      `weights` and `unpenalized` are then refused); fitted on the caller's scale.
     - `inference="split"`: B = `n_splits` random halvings of the clusters; select on one half
       (λ by CV there, K fixed at the full-data choice), refit OLS of P y on P X_Ŝ on the other
       half (P fitted there) with CR1 cluster-robust SEs and t(G − 1) references; p-values and
@@ -408,7 +410,9 @@ def fit_shel(
     solver = CoordinateDescent(rtol=1e-7) if solver is None else solver
     # Fit on y / s_y and X / s_x (powers of two, `_scale`): β = (s_y/s_x) β̃ and the objective is
     # s_y² times the same one in β̃ with λ̃ = λ / (s_y s_x); the synthetic variables are unchanged.
-    caller_data, units = data, data_scale(data)
+    check_user_penalty(penalty, p, weights=weights, unpenalized=unpenalized)
+    # A user's penalty is fitted on the caller's scale: its parameters keep the units they were given in.
+    caller_data, units = data, data_scale(data) if penalty is None else DataScale(1.0, 1.0)
     data = rescaled(data, units)
     coef_factor, lam_factor = units.y / units.x, units.y * units.x
     lam = None if lam is None else lam / lam_factor
@@ -417,7 +421,9 @@ def fit_shel(
     everything = np.ones(n)
     dtype = data.X.dtype
     # Weights are scale-free (X is rescaled by one factor): they pass to the fitting scale as given.
-    penalty = (None if user_weights is None else jnp.asarray(user_weights, dtype), jnp.asarray(user_mask))
+    if penalty is None:
+        penalty = L1(jnp.ones((), dtype), None if user_weights is None else jnp.asarray(user_weights, dtype),
+                     jnp.asarray(user_mask))
 
     if kind == "pca":
         Ks = (int(K),) if K is not None else tuple(k for k in K_grid if 1 <= k < n - 1)
@@ -431,7 +437,7 @@ def fit_shel(
             # Columns beyond K are zeroed (not dropped): one compiled shape for every K.
             S_k = S_full * (np.arange(S_full.shape[1]) <= k)
             coef, lam_k, error, status = _select(data, jnp.asarray(S_k, dtype), everything, folds, n_folds, relative,
-                                                 solver, lam, cv_solver, penalty, refit=False)
+                                                 solver, penalty, lam, cv_solver, refit=False)
             candidates.append((np.inf if error is None else np.min(error), k, S_k, coef, lam_k, error, status))
         best = min(range(len(candidates)), key=lambda i: candidates[i][0])
         _, K_hat, S_bar, coef, lam_hat, _, status = candidates[best]
@@ -440,8 +446,8 @@ def fit_shel(
     else:
         S_bar = None if kind == "dummies" else user_synthetic(caller_data, synthetic)
         S_j = None if S_bar is None else jnp.asarray(S_bar, dtype)
-        coef, lam_hat, error, status = _select(data, S_j, everything, folds, n_folds, relative, solver, lam,
-                                               cv_solver, penalty, refit=False)
+        coef, lam_hat, error, status = _select(data, S_j, everything, folds, n_folds, relative, solver, penalty, lam,
+                                               cv_solver, refit=False)
         K_hat = n if S_bar is None else S_bar.shape[1] - 1
         cv_error = None if error is None else error[None]
         Ks = (K_hat,)
@@ -449,8 +455,7 @@ def fit_shel(
 
     # The fit at the chosen (K, λ) is the core's, on the fitting scale (warm-started from the CV
     # path's β̂ there), mapped back: β = (s_y/s_x) β̃; the intercept, cluster effects in y's units.
-    penalty_template = L1(jnp.ones((), dtype), *penalty)
-    core = _final_fit(data, jnp.asarray(lam_hat, dtype), S_jax, penalty_template, solver,
+    core = _final_fit(data, jnp.asarray(lam_hat, dtype), S_jax, penalty, solver,
                       None if coef is None else jnp.asarray(coef, dtype))
     unit_coef = np.asarray(core.coef)
     coef = unit_coef * coef_factor
@@ -469,7 +474,7 @@ def fit_shel(
     table = None
     if inference == "split":
         table = split_inference(data, S_jax, relative, solver, int(n_splits), level, n_folds, seed + 1,
-                                progress, cv_solver, penalty).rescaled(coef_factor)
+                                progress, penalty, cv_solver).rescaled(coef_factor)
     elif inference == "debiased":
         table = debiased_inference(data, S_jax, unit_coef, np.flatnonzero(unit_coef), level, solver,
                                    float(units.x)).rescaled(coef_factor, node_lam=units.x**2)
