@@ -85,8 +85,7 @@ def result_index(code):
 def result_name(code) -> str:
     """The name of a (concrete, scalar) `RESULTS` code, e.g. "successful": how fits, inference
     rows and tuning records report it. `jaxlmm.RESULTS[code]` is its message."""
-    index = int(np.asarray(result_index(code)))
-    return next(name for name in RESULT_NAMES if int(np.asarray(result_index(getattr(RESULTS, name)))) == index)
+    return str(result_names(code).item())
 
 
 def result_names(codes) -> np.ndarray:

@@ -38,10 +38,7 @@ def quasi_lasso_core(data: LMMData, a, lam, solver=None, differentiate: str = "i
     a, lam = hyperparameter("a", a, data.X.dtype), hyperparameter("lam", lam, data.X.dtype)
     fn, args = quasi_likelihood(data, a, cluster_weights, intercept=True)
     p = args.X.shape[1]
-    if penalty is None:
-        on_beta = L1(lam, None, jnp.zeros(p, bool).at[0].set(True))
-    else:
-        on_beta = FreeLeading(penalty.with_lam(lam), 1, p)
+    on_beta = FreeLeading(L1(lam) if penalty is None else penalty.with_lam(lam), 1, p)  # the intercept free
     sol = _solve_jit(fn, on_beta, solver, solver_start(start, p, args.X.dtype, True), args, False,
                      differentiate=differentiate)
     fit = CoreFit(sol.value[1:], sol.value[0], None, None, None, sol.result, sol.stats["num_steps"])

@@ -118,21 +118,14 @@ def _fit_at(data, S_bar, base, lam, solver, penalty):
     return solve_path(fn, args, lam[None], solver, jnp.zeros(args.X.shape[1], args.X.dtype), penalty=penalty)
 
 
-def _select(data, S_bar, base, folds, n_folds, relative, solver, penalty, lam=None, cv_solver=None, refit=True):
-    """β̂ on the clusters in `base` with λ given or chosen by cluster CV (folds over `base`);
-    `penalty`: the penalty on β (its λ replaced along the path).
-    The CV paths use `cv_solver` (default `solver`); with another solver the chosen λ is
-    refitted with `solver`. Returns (coef, lam, cv_error per λ or None, (converged, coordinate epochs)).
-    With `refit=False` (the caller fits the chosen λ itself) coef is the CV path's at the chosen
-    λ (None for a given λ) and nothing is refitted."""
+def _select(data, S_bar, base, folds, n_folds, relative, solver, penalty, cv_solver=None, refit=True):
+    """λ by cluster CV on the clusters in `base` (folds over `base`) for `penalty` on β (its λ
+    replaced along the path): (coef, λ, CV error per λ). The CV paths use `cv_solver` (default
+    `solver`); with another solver and `refit`, the chosen λ is refitted with `solver`, otherwise
+    coef is the CV path's at the chosen λ (the caller fits it itself)."""
     cv_solver = solver if cv_solver is None else cv_solver
     dtype = data.X.dtype
     base_w = jnp.asarray(base, dtype)
-    if lam is not None:
-        if not refit:
-            return None, float(lam), None, None
-        path = _fit_at(data, S_bar, base_w, jnp.asarray(lam, dtype), solver, penalty)
-        return np.asarray(path.coef[0]), float(lam), None, _status(path, 0)
     in_fold = folds[None, :] == np.arange(n_folds)[:, None]
     train = jnp.asarray(base[None, :] * ~in_fold, dtype)
     test = jnp.asarray(base[None, :] * in_fold, dtype)
@@ -142,13 +135,9 @@ def _select(data, S_bar, base, folds, n_folds, relative, solver, penalty, lam=No
     best = int(np.nanargmin(error))
     lam_best = float(path.lambdas[best])
     if cv_solver is solver or not refit:
-        return np.asarray(path.coef[best]), lam_best, error, _status(path, best)
-    refit = _fit_at(data, S_bar, base_w, jnp.asarray(lam_best, dtype), solver, penalty)
-    return np.asarray(refit.coef[0]), lam_best, error, _status(refit, 0)
-
-
-def _status(path, index) -> tuple[bool, int]:
-    return bool(path.converged[index]), int(path.num_steps[index])
+        return np.asarray(path.coef[best]), lam_best, error
+    refitted = _fit_at(data, S_bar, base_w, jnp.asarray(lam_best, dtype), solver, penalty)
+    return np.asarray(refitted.coef[0]), lam_best, error
 
 
 # ---- inference ---------------------------------------------------------------------------------
@@ -425,6 +414,12 @@ def fit_shel(
         penalty = L1(jnp.ones((), dtype), None if user_weights is None else jnp.asarray(user_weights, dtype),
                      jnp.asarray(user_mask))
 
+    def chosen_lambda(S):
+        """(the CV path's β̂ there or None, λ, CV error per λ or None) for synthetic matrix S."""
+        if lam is not None:
+            return None, lam, None
+        return _select(data, S, everything, folds, n_folds, relative, solver, penalty, cv_solver, refit=False)
+
     if kind == "pca":
         Ks = (int(K),) if K is not None else tuple(k for k in K_grid if 1 <= k < n - 1)
         if not Ks:
@@ -436,18 +431,16 @@ def fit_shel(
         for k in tqdm(Ks, desc="CV over K", disable=not progress or len(Ks) == 1):
             # Columns beyond K are zeroed (not dropped): one compiled shape for every K.
             S_k = S_full * (np.arange(S_full.shape[1]) <= k)
-            coef, lam_k, error, status = _select(data, jnp.asarray(S_k, dtype), everything, folds, n_folds, relative,
-                                                 solver, penalty, lam, cv_solver, refit=False)
-            candidates.append((np.inf if error is None else np.min(error), k, S_k, coef, lam_k, error, status))
+            coef, lam_k, error = chosen_lambda(jnp.asarray(S_k, dtype))
+            candidates.append((np.inf if error is None else np.min(error), k, S_k, coef, lam_k, error))
         best = min(range(len(candidates)), key=lambda i: candidates[i][0])
-        _, K_hat, S_bar, coef, lam_hat, _, status = candidates[best]
+        _, K_hat, S_bar, coef, lam_hat, _ = candidates[best]
         S_bar = S_bar[:, : K_hat + 1]
         cv_error = None if lam is not None else np.stack([c[5] for c in candidates])
     else:
         S_bar = None if kind == "dummies" else user_synthetic(caller_data, synthetic)
         S_j = None if S_bar is None else jnp.asarray(S_bar, dtype)
-        coef, lam_hat, error, status = _select(data, S_j, everything, folds, n_folds, relative, solver, penalty, lam,
-                                               cv_solver, refit=False)
+        coef, lam_hat, error = chosen_lambda(S_j)
         K_hat = n if S_bar is None else S_bar.shape[1] - 1
         cv_error = None if error is None else error[None]
         Ks = (K_hat,)
