@@ -176,8 +176,8 @@ def sweep(core, data: LMMData, grid: dict | None = None, *, responses=None, trut
       multiple of the number of devices.
     - `vectorize`: "vmap" (the fits of a chunk side by side), "map" (one after another inside
       the compiled program, `lax.map`) or "auto": "map" on one CPU device, where a vmapped
-      solver loop runs every lane until the slowest is done (`benchmarks/bench_sweep.py`:
-      1,000 quasi-Lasso fits took 29.5 s vmapped against 8.8 s as a loop of single jitted fits),
+      solver loop runs every lane until the slowest is done (`benchmarks/bench_sweep.py`
+      measures both against a loop of single jitted fits),
       "vmap" on accelerators and over several devices.
     - `options`: further keyword arguments of the core, the same for every fit (`solver=`,
       `structure=`, …).

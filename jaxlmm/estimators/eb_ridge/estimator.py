@@ -356,8 +356,8 @@ def _unpack(u, fixed_lam, fixed_b, fixed_A, learn_A: str, q: int, b_min: float, 
 def _central_differences(f, phi0):
     """(f(u), aux), ∇f(u) with the gradient by central differences, for f(u, phi_start) →
     (value, LaplaceMarginal). Θ has a handful of free members, and autodiff through the Laplace
-    approximation needs third derivatives of the log-likelihood, whose program took 25–30 s to
-    compile; this one compiles the evidence alone, once: the 2d + 1 evaluations run in one
+    approximation needs third derivatives of the log-likelihood, whose program is several times
+    slower to compile; this one compiles the evidence alone, once: the 2d + 1 evaluations run in one
     scan, the centre first (its inner Newton solve from `phi0`), then the perturbed points
     from the centre's mode (one or two Newton steps each). Steps h = eps^(1/3)(1 + |u|) balance
     truncation and rounding (gradient error ~ eps^(2/3)); where one side has no mode (f = +∞),
@@ -391,8 +391,9 @@ def learn_hyperparameters(design: EBDesign, lam=None, b=None, A=None, learn_A: s
     None; `learn_A` "scalar" learns A = α I, "full" a full A, "none" keeps `A` fixed) by
     L-BFGS (optax's direction, Armijo backtracking) on the unconstrained scale, with the
     gradient by central differences (`_central_differences`; `gradient="autodiff"` differentiates
-    the Laplace approximation instead: the same optimum, a 3× faster run on this CPU, a program
-    that compiles for ~30 s rather than ~8 s — the choice for long sweeps). Pure and jit-able (the
+    the Laplace approximation instead: the same optimum, a faster run once compiled, a program
+    that takes several times longer to compile — the choice for long sweeps; times on the
+    benchmarks page). Pure and jit-able (the
     choice of free members is static). `evidence="slides"` maximises `slides_log_marginal`
     instead, with the ECM MAP recomputed at every Θ (from the previous point's MAP within a
     gradient; central differences only); its `phi` is then the flattened MAP.

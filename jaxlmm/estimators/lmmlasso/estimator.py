@@ -139,8 +139,8 @@ def lmmlasso_path(args: MixedModelData, structure: str, relative_grid: Array, we
     fit whose parameter count exceeds `max_df` is stopped as saturated (log L grows without
     bound as σ² → 0) and gets BIC = inf; once a sweep saturates, its smaller λ are not fitted. `variance_penalty`: as in
     `MixedModelCGD.run` (then BIC counts the nonzero variances only). Pure: `jax.vmap` or `lax.map` it over
-    stacked data sets for a simulation sweep. On a CPU `lax.map` is the faster of the two
-    (8 H1 replicates: 2.0 s against 12 s vmapped), because a vmapped loop runs until its
+    stacked data sets for a simulation sweep. On a CPU `lax.map` is the faster of the two,
+    because a vmapped loop runs until its
     slowest lane is done at every level of the nested solver loops.
     """
     y = args.y

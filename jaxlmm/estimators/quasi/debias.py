@@ -48,8 +48,8 @@ def debias(
     - `initial`: "scaled_lasso" (default) or "fit", as above; `extra["initial_fit"]` says which
       was used.
     - `solver`: solver of the node-wise Lassos; `batch_size`: node-wise Lassos vmapped at once
-      (memory grows as batch_size × N). Default: 1 on CPU, where a sequential loop was
-      fastest (p = 1000, N = 400: 0.65 s at 1, 1.05 s at 64, 2.3 s at 1000), 128 on a GPU.
+      (memory grows as batch_size × N). Default: 1 on CPU, where a sequential loop is
+      fastest (a vmapped batch waits for its slowest Lasso), 128 on a GPU.
 
     Computed on y / s_y and X / s_x (powers of two) and reported on the caller's scale; the
     node-wise λ_j keep the scaled-Lasso rule on the caller's columns, so the table is equivariant

@@ -310,7 +310,7 @@ def fit_quasi(
       `lam="universal"` belong to the Lasso and are refused with it. The fit runs on the
       caller's scale, so the penalty's parameters keep the units they were given in.
     - `variance`: estimate σ̂², Ψ̂ = ηI and the BLUPs (`variance_components` at the fit's a; a
-      second compiled program, about 0.7 s on a first call); False leaves them None.
+      second compiled program, most of its cost on a first call); False leaves them None.
     - `solver`: the in-JIT solver for the Lasso (default `CoordinateDescent(rtol=1e-7)`, with
       the CV paths solved to rtol 1e-5 and the path at the chosen a refitted to 1e-7; a solver
       given is used for both);
