@@ -70,9 +70,9 @@ class Fit:
       the row order of `ranef`).
     - `sigma2` σ̂², `psi` Ψ̂ (q × q) and `ranef` the BLUPs b̂_i (n × q), where the method
       estimates them (None otherwise).
-    - `result` (the name of a `jaxlmm.RESULTS` code, "successful" when the tolerance was met),
-      `converged` (bool), `n_iter` (iterations of the final solve, int; 0 where the solver
-      does not report them).
+    - `result` (the name of a `jaxlmm.RESULTS` code, "successful" when the optimum was reached and
+      every reported number is finite; `converged` is `result == "successful"`), `n_iter`
+      (iterations of the final solve, int; 0 where the solver does not report them).
     - `n_obs`, `n_clusters`; `inference` (an `InferenceTable`, or None);
       `data_fingerprint` (`LMMData.fingerprint()` of the data, which post-fit functions check);
       `design` (the `FormulaDesign` when fitted from a formula and a DataFrame, else None).
@@ -96,7 +96,6 @@ class Fit:
     psi: np.ndarray | None
     ranef: np.ndarray | None
     result: str
-    converged: bool
     n_iter: int
     n_obs: int
     n_clusters: int
@@ -106,6 +105,11 @@ class Fit:
 
     method = "fit"
     penalized = True  # False for fit_lmm: nothing to debias, its Wald table is already valid
+
+    @property
+    def converged(self) -> bool:
+        """`result == "successful"` (the one outcome channel is `result`)."""
+        return self.result == "successful"
 
     @property
     def hyperparameters(self) -> dict:
@@ -296,8 +300,8 @@ def single_fit(fit, data: LMMData) -> tuple[np.ndarray, float, float]:
 
 def finish(fit: Fit, throw: bool) -> Fit:
     """What every `fit_*` returns: `fit`, or with `throw=True` a `RuntimeError` carrying the
-    `RESULTS` message when the fit did not succeed (with `throw=False` the fit's `result` and
-    `converged` leave the decision to the caller). `successful` is kept only where every reported
+    `RESULTS` message when the fit did not succeed (with `throw=False` the fit's `result`
+    leaves the decision to the caller). `successful` is kept only where every reported
     estimate and criterion is finite and σ̂² > 0: a fit whose numbers overflow or underflow float64
     on the caller's scale (a y of scale 1e200 has a variance of 1e400) becomes `nonfinite`, with a
     warning that says which ones and what to change."""
@@ -306,7 +310,7 @@ def finish(fit: Fit, throw: bool) -> Fit:
         warnings.warn(f"{fit.method}: {', '.join(unusable)} cannot be represented in float64 on the data's scale "
                       "(overflow or underflow); the fit is reported as 'nonfinite'. Rescale y (and X) by a power "
                       "of ten and fit again.", RuntimeWarning, stacklevel=3)
-        fit = dataclasses.replace(fit, result="nonfinite", converged=False)
+        fit = dataclasses.replace(fit, result="nonfinite")
     if throw and fit.result != "successful":
         message = RESULTS[getattr(RESULTS, fit.result)]
         raise RuntimeError(f"{fit.method} did not succeed ({fit.result}): {message}")

@@ -15,6 +15,7 @@ from jax.scipy.special import ndtr, ndtri
 from ._covariance import cluster_sum
 from ._data import LMMData
 from ._select import scaled_lasso
+from ._solution import RESULTS, ReportsResult, result_index, result_names, results_from_index
 from .losses import LeastSquaresData, quasi_likelihood
 from .solvers import CoordinateDescent
 
@@ -26,8 +27,9 @@ class InferenceTable:
     - `coords`: the column indices of X the rows refer to.
     - `level`: the confidence level of [ci_low, ci_high]; `p_value` is two-sided for H0: β_j = 0.
     - `method`: how the table was made (e.g. "debiased lasso, cluster-robust").
-    - `valid`: per row, False where the computation failed (a node-wise Lasso that did not
-      converge, or a column with no variation left after whitening); those rows hold NaN.
+    - `result`: per row a `RESULTS` code (`successful`; a node-wise Lasso's own failure;
+      `unidentifiable` for a column collinear with others or with no variation left;
+      `nonfinite`); rows that did not succeed hold NaN. `valid` is `result == successful`.
     - `extra`: method-specific per-row arrays (e.g. the node-wise λ_j).
     """
 
@@ -39,7 +41,7 @@ class InferenceTable:
     p_value: np.ndarray
     level: float
     method: str
-    valid: np.ndarray
+    result: RESULTS
     extra: dict = dataclasses.field(default_factory=dict)
 
     COLUMNS = ("estimate", "std_error", "ci_low", "ci_high", "p_value")
@@ -49,8 +51,13 @@ class InferenceTable:
         import pandas as pd
 
         frame = pd.DataFrame({c: getattr(self, c) for c in self.COLUMNS}, index=pd.Index(self.coords, name="coef"))
-        frame["valid"] = self.valid
+        frame["result"] = result_names(self.result)
         return frame
+
+    @property
+    def valid(self) -> np.ndarray:
+        """Per row, `result == successful`."""
+        return np.asarray(result_index(self.result)) == int(result_index(RESULTS.successful))
 
     def __len__(self) -> int:
         return len(self.coords)
@@ -65,9 +72,10 @@ class InferenceTable:
     def __str__(self) -> str:
         head = f"{'coef':>6} " + " ".join(f"{c:>10}" for c in self.COLUMNS)
         lines = [f"{self.method}, {100 * self.level:g}% intervals", head]
+        valid, names = self.valid, result_names(self.result)
         for i, j in enumerate(self.coords):
             cells = " ".join(f"{getattr(self, c)[i]:>10.4g}" for c in self.COLUMNS)
-            lines.append(f"{j:>6} {cells}" + ("" if self.valid[i] else "  (invalid)"))
+            lines.append(f"{j:>6} {cells}" + ("" if valid[i] else f"  ({names[i]})"))
         return "\n".join(lines)
 
 
@@ -87,9 +95,16 @@ def cluster_robust_std_error(data: LMMData, scores: Array, denominator: Array) -
     return jnp.sqrt(jnp.sum(per_cluster**2, axis=0)) / jnp.abs(denominator)
 
 
-class DebiasedLasso(eqx.Module):
+def row_results(ok, failure: str = "unidentifiable") -> RESULTS:
+    """Per row `successful` where `ok`, else the code named `failure` (host-side tables)."""
+    ok = np.asarray(ok, bool)
+    codes = np.where(ok, int(result_index(RESULTS.successful)), int(result_index(getattr(RESULTS, failure))))
+    return results_from_index(codes)
+
+
+class DebiasedLasso(ReportsResult):
     """In-JIT result of `debiased_lasso`: per requested coordinate the debiased `estimate`,
-    `std_error`, `ci_low`, `ci_high`, `p_value`, the node-wise `node_lam` λ_j and `valid`."""
+    `std_error`, `ci_low`, `ci_high`, `p_value`, the node-wise `node_lam` λ_j and `result`."""
 
     estimate: Array
     std_error: Array
@@ -97,7 +112,7 @@ class DebiasedLasso(eqx.Module):
     ci_high: Array
     p_value: Array
     node_lam: Array
-    valid: Array
+    result: RESULTS
 
 
 @eqx.filter_jit
@@ -116,9 +131,10 @@ def debiased_lasso(
         β̂_j^db = β̂_j + ŵ_jᵀ r̂_a / ŵ_jᵀ X_{a,j};
         se_j = sqrt(Σ_i (Σ_{t ∈ i} ŵ_{j,t} r̂_{a,t})²) / ŵ_jᵀ X_{a,j}   (cluster-robust).
 
-    A row is invalid (NaN, `valid` False) when its node-wise Lasso did not converge, ŵ_jᵀX_{a,j}
-    vanishes, or another column has squared correlation ≥ 1 − 1e-8 with X_{a,j} (intercept
-    projected out): β_j is then not identifiable and a finite se would be meaningless.
+    A row is NaN with a `result` other than `successful` when its node-wise Lasso did not converge
+    (the solver's code), ŵ_jᵀX_{a,j} vanishes or another column has squared correlation
+    ≥ 1 − 1e-8 with X_{a,j} (intercept projected out; `unidentifiable`: a finite se would be
+    meaningless), or the estimate is not finite (`nonfinite`).
 
     The node-wise Lassos share the design, so they run `vmap`ped in chunks of `batch_size`
     (`lax.map`). Pure and jit/vmap-able (a sweep over stacked data sets can call it); `debias`
@@ -161,11 +177,15 @@ def debiased_lasso(
         std_error = cluster_robust_std_error(data, w * residual, denominator)
         corr = (centred[:, j] @ centred) / jnp.maximum(norms[j] * norms, jnp.finfo(dtype).tiny)
         twin = jnp.max(jnp.where(jnp.arange(p) == j, 0.0, corr**2)) >= 1.0 - collinear
-        usable = fit.converged & (denominator > 1e3 * jnp.finfo(dtype).eps * (x_j @ x_j)) & ~twin
-        return estimate, std_error, fit.lam, usable & jnp.isfinite(estimate) & jnp.isfinite(std_error)
+        identifiable = (denominator > 1e3 * jnp.finfo(dtype).eps * (x_j @ x_j)) & ~twin
+        finite = jnp.isfinite(estimate) & jnp.isfinite(std_error)
+        result = RESULTS.where(finite, RESULTS.successful, RESULTS.nonfinite)
+        result = RESULTS.where(identifiable, result, RESULTS.unidentifiable)
+        return estimate, std_error, fit.lam, RESULTS.where(fit.converged, result, fit.result)
 
-    estimate, std_error, node_lam, valid = jax.lax.map(node, coords, batch_size=batch_size)
+    estimate, std_error, node_lam, result = jax.lax.map(node, coords, batch_size=batch_size)
+    valid = result == RESULTS.successful
     estimate = jnp.where(valid, estimate, jnp.nan)
     std_error = jnp.where(valid, std_error, jnp.nan)
     ci_low, ci_high, p_value = normal_intervals(estimate, std_error, level)
-    return DebiasedLasso(estimate, std_error, ci_low, ci_high, p_value, node_lam, valid)
+    return DebiasedLasso(estimate, std_error, ci_low, ci_high, p_value, node_lam, result)

@@ -32,7 +32,9 @@ from ._recipes import TRANSFORMS, DesignFactor
 from ._solution import RESULT_NAMES, RESULTS, result_index, results_from_index
 from .losses.mixed_model import MixedModelParams
 
-FORMAT = "jaxlmm-fit/2"
+FORMAT = "jaxlmm-fit/3"
+# Formats this version still reads, each with the step that brings its payload to the next one.
+MIGRATIONS = {"jaxlmm-fit/2": "jaxlmm-fit/3"}
 for _record_type in (InferenceTable, LassoPath, MixedModelParams, FormulaDesign, DesignFactor):
     savable(_record_type)
 # Every record type: these, each `Fit` subclass and the estimators' `@savable` records (registered when
@@ -128,8 +130,9 @@ def load_fit(path):
         document = json.loads(text)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
         raise ValueError(f"{where} is not a readable jaxlmm fit file: {type(error).__name__}: {error}"[:500]) from None
-    if not isinstance(document, dict) or document.get("format") != FORMAT:
-        older = isinstance(document, dict) and document.get("format") == "jaxlmm-fit/1"
+    version = document.get("format") if isinstance(document, dict) else None
+    if version not in (FORMAT, *MIGRATIONS):
+        older = version == "jaxlmm-fit/1"
         raise ValueError(f"{where} is not a jaxlmm fit file (format {FORMAT!r})"
                          + ("; it was written by an earlier jaxlmm, whose formula fits loading would have to "
                             "evaluate: refit and save again." if older else "."))
@@ -138,7 +141,10 @@ def load_fit(path):
     try:
         if not isinstance(document["digest"], str) or document["digest"] != _digest(document["fit"]):
             raise _Invalid("the digest does not match the content: the file was changed after it was saved")
-        fit = _record(document["fit"], "fit", allowed={n: c for n, c in RECORDS.items() if _is_fit_record(n)},
+        payload = document["fit"]
+        while version != FORMAT:
+            payload, version = _migrate_2_to_3(payload, "fit", 0), MIGRATIONS[version]
+        fit = _record(payload, "fit", allowed={n: c for n, c in RECORDS.items() if _is_fit_record(n)},
                       depth=0)
         _check_fit(fit)
     except _Invalid as error:
@@ -146,6 +152,33 @@ def load_fit(path):
     except (ValueError, TypeError) as error:  # a record's own constructor refusing a value
         raise ValueError(f"{where} is not a valid jaxlmm fit: {error}"[:1000]) from None
     return fit
+
+
+def _migrate_2_to_3(raw, where: str, depth: int):
+    """A format-2 payload in format 3: outcomes travel by result codes only. Fits lose `converged`
+    (now `result == "successful"`) and the EB ridge fit its `message`; an inference table's
+    per-row `valid` becomes per-row result codes (`nonfinite` where a row was invalid: it holds
+    NaN, and format 2 did not say why)."""
+    if depth > MAX_DEPTH:
+        raise _Invalid(f"{where}: nested deeper than {MAX_DEPTH} levels")
+    if isinstance(raw, list):
+        return [_migrate_2_to_3(v, where, depth + 1) for v in raw]
+    if not isinstance(raw, dict):
+        return raw
+    if set(raw) == {"record", "fields"} and isinstance(raw["fields"], dict):
+        name, fields = raw["record"], dict(raw["fields"])
+        if isinstance(name, str) and _is_fit_record(name):
+            fields.pop("converged", None)
+            if name == "EBRidgeFit":
+                fields.pop("message", None)
+        if name == "InferenceTable" and "valid" in fields:
+            valid = _array(fields.pop("valid"), f"{where}.valid")
+            codes = np.where(valid.astype(bool), int(result_index(RESULTS.successful)),
+                             int(result_index(RESULTS.nonfinite))).astype(np.int32)
+            fields["result"] = {"results": _encode(codes)}
+        return {"record": name, "fields": {k: _migrate_2_to_3(v, f"{where}.{k}", depth + 1)
+                                           for k, v in fields.items()}}
+    return {k: _migrate_2_to_3(v, where, depth + 1) for k, v in raw.items()}
 
 
 def _record(raw, where: str, allowed: dict, depth: int):
@@ -354,8 +387,8 @@ def _check_record(name: str, values: dict, where: str) -> None:
         k = np.shape(values["coords"])
         if len(k) != 1 or values["coords"].dtype.kind not in "iu":
             raise _Invalid(f"{where}.coords: expected a 1-D integer array")
-        for field in ("estimate", "std_error", "ci_low", "ci_high", "p_value", "valid"):
-            if np.shape(values[field]) != k:
+        for field in ("estimate", "std_error", "ci_low", "ci_high", "p_value", "result"):
+            if np.shape(result_index(values[field]) if field == "result" else values[field]) != k:
                 raise _Invalid(f"{where}.{field}: expected shape {k}, like coords")
         if not 0 < values["level"] < 1:
             raise _Invalid(f"{where}.level: must be in (0, 1)")
@@ -379,8 +412,6 @@ def _check_fit(fit) -> None:
         bad("support", f"expected column indices in [0, {p})")
     if fit.result not in RESULT_NAMES:
         bad("result", f"{fit.result[:40]!r} is not one of {list(RESULT_NAMES)}")
-    if fit.converged and fit.result != "successful":
-        bad("converged", "true for a fit whose result is not 'successful'")
     if fit.n_obs < 1 or fit.n_clusters < 1 or fit.n_iter < 0:
         bad("n_obs", "counts must be positive")
     if len(fit.groups) != fit.n_clusters:

@@ -41,6 +41,11 @@ class RESULTS(eqx.Enumeration):
         "A hyperparameter given to a core is not valid (NaN or inf, a negative λ or a, b outside [0, 1), "
         "an A that is not positive definite): every estimate is NaN. Check the grid or the values passed."
     )
+    unidentifiable = (
+        "The quantity is not identifiable from the data: a column (nearly) collinear with others, or a "
+        "variance-component moment system without a unique solution; its estimate is NaN. Drop or merge the "
+        "collinear columns, or give more clusters (or more rows per cluster)."
+    )
 
 
 class ReportsResult(eqx.Module):

@@ -14,15 +14,17 @@ from ._data import LMMData
 from ._fit import single_fit
 from ._precision import in_float64
 from ._scale import data_scale, rescaled
+from ._solution import RESULTS, ReportsResult, result_name
 from ._whiten import inverse_apply
 
 
-class VarianceEstimate(eqx.Module):
+class VarianceEstimate(ReportsResult):
     """In-JIT result of `estimate_variance_components` (arrays only, vmappable).
 
     `sigma2` σ̂_e²; `eta` η̂ (d); `psi_unprojected` Σ_j η̂_j G_j; `psi` its PSD projection;
-    `ranef` the BLUPs (n × q, cluster index order); `identifiable`: the moment system for η
-    was well conditioned and σ̂_e² > 0 (else the estimates are not to be trusted).
+    `ranef` the BLUPs (n × q, cluster index order); `result`: `successful` where the moment
+    system for η was well conditioned, η̂ finite and σ̂_e² > 0, else `unidentifiable` (the
+    estimates are not to be trusted).
     """
 
     sigma2: Array
@@ -30,7 +32,7 @@ class VarianceEstimate(eqx.Module):
     psi_unprojected: Array
     psi: Array
     ranef: Array
-    identifiable: Array
+    result: RESULTS
 
 
 def within_cluster_variance(data: LMMData, residual: Array, fixed_df=0) -> Array:
@@ -88,7 +90,8 @@ def estimate_variance_components(data: LMMData, a, residual: Array, basis: Array
     psi = project_psd(psi_raw)
     condition = top / jnp.min(jnp.abs(w))
     identifiable = (condition < 1.0 / jnp.finfo(B.dtype).eps) & (sigma2 > 0) & jnp.all(jnp.isfinite(eta))
-    return VarianceEstimate(sigma2, eta, psi_raw, psi, blup(data, psi, sigma2, residual), identifiable)
+    result = RESULTS.where(identifiable, RESULTS.successful, RESULTS.unidentifiable)
+    return VarianceEstimate(sigma2, eta, psi_raw, psi, blup(data, psi, sigma2, residual), result)
 
 
 @eqx.filter_jit
@@ -106,7 +109,8 @@ class VarianceComponents:
       in `basis` (before projection); `psi_unprojected`: Σ_j η̂_j G_j (may be indefinite);
       `projected`: whether the PSD projection changed it.
     - `ranef`: BLUPs b̂_i (n × q), one row per label of `groups` (the sorted cluster labels).
-    - `structure`, `basis`: the covariance model used. `identifiable`: see `VarianceEstimate`.
+    - `structure`, `basis`: the covariance model used. `result`: the name of the `RESULTS` code
+      (see `VarianceEstimate`); `identifiable` is `result == "successful"`.
     """
 
     sigma2: float
@@ -118,7 +122,11 @@ class VarianceComponents:
     groups: tuple
     structure: object
     basis: np.ndarray
-    identifiable: bool
+    result: str
+
+    @property
+    def identifiable(self) -> bool:
+        return self.result == "successful"
 
 
 def variance_identifiable(data: LMMData) -> bool:
@@ -180,5 +188,5 @@ def variance_components(fit, data: LMMData, structure="identity") -> VarianceCom
         groups=data.labels,
         structure=structure,
         basis=basis,
-        identifiable=bool(est.identifiable),
+        result=result_name(est.result),
     )

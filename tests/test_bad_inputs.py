@@ -269,6 +269,7 @@ def test_debias_marks_a_near_collinear_column_invalid():
     with pytest.warns(RuntimeWarning, match="collinear"):
         table = jaxlmm.debias(fit, data, coords=[0, 2, 6])
     assert table.valid.tolist() == [True, False, False]
+    assert table.to_pandas()["result"].tolist() == ["successful", "unidentifiable", "unidentifiable"]
     assert np.isnan(table.std_error[1:]).all() and np.isfinite(table.std_error[0])
 
 

@@ -168,7 +168,7 @@ def test_laplace_matches_brute_force_integral():
     start = eb.start_params(design, lam)
     laplace = jax.jit(eb.laplace_log_marginal, static_argnames="differentiable")(
         design, lam, b, A, eb.phi_from_variance(start.psi, start.sigma2), differentiable=False)
-    assert laplace.valid
+    assert laplace.converged
     n = data.n_clusters
     c = b * n / (1 - b)
     prior = stats.invgamma(a=(c - 2) / 2, scale=c * 0.6 / 2)  # IW with q = 1
@@ -305,7 +305,7 @@ def test_slides_laplace_matches_the_dense_joint_hessian(p):
     ref, gradient = _dense_slides_laplace(np.asarray(data.X), np.asarray(data.y), np.asarray(data.cluster),
                                           np.asarray(data.Z), fit.params, lam, b, A)
     assert np.max(np.abs(gradient)) < 1e-4  # the ECM with the normaliser finds a mode of ℓ
-    assert bool(ours.valid)
+    assert bool(ours.converged)
     np.testing.assert_allclose(float(ours.value), ref, rtol=1e-8)
 
 
@@ -391,7 +391,7 @@ def test_laplace_is_valid_only_at_a_mode():
     laplace = eqx.filter_jit(eb.laplace_log_marginal)
     one_step = laplace(design, 1.0, 0.4, A, phi0 + 1.0, newton_steps=1, differentiable=False)
     converged = laplace(design, 1.0, 0.4, A, phi0 + 1.0, differentiable=False)
-    assert converged.valid and not one_step.valid
+    assert converged.converged and not one_step.converged
     # A saddle has det(−H) > 0 when two eigenvalues are negative; only a mode passes.
     f = lambda phi: -ebl.log_integrand(phi, design, 1.0, 0.4, A)  # noqa: E731
     assert np.all(np.linalg.eigvalsh(np.asarray(jax.jit(jax.hessian(f))(converged.phi))) > 0)

@@ -194,7 +194,7 @@ def test_sweep_coverage_size_and_variance_components(sweep):
     95% intervals cover in 90–99% of replicates; the zero coordinates are rejected at most 8%
     of the time; σ̂_e² and Ψ̂ are within 15% of the truth on average."""
     sims, _, db, vc, converged = sweep
-    assert converged.all() and np.asarray(db.valid).all()
+    assert converged.all() and np.asarray(db.converged).all()
     beta = sims[0].beta[:N_COORDS]
     covered = (np.asarray(db.ci_low) <= beta) & (beta <= np.asarray(db.ci_high))
     coverage = covered.mean(axis=0)

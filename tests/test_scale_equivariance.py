@@ -154,7 +154,7 @@ def test_eb_ridge_learned_hyperparameters_follow_the_units(raw):
     fy, fx = np.float64(3.0), np.float64(1e-4)
     data, scaled = _pair(raw, fy, fx)
     fit, other = jaxlmm.fit_eb_ridge(data), jaxlmm.fit_eb_ridge(scaled)
-    assert fit.converged and other.converged, (fit.message, other.message)
+    assert fit.converged and other.converged, (fit.result, other.result)
     # Both searches stop on L-BFGS's tolerance on an evidence that is flat towards b → 1: the
     # maxima agree to 1e-5 relative (after the Jacobian of y, −(N − 1) log f_y; measured 1e-6),
     # the maximisers to a percent.

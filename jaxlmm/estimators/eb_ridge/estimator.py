@@ -173,13 +173,18 @@ def eb_ridge_map(design: EBDesign, lam, b, A, params0: EBParams | None = None, t
 # ---- marginal likelihood ------------------------------------------------------------------------
 
 
-class LaplaceMarginal(eqx.Module):
-    """`value` ≈ log p(y | Θ); `phi` the mode φ̂ of ℓ; `valid` (φ̂ is a mode: ∇²ℓ negative
-    definite and the Newton decrement ≤ max(1e−6, 100 eps (1 + |ℓ|)); and the value is finite)."""
+class LaplaceMarginal(ReportsResult):
+    """`value` ≈ log p(y | Θ); `phi` the mode φ̂ of ℓ; `result` `successful` where φ̂ is a mode
+    (∇²ℓ negative definite and the Newton decrement ≤ max(1e−6, 100 eps (1 + |ℓ|))) and the value
+    is finite, `no_mode` otherwise (the value then means nothing)."""
 
     value: Array
     phi: Array
-    valid: Array
+    result: RESULTS
+
+
+def _marginal(value, phi, is_mode) -> LaplaceMarginal:
+    return LaplaceMarginal(value, phi, RESULTS.where(is_mode, RESULTS.successful, RESULTS.no_mode))
 
 
 def laplace_log_marginal(design: EBDesign, lam, b, A: Array, phi0: Array, newton_steps: int = 50,
@@ -221,7 +226,7 @@ def laplace_log_marginal(design: EBDesign, lam, b, A: Array, phi0: Array, newton
     negligible = jnp.maximum(1e-6, 100 * jnp.finfo(value.dtype).eps * (1.0 + jnp.abs(lax.stop_gradient(value))))
     decrement = lax.stop_gradient(grad @ newton)
     is_mode = (jnp.min(jnp.linalg.eigvalsh(lax.stop_gradient(hess))) > 0) & (decrement <= negligible)
-    return LaplaceMarginal(value, phi_hat, is_mode & (sign > 0) & jnp.isfinite(value))
+    return _marginal(value, phi_hat, is_mode & (sign > 0) & jnp.isfinite(value))
 
 
 def slides_log_marginal(design: EBDesign, lam, b, A: Array, params: EBParams) -> LaplaceMarginal:
@@ -239,7 +244,7 @@ def slides_log_marginal(design: EBDesign, lam, b, A: Array, params: EBParams) ->
     β-block is −∇² of `profile_log_posterior` at v* = (σ*, vech Σ*).
     At the default MAP (no normaliser in the ridge prior, `normalised_ridge=False`) θ* is not
     stationary in σ, and for p_G > N the Hessian there is indefinite (the σ direction): hence
-    the slides' own MAP. `phi` is v*; `valid`: −∇²ℓ_p(v*) positive definite, the value finite."""
+    the slides' own MAP. `phi` is v*; `successful`: −∇²ℓ_p(v*) positive definite, the value finite."""
     L = jnp.linalg.cholesky(params.psi)
     integrated = (restricted_log_marginal(design, L, params.sigma2, lam) - 0.5 * design.logdet_FtF
                   + inverse_wishart_logpdf(L, b, A, design.data.n_clusters))
@@ -248,7 +253,7 @@ def slides_log_marginal(design: EBDesign, lam, b, A: Array, params: EBParams) ->
     sign, log_det = jnp.linalg.slogdet(curvature)
     value = integrated + 0.5 * v.shape[0] * math.log(2.0 * math.pi) - 0.5 * log_det
     valid = (jnp.min(jnp.linalg.eigvalsh(curvature)) > 0) & (sign > 0) & jnp.isfinite(value)
-    return LaplaceMarginal(value, v, valid)
+    return _marginal(value, v, valid)
 
 
 EVIDENCE = ("laplace", "slides")
@@ -319,14 +324,14 @@ def importance_log_marginal(design: EBDesign, lam, b, A: Array, key: Array, targ
 
 class Hyperparameters(eqx.Module):
     """Θ = (λ, b, A) and how they were obtained. `log_marginal` ≈ log p(y | Θ); `result`
-    reports the L-BFGS run (`successful` also when nothing was learned)."""
+    reports the L-BFGS run, then the evidence at its end (`no_mode` where the Laplace
+    approximation found no mode there, `nonfinite` where its value is not finite)."""
 
     lam: Array
     b: Array
     A: Array
     log_marginal: Array
     phi: Array
-    valid: Array
     result: RESULTS
     num_steps: Array
 
@@ -425,7 +430,7 @@ def learn_hyperparameters(design: EBDesign, lam=None, b=None, A=None, learn_A: s
         def negative(u, phi_start):
             laplace = laplace_log_marginal(design, *theta(u), phi_start, newton_steps, gradient == "autodiff")
             # Where no mode was found the value means nothing: +∞ makes the line search step back.
-            return jnp.where(laplace.valid, -laplace.value, jnp.inf), laplace
+            return jnp.where(laplace.converged, -laplace.value, jnp.inf), laplace
 
     elif evidence == "slides":
         if gradient != "differences":
@@ -436,8 +441,8 @@ def learn_hyperparameters(design: EBDesign, lam=None, b=None, A=None, learn_A: s
             lam_u, b_u, A_u = theta(u)
             fit = eb_ridge_map(design, lam_u, b_u, A_u, unravel(flat_start), normalised_ridge=True)
             laplace = slides_log_marginal(design, lam_u, b_u, A_u, fit.params)
-            ok = laplace.valid & (fit.result == RESULTS.successful)
-            aux = LaplaceMarginal(laplace.value, ravel_pytree(fit.params)[0], ok)
+            ok = laplace.converged & fit.converged
+            aux = _marginal(laplace.value, ravel_pytree(fit.params)[0], ok)
             return jnp.where(ok, -laplace.value, jnp.inf), aux
 
     else:
@@ -450,9 +455,10 @@ def learn_hyperparameters(design: EBDesign, lam=None, b=None, A=None, learn_A: s
         raise ValueError(f"`gradient` must be 'differences' or 'autodiff'; got {gradient!r}.")
     search, laplace = minimise_lbfgs(objective, u0, max_steps, gtol)
     lam_hat, b_hat, A_hat = theta(search.value)
-    result = RESULTS.where(jnp.isfinite(laplace.value), search.result, RESULTS.nonfinite)
+    result = RESULTS.where(search.converged, laplace.result, search.result)
+    result = RESULTS.where(jnp.isfinite(laplace.value), result, RESULTS.nonfinite)
     return Hyperparameters(jnp.asarray(lam_hat, dtype), jnp.asarray(b_hat, dtype), A_hat, laplace.value,
-                           laplace.phi, laplace.valid, result, search.stats["num_steps"])
+                           laplace.phi, result, search.stats["num_steps"])
 
 
 # ---- user entry point --------------------------------------------------------------------------
@@ -462,13 +468,15 @@ def learn_hyperparameters(design: EBDesign, lam=None, b=None, A=None, learn_A: s
 class EBRidgeFit(Fit):
     """Result of `fit_eb_ridge`: the `Fit` protocol (β̂, Ψ̂, σ̂² at the MAP; `ranef` the posterior
     means E[b_i | y] at the MAP; `support` every column, a ridge keeps them all; `n_iter` the
-    ECM iterations; `converged`: ECM and, when anything was learned, L-BFGS and a Laplace mode
-    with a negative definite Hessian and Newton decrement ≤ 1e−6), plus
+    ECM iterations; `result`: the first failure of ECM, the L-BFGS search when anything was
+    learned (`boundary` for a learned λ at the edge of its range), and the Laplace evidence
+    (`no_mode` where it has no mode with a negative definite Hessian and Newton decrement
+    ≤ 1e−6)), plus
 
     - `lam`, `b`, `A` (q×q), `nu`/`Phi` (the same prior as IW(ν, Φ)).
     - `log_marginal_likelihood` (Laplace, at Θ; None when the prior is improper: λ = 0 or
       b ≤ 2q/(n + 2q)), `log_posterior` (J at the MAP), `learned` (which of λ, b, A were
-      learned), `message` (what did not converge, if anything).
+      learned).
     """
 
     lam: float
@@ -479,7 +487,6 @@ class EBRidgeFit(Fit):
     log_marginal_likelihood: float | None
     log_posterior: float
     learned: tuple
-    message: str
 
     method = "empirical-Bayes ridge LMM (ridge prior on β, inverse-Wishart prior on Ψ)"
 
@@ -499,15 +506,13 @@ class EBRidgeFit(Fit):
                       values=None, fold_values=None, choice={name: getattr(self, name) for name in self.learned})
 
 
-def _result(fit, hyper, em_ok, outer_ok) -> str:
-    """The first failure's `RESULTS` name: ECM, then the hyperparameter search, then its Laplace mode."""
-    if not em_ok:
+def _result(fit, hyper_result: str, evidence) -> str:
+    """The first failure's `RESULTS` name: ECM, then the hyperparameter search, then the evidence."""
+    if not bool(fit.converged):
         return result_name(fit.result)
-    if hyper is not None and not outer_ok:
-        if hyper.result != RESULTS.successful:
-            return result_name(hyper.result)
-        return "no_mode" if not bool(hyper.valid) else "boundary"
-    return "successful"
+    if hyper_result != "successful":
+        return hyper_result
+    return "successful" if evidence is None else result_name(evidence.result)
 
 
 # A learned ridge λ (on the fitting scale, columns of unit root mean square) outside
@@ -642,22 +647,17 @@ def fit_eb_ridge(data: LMMData, lam=None, *, formula: str | None = None, b=None,
         A_fixed = A_fixed / units.y / units.y
     design = eb_design(data, unpen, intercept)
     dtype = data.y.dtype
-    outer_ok, message = True, ""
+    hyper_result = "successful"
     if learned:
         hyper = _learn(design, None if lam is None else jnp.asarray(lam, dtype),
                        None if b is None else jnp.asarray(b, dtype),
                        None if A_fixed is None else jnp.asarray(A_fixed, dtype), learn_A, recipe)
         lam_v, b_v, A_v = float(hyper.lam), float(hyper.b), np.asarray(hyper.A)
-        outer_ok = bool(hyper.result == RESULTS.successful) and bool(hyper.valid)
-        at_edge = "lam" in learned and _lambda_at_edge(lam_v, data.n_obs)
-        if not outer_ok:
-            no_mode = ("no mode of the variance posterior was found (Laplace Hessian not negative definite or "
-                       "Newton not converged).")
-            searched = hyper.result == RESULTS.successful
-            message = "hyperparameters: " + (no_mode if searched else RESULTS[hyper.result])
-        elif at_edge:
-            outer_ok, message = False, f"hyperparameters: λ̂ = {lam_v * units.x**2:.3g}. " + RESULTS[RESULTS.boundary]
-            warnings.warn("fit_eb_ridge: " + message, RuntimeWarning, stacklevel=3)
+        hyper_result = result_name(hyper.result)
+        if hyper_result == "successful" and "lam" in learned and _lambda_at_edge(lam_v, data.n_obs):
+            hyper_result = "boundary"
+            warnings.warn(f"fit_eb_ridge: λ̂ = {lam_v * units.x**2:.3g}. " + RESULTS[RESULTS.boundary],
+                          RuntimeWarning, stacklevel=3)
     else:
         lam_v, b_v, A_v = float(lam), float(b), A_fixed
     # The search already evaluated the evidence at its optimum; only fixed Θ needs it computed.
@@ -665,10 +665,8 @@ def fit_eb_ridge(data: LMMData, lam=None, *, formula: str | None = None, b=None,
     fit, mu, evidence = _map_and_evidence(design, jnp.asarray(lam_v, dtype), jnp.asarray(b_v, dtype),
                                           jnp.asarray(A_v, dtype), proper, recipe)
     if learned:
-        evidence = LaplaceMarginal(hyper.log_marginal, hyper.phi, hyper.valid)
-    em_ok = bool(fit.result == RESULTS.successful)
-    if not em_ok:
-        message = (message + " ECM: " + RESULTS[fit.result]).strip()
+        evidence = LaplaceMarginal(hyper.log_marginal, hyper.phi, RESULTS.where(
+            hyper.result == RESULTS.no_mode, RESULTS.no_mode, RESULTS.successful))
     coef = np.zeros(p)
     coef[list(design.penalized)] = np.asarray(fit.params.beta_G)
     beta_F = np.asarray(fit.params.beta_F)
@@ -700,12 +698,10 @@ def fit_eb_ridge(data: LMMData, lam=None, *, formula: str | None = None, b=None,
         log_marginal_likelihood=None if evidence is None else float(evidence.value) + evidence_shift,
         log_posterior=float(fit.log_posterior) + posterior_shift,
         learned=learned,
-        converged=outer_ok and em_ok and (evidence is None or bool(evidence.valid)),
         n_iter=int(fit.num_steps),
-        message=message,
         support=np.flatnonzero(coef),
         feature_names=names,
-        result=_result(fit, hyper if learned else None, em_ok, outer_ok),
+        result=_result(fit, hyper_result, evidence),
         n_obs=data.n_obs,
         n_clusters=n,
         data_fingerprint=fingerprint,

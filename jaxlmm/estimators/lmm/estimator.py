@@ -25,7 +25,7 @@ from ..._covariance import (
 )
 from ..._data import LMMData
 from ..._fit import Fit, accepts_formula, finish
-from ..._inference import InferenceTable
+from ..._inference import InferenceTable, row_results
 from ..._scale import power_of_two, rms
 from ..._solution import RESULTS, result_name
 from ..._validate import check_count, check_data, check_flag, check_fraction
@@ -312,11 +312,11 @@ def fit_lmm(data: LMMData, *, formula: str | None = None, reml: bool = True, str
         table = InferenceTable(coords=coords, estimate=beta, std_error=std_error, ci_low=beta - z * std_error,
                                ci_high=beta + z * std_error, p_value=2 * scipy_stats.norm.sf(np.abs(beta / std_error)),
                                level=level, method="Wald (normal), " + ("REML" if reml else "ML"),
-                               valid=np.isfinite(std_error))
+                               result=row_results(np.isfinite(std_error)))
     fit = LMMFit(
         coef=coef, intercept=intercept_value, support=np.arange(data.n_features), feature_names=data.column_names(),
         groups=data.labels, sigma2=sigma2, psi=psi, ranef=np.asarray(sol.ranef) * y_scale, 
-        result=result_name(sol.result), converged=result_name(sol.result) == "successful",
+        result=result_name(sol.result),
         n_iter=int(sol.num_steps), n_obs=n_obs, n_clusters=data.n_clusters, inference=table,
         data_fingerprint=data.fingerprint(), reml=reml, structure=structure, theta=theta, loglik=-criterion / 2,
         criterion=criterion, aic=criterion + 2 * n_params, bic=criterion + math.log(n_obs) * n_params,

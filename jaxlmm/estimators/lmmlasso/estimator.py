@@ -550,7 +550,7 @@ def _summarise(fit, data, args, structure, center, scale, lam, unpen_idx, weight
         coef=coef, intercept=intercept * s, support=np.flatnonzero(coef), sigma2=float(sigma2) * s * s,
         psi=np.asarray(psi) * s * s, ranef=ranef * s, groups=data.labels, loglik=-float(fit.nll) - shift,
         bic=float(bic) + 2 * shift, aic=float(aic) + 2 * shift, objective=float(fit.objective) + shift,
-        converged=bool(fit.converged), n_iter=int(fit.num_steps), lam=lam, structure=structure, unpenalized=unpen_idx,
+        n_iter=int(fit.num_steps), lam=lam, structure=structure, unpenalized=unpen_idx,
         weights=weights, adaptive=adaptive, start=start, path=path, result=result_name(fit.result),
         feature_names=(), n_obs=data.n_obs, n_clusters=data.n_clusters,
     )

@@ -15,6 +15,7 @@ from ..._fit import single_fit
 from ..._inference import InferenceTable, debiased_lasso
 from ..._precision import in_float64
 from ..._scale import data_scale, rescaled
+from ..._solution import result_names
 from .estimator import fit_quasi
 
 
@@ -101,12 +102,14 @@ def debias(
     out = eqx.tree_at(lambda o: (o.estimate, o.std_error, o.ci_low, o.ci_high, o.node_lam), out,
                       (out.estimate * ratio, out.std_error * ratio, out.ci_low * ratio, out.ci_high * ratio,
                        out.node_lam * scale.x**2))
-    valid = np.asarray(out.valid)
+    valid = np.asarray(out.converged)
     if not valid.all():
+        reasons = ", ".join(result_names(out.result)[~valid])
         warnings.warn(
-            f"debias: no inference for columns {coords_arr[~valid].tolist()} (a node-wise Lasso did "
-            "not converge, the column has no variation left after whitening and removing the "
-            "intercept, or another column is collinear with it); their rows are NaN and `valid` is False.",
+            f"debias: no inference for columns {coords_arr[~valid].tolist()} ({reasons}: a node-wise Lasso "
+            "did not converge, the column "
+            "has no variation left after whitening and removing the intercept, or another column is "
+            "collinear with it: 'unidentifiable'); their rows are NaN and their `result` says why.",
             RuntimeWarning,
             stacklevel=2,
         )
@@ -119,7 +122,7 @@ def debias(
         p_value=np.asarray(out.p_value),
         level=float(level),
         method="debiased quasi-likelihood Lasso, cluster-robust",
-        valid=valid,
+        result=out.result,
         extra={"node_lam": np.asarray(out.node_lam), "initial": coef[coords_arr], "initial_fit": used},
     )
 

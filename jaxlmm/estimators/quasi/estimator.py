@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import warnings
 
 import equinox as eqx
 import jax.numpy as jnp
@@ -73,7 +74,8 @@ class QuasiFit(Fit):
     """A fitted quasi-likelihood model (Lasso or best subset): the `Fit` protocol, plus
 
     - `coef` n_λ × p and `support` a tuple of index arrays when an explicit λ path was asked for
-      (then `converged` is True when every λ converged and `n_iter` sums over the path).
+      (then `result` is that of the first λ that did not succeed, if any, and `n_iter` sums
+      over the path).
     - `sigma2`, `psi`, `ranef`: from `variance_components` with Ψ = ηI at the fit's a (None
       for a path, or when no cluster has more rows than rank Z_i).
     - `a`, `lam` (Lasso) or `k` (best subset): the values used, chosen or given.
@@ -140,7 +142,7 @@ def _partial_fit(coef, intercept, support, a, lam, k, result, n_iter, n_eff, sel
     """A `QuasiFit` whose data fields (names, groups, variance components) `fit_quasi` fills in;
     `result` the name of the solver's `RESULTS` code."""
     return QuasiFit(coef=coef, intercept=intercept, support=support, a=a, lam=lam, k=k,
-                    converged=result == "successful", n_iter=int(n_iter), effective_sample_size=n_eff,
+                    n_iter=int(n_iter), effective_sample_size=n_eff,
                     selector=selector, cv=cv, ic=ic, path=path, ic_support=ic_support, feature_names=(), groups=(),
                     sigma2=None, psi=None, ranef=None, result=result, n_obs=0, n_clusters=0)
 
@@ -364,7 +366,13 @@ def fit_quasi(
                               unpenalized=np.flatnonzero(user_mask))
     if variance and np.ndim(fit.coef) == 1 and variance_identifiable(data):
         vc = variance_components(fit, data)
-        fit = dataclasses.replace(fit, sigma2=vc.sigma2, psi=vc.psi, ranef=vc.ranef)
+        if vc.identifiable:
+            fit = dataclasses.replace(fit, sigma2=vc.sigma2, psi=vc.psi, ranef=vc.ranef)
+        else:  # β̂ stands; the variance components are left out rather than reported untrustworthy
+            warnings.warn(f"fit_quasi: σ̂², Ψ̂ and the BLUPs are {vc.result} from these residuals (a moment "
+                          "system without a unique solution, or σ̂² = 0) and are left None; "
+                          "`variance_components(fit, data, structure=...)` with a smaller structure may "
+                          "identify them.", RuntimeWarning, stacklevel=3)
     return finish(fit, throw)
 
 

