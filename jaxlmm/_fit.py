@@ -11,6 +11,7 @@ import numpy as np
 
 from ._data import LMMData
 from ._precision import in_float64
+from ._scale import DataScale
 from ._solution import RESULTS
 from ._validate import check_data, check_same_data
 
@@ -103,6 +104,8 @@ class Fit:
     data_fingerprint: str | None = None
     design: object | None = None  # a FormulaDesign when fitted from a formula
 
+    # How each field maps from the fitting scale to the caller's (`on_caller_scale`).
+    UNITS = {"coef": "coef", "intercept": "y", "sigma2": "y2", "psi": "y2", "ranef": "y"}
     method = "fit"
     penalized = True  # False for fit_lmm: nothing to debias, its Wald table is already valid
 
@@ -296,6 +299,50 @@ def single_fit(fit, data: LMMData) -> tuple[np.ndarray, float, float]:
         )
     check_same_data(fit, data)
     return coef, float(fit.intercept), fit.proxy_ratio()
+
+
+def on_caller_scale(record, scale: DataScale, **factors):
+    """`record` (a `Fit`, or a record a fit holds) with every field its class declares in `UNITS`
+    taken from the fitting scale (y / s_y, X / s_x: `jaxlmm._scale`) to the caller's: multiplied
+    by `scale.factor(unit)`, a field that holds a record with `UNITS` mapped in turn, None kept.
+    `factors` overrides a field whose unit depends on the fit (a λ under another rule, a
+    coefficient path with an intercept column): a number or array to multiply by, a function of
+    the value (an additive shift of a log-likelihood), or for a nested record a dict of its own
+    overrides."""
+    changes = {}
+    for name, unit in type(record).UNITS.items():
+        value, factor = getattr(record, name), factors.get(name)
+        if value is None:
+            continue
+        if hasattr(type(value), "UNITS"):
+            changes[name] = on_caller_scale(value, scale, **(factor or {}))
+            continue
+        if factor is None and unit is None:
+            raise TypeError(f"{type(record).__name__}.{name} has no fixed unit: the caller must give its factor.")
+        with np.errstate(over="ignore", invalid="ignore"):  # y·1e200: a nonfinite fit, which `finish` reports
+            if callable(factor):
+                changes[name] = factor(value)
+                continue
+            for each in scale.factor(unit) if factor is None else (factor,):
+                value = _times(value, each)
+            changes[name] = value
+    if dataclasses.is_dataclass(record):
+        return dataclasses.replace(record, **changes)
+    import equinox as eqx  # noqa: PLC0415 (in-JIT records are equinox modules)
+
+    names = tuple(changes)
+    return eqx.tree_at(lambda r: tuple(getattr(r, n) for n in names), record, tuple(changes[n] for n in names))
+
+
+def _times(value, factor):
+    """value · factor in value's own kind: a JAX array stays one (in its dtype), a float a float."""
+    if isinstance(value, float | int) and not isinstance(value, bool) and np.ndim(factor) == 0:
+        return float(value) * float(factor)
+    if isinstance(value, np.ndarray | np.generic):
+        return value * np.asarray(factor)
+    import jax.numpy as jnp  # noqa: PLC0415
+
+    return value * jnp.asarray(factor, value.dtype)
 
 
 def finish(fit: Fit, throw: bool) -> Fit:

@@ -62,6 +62,10 @@ class LassoPath(ReportsResult):
     else NaN and `y0`; `held_out` (n_λ): the held-out error per λ when a `score` was given
     (else 0)."""
 
+    # On a least-squares objective fitted on y / s_y, X / s_x (`jaxlmm._fit.on_caller_scale`).
+    UNITS = {"lambdas": "l1", "coef": "coef", "objective": "y2", "kkt_residual": "l1", "lambda_max": "l1",
+             "start": "coef", "held_out": "y2"}
+
     lambdas: Array
     coef: Array
     result: RESULTS

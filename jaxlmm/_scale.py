@@ -28,6 +28,15 @@ class DataScale(NamedTuple):
     def identity(self) -> bool:
         return self.y == 1.0 and self.x == 1.0
 
+    def factor(self, unit: str) -> tuple:
+        """The factors that take a quantity in `unit` from the fitting scale to the caller's, to
+        apply one after the other (a variance times s_y twice: 0 · s_y² would be NaN where s_y²
+        overflows): "y" (intercept, BLUPs, residuals), "y2" (variances, squared errors), "coef"
+        (β = (s_y/s_x) β̃), "l1" (the λ of λ‖β‖₁ in a least-squares objective: λ = s_y s_x λ̃),
+        "x", "x2", "1"."""
+        y, x = self.y, self.x
+        return {"y": (y,), "y2": (y, y), "coef": (y / x,), "l1": (y * x,), "x": (x,), "x2": (x, x), "1": ()}[unit]
+
 
 def power_of_two(value: float) -> np.float64:
     """As a NumPy float: a variance in y's units may overflow the dtype (y·1e200), and NumPy

@@ -29,11 +29,11 @@ from jax.flatten_util import ravel_pytree
 
 from ..._data import LMMData
 from ..._fit import Fit, Tuning, accepts_formula, finish
-from ..._scale import data_scale, rescaled
 from ..._solution import RESULTS, ReportsResult, result_name
 from ..._validate import check_data, check_flag, check_indices, check_scalar
 from ...solvers.lbfgs import minimise_lbfgs
 from ...solvers.newton import damped_newton, value_grad_hessian
+from .._driver import caller_fit, frame
 from .model import (
     EBDesign,
     EBParams,
@@ -488,6 +488,11 @@ class EBRidgeFit(Fit):
     log_posterior: float
     learned: tuple
 
+    # The prior variance σ²/λ of β: λ = s_x² λ̃; A and Φ in Ψ's units; log-densities shift by
+    # Jacobians that depend on the fit (`fit_eb_ridge`'s overrides).
+    UNITS = {**Fit.UNITS, "lam": "x2", "A": "y2", "Phi": "y2", "log_marginal_likelihood": None,
+             "log_posterior": None}
+
     method = "empirical-Bayes ridge LMM (ridge prior on β, inverse-Wishart prior on Ψ)"
 
     @property
@@ -639,8 +644,8 @@ def fit_eb_ridge(data: LMMData, lam=None, *, formula: str | None = None, b=None,
                          "improper, so the marginal likelihood is undefined: give `lam` and `A` too, or a larger b.")
     # Fit on y / s_y and X / s_x (powers of two, `_scale`): β = (s_y/s_x) β̃, Ψ = s_y² Ψ̃, σ² = s_y² σ̃²,
     # and the priors map exactly with λ̃ = λ s_x⁻² (the prior variance σ²/λ of β) and Ã = A / s_y².
-    units, labels, names, fingerprint = data_scale(data), data.labels, data.column_names(), data.fingerprint()
-    data = rescaled(data, units)
+    caller = frame(data)
+    data, units = caller.data, caller.scale
     if lam is not None:
         lam = lam / units.x**2
     if A_fixed is not None:
@@ -675,34 +680,18 @@ def fit_eb_ridge(data: LMMData, lam=None, *, formula: str | None = None, b=None,
     # Back to the caller's scale. log p(y) gains −N log s_y and the Jacobian of the flat-prior
     # coefficients (k of them, k − intercept on columns of X): +k log s_y − (k − intercept) log s_x;
     # J gains −N log s_y − c_b q log s_y (its log|Ψ| term).
-    s, ratio = units.y, units.y / units.x
     log_s, log_x = np.log(units.y), np.log(units.x)
     # The slides' integral runs over σ itself (dσ = s_y dσ̃), ours over log σ² (scale-free).
     evidence_shift = -data.n_obs * log_s + k * log_s - (k - int(intercept)) * log_x
     evidence_shift += log_s if recipe == "slides" else 0.0
     posterior_shift = -data.n_obs * log_s - (c * q * log_s if b_v > 0 else 0.0)
     posterior_shift -= len(design.penalized) * log_s if recipe == "slides" else 0.0  # J's −(p_G/2) log σ²
-    A_caller = np.asarray(A_v) * s * s
-    return finish(EBRidgeFit(
-        coef=coef * ratio,
-        intercept=float(beta_F[0]) * s if intercept else 0.0,
-        psi=np.asarray(fit.params.psi) * s * s,
-        sigma2=float(fit.params.sigma2) * s * s,
-        ranef=np.asarray(mu) * s,
-        groups=labels,
-        lam=lam_v * units.x**2,
-        b=b_v,
-        A=A_caller,
-        nu=c - q - 1.0,
-        Phi=c * A_caller,
-        log_marginal_likelihood=None if evidence is None else float(evidence.value) + evidence_shift,
-        log_posterior=float(fit.log_posterior) + posterior_shift,
-        learned=learned,
-        n_iter=int(fit.num_steps),
-        support=np.flatnonzero(coef),
-        feature_names=names,
-        result=_result(fit, hyper_result, evidence),
-        n_obs=data.n_obs,
-        n_clusters=n,
-        data_fingerprint=fingerprint,
-    ), throw)
+    factors = {"log_marginal_likelihood": lambda v: v + evidence_shift, "log_posterior": lambda v: v + posterior_shift}
+    fit = caller_fit(
+        EBRidgeFit, caller, factors, coef=coef, intercept=float(beta_F[0]) if intercept else 0.0,
+        psi=np.asarray(fit.params.psi), sigma2=float(fit.params.sigma2), ranef=np.asarray(mu), lam=float(lam_v),
+        b=b_v, A=np.asarray(A_v), nu=c - q - 1.0, Phi=c * np.asarray(A_v), support=np.flatnonzero(coef),
+        log_marginal_likelihood=None if evidence is None else float(evidence.value),
+        log_posterior=float(fit.log_posterior), learned=learned, n_iter=int(fit.num_steps),
+        result=_result(fit, hyper_result, evidence))
+    return finish(fit, throw)

@@ -30,6 +30,7 @@ from ..._scale import power_of_two, rms
 from ..._solution import RESULTS, result_name
 from ..._validate import check_count, check_data, check_flag, check_fraction
 from ...solvers.lbfgs import minimise_lbfgs
+from .._driver import caller_fit, frame
 
 STRUCTURES = ("full", "diagonal", "identity")
 SINGULAR_TOLERANCE = 1e-4  # lme4's isSingular(): a diagonal entry of θ below this is on the boundary
@@ -276,7 +277,10 @@ def fit_lmm(data: LMMData, *, formula: str | None = None, reml: bool = True, str
     # With an intercept, y − ȳ is fitted (β̂_0 takes ȳ back): yᵀWy − (DᵀWy)ᵀβ̂ then cancels no
     # ȳ²N term, whose rounding was larger than the steps the optimiser takes near θ̂.
     y_center = float(np.mean(y)) if intercept else 0.0
-    fitting = data.with_index_labels()
+    # Its own scaling (below: s_y, and per column a power of two and centring, a linear map J
+    # rather than one factor), so the frame keeps the caller's scale and gives the identity.
+    caller = frame(data, rescale=False)
+    fitting = caller.data
     sol = _solve(fitting, jnp.asarray(D), jnp.asarray((y - y_center) / y_scale, y.dtype), structure, reml, max_steps)
     # NumPy floats on the caller's scale: a variance in y's units may overflow float64 (y·1e200);
     # `finish` then reports the fit as nonfinite instead of an OverflowError.
@@ -313,13 +317,10 @@ def fit_lmm(data: LMMData, *, formula: str | None = None, reml: bool = True, str
                                ci_high=beta + z * std_error, p_value=2 * scipy_stats.norm.sf(np.abs(beta / std_error)),
                                level=level, method="Wald (normal), " + ("REML" if reml else "ML"),
                                result=row_results(np.isfinite(std_error)))
-    fit = LMMFit(
-        coef=coef, intercept=intercept_value, support=np.arange(data.n_features), feature_names=data.column_names(),
-        groups=data.labels, sigma2=sigma2, psi=psi, ranef=np.asarray(sol.ranef) * y_scale, 
-        result=result_name(sol.result),
-        n_iter=int(sol.num_steps), n_obs=n_obs, n_clusters=data.n_clusters, inference=table,
-        data_fingerprint=data.fingerprint(), reml=reml, structure=structure, theta=theta, loglik=-criterion / 2,
-        criterion=criterion, aic=criterion + 2 * n_params, bic=criterion + math.log(n_obs) * n_params,
-        n_params=n_params, cov_params=cov_params, singular=singular,
-    )
+    fit = caller_fit(
+        LMMFit, caller, coef=coef, intercept=intercept_value, support=np.arange(data.n_features), sigma2=sigma2,
+        psi=psi, ranef=np.asarray(sol.ranef) * y_scale, result=result_name(sol.result), n_iter=int(sol.num_steps),
+        inference=table, reml=reml, structure=structure, theta=theta, loglik=-criterion / 2, criterion=criterion,
+        aic=criterion + 2 * n_params, bic=criterion + math.log(n_obs) * n_params, n_params=n_params,
+        cov_params=cov_params, singular=singular)
     return finish(fit, throw)

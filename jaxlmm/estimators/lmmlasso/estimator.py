@@ -24,7 +24,6 @@ from ..._data import LMMData
 from ..._fit import Fit, Tuning, accepts_formula, finish, savable
 from ..._path import kkt_lambda
 from ..._penalties import L1
-from ..._scale import data_scale, rescaled
 from ..._solution import RESULTS, result_name
 from ..._validate import (
     check_count,
@@ -39,6 +38,7 @@ from ..._validate import (
 )
 from ...losses.mixed_model import MixedModelData, MixedModelParams, mixed_model_nll, whiten_by_covariance
 from ...solvers.coordinate_descent import CoordinateDescent
+from .._driver import caller_fit, frame
 from ..quasi import fit_quasi
 from .cgd import MixedModelCGD, MixedModelFit
 
@@ -52,6 +52,8 @@ class LMMLassoPath(eqx.Module):
     Lasso that ignores the grouping); `bic_warm`, `bic_cold`, `nnz_warm`, `nnz_cold`; `best`
     (index of the λ with the smallest BIC) and `best_is_cold`.
     """
+
+    UNITS = {"lambdas": None, "bic_warm": None, "bic_cold": None}  # `fit_lmmlasso` maps them
 
     lambdas: Array
     warm: MixedModelFit
@@ -287,6 +289,10 @@ class LMMLassoFit(Fit):
     path: LMMLassoPath | None = None
     coef_path: np.ndarray | None = None
 
+    # λ, the weights and the criteria's shifts depend on the fit (`fit_lmmlasso`'s overrides).
+    UNITS = {**Fit.UNITS, "coef_path": "coef", "loglik": None, "bic": None, "aic": None, "objective": None,
+             "path": None}
+
     @property
     def method(self) -> str:
         kinds = {None: "lmmLasso", "bic": "adaptive lmmLasso", "refit": "lmmLasso refitted on its support"}
@@ -457,8 +463,8 @@ def _fit_lmmlasso(data, lam, *, structure, unpenalized, weights, adaptive, stand
     # Fit on y / s_y and X / s_x (powers of two, `_scale`): with β = (s_y/s_x) β̃, σ² = s_y² σ̃²,
     # Ψ = s_y² Ψ̃, −log L = −log L̃ + N log s_y, so λ |β| = λ̃ |β̃| needs λ̃ = λ s_y / s_x (λ s_y on
     # standardised columns, which do not see s_x).
-    units, labels, names, fingerprint = data_scale(data), data.labels, data.column_names(), data.fingerprint()
-    data = rescaled(data, units)
+    caller = frame(data)
+    data, units = caller.data, caller.scale
     lam_unit = units.y if standardize else units.y / units.x
     lam_fit = None if lam is None else lam * lam_unit
     design, center, scale = _standardised_design(data, standardize)
@@ -512,10 +518,16 @@ def _fit_lmmlasso(data, lam, *, structure, unpenalized, weights, adaptive, stand
             stage_weights = stage_weights / lam_unit
     else:
         lam_caller = lam_used / lam_unit
-    summary = _summarise(fit, data, args, structure, center, scale, lam_caller, unpen_idx, stage_weights, adaptive,
-                         start, path, units, 1.0 if adaptive else 1.0 / lam_unit)
-    summary = dataclasses.replace(summary, groups=labels, feature_names=names, data_fingerprint=fingerprint)
-    return finish(summary, throw)
+    # −log L = −log L̃ + N log s_y: the criteria shift by it, the path's λ by the caller's unit.
+    shift = data.n_obs * math.log(units.y)
+    factors = {"loglik": lambda v: v - shift, "bic": lambda v: v + 2 * shift, "aic": lambda v: v + 2 * shift,
+               "objective": lambda v: v + shift,
+               "path": {"lambdas": 1.0 if adaptive else 1.0 / lam_unit, "bic_warm": lambda v: v + 2 * shift,
+                        "bic_cold": lambda v: v + 2 * shift}}
+    fit = caller_fit(LMMLassoFit, caller, factors, **_fitted(fit, args, structure, center, scale, path),
+                     lam=lam_caller, structure=structure, unpenalized=unpen_idx, weights=stage_weights,
+                     adaptive=adaptive, start=start)
+    return finish(fit, throw)
 
 
 def _check_adaptive(adaptive) -> str | None:
@@ -527,31 +539,19 @@ def _check_adaptive(adaptive) -> str | None:
     raise ValueError(f'`adaptive` must be True, False, "bic" or "refit"; got {adaptive!r}.')
 
 
-def _summarise(fit, data, args, structure, center, scale, lam, unpen_idx, weights, adaptive, start, path, units,
-               lam_factor):
-    """The fit on the caller's scale (`units`: the internal rescaling of y and X)."""
+def _fitted(fit, args, structure, center, scale, path) -> dict:
+    """The `LMMLassoFit` fields of the CGD fit on the fitting scale (`center`, `scale`: the
+    standardisation of the columns, undone here)."""
     beta_std = np.asarray(fit.params.beta)
     coef = beta_std[1:] / scale
-    intercept = float(beta_std[0] - center @ coef)
     psi, sigma2, ranef, bic, aic = _summary(fit, args, structure)
-    ranef = np.asarray(ranef)
-    s, log_s = units.y, math.log(units.y)
-    shift = data.n_obs * log_s  # −log L = −log L̃ + N log s_y
-    if path is not None and not units.identity:
-        path = eqx.tree_at(lambda t: (t.lambdas, t.bic_warm, t.bic_cold), path,
-                           (path.lambdas * lam_factor, path.bic_warm + 2 * shift, path.bic_cold + 2 * shift))
-    coef = coef * (s / units.x)
     coef_path = None
     if path is not None:
         cold = np.asarray(path.bic_cold) < np.asarray(path.bic_warm)
         betas = np.where(cold[:, None], np.asarray(path.cold.params.beta), np.asarray(path.warm.params.beta))
-        coef_path = betas[:, 1:] / scale * (s / units.x)
-    return LMMLassoFit(coef_path=coef_path, 
-        coef=coef, intercept=intercept * s, support=np.flatnonzero(coef), sigma2=float(sigma2) * s * s,
-        psi=np.asarray(psi) * s * s, ranef=ranef * s, groups=data.labels, loglik=-float(fit.nll) - shift,
-        bic=float(bic) + 2 * shift, aic=float(aic) + 2 * shift, objective=float(fit.objective) + shift,
-        n_iter=int(fit.num_steps), lam=lam, structure=structure, unpenalized=unpen_idx,
-        weights=weights, adaptive=adaptive, start=start, path=path, result=result_name(fit.result),
-        feature_names=(), n_obs=data.n_obs, n_clusters=data.n_clusters,
-    )
+        coef_path = betas[:, 1:] / scale
+    return dict(coef=coef, intercept=float(beta_std[0] - center @ coef), support=np.flatnonzero(coef),
+                sigma2=float(sigma2), psi=np.asarray(psi), ranef=np.asarray(ranef), loglik=-float(fit.nll),
+                bic=float(bic), aic=float(aic), objective=float(fit.objective), n_iter=int(fit.num_steps),
+                result=result_name(fit.result), path=path, coef_path=coef_path)
 

@@ -14,7 +14,6 @@ from ..._data import LMMData
 from ..._fit import Fit, Tuning, accepts_formula, finish, savable
 from ..._path import LassoPath, solve_path
 from ..._penalties import L0, L1, AbstractPenalty, FreeLeading, check_user_penalty
-from ..._scale import DataScale, data_scale, rescaled
 from ..._select import (
     INFORMATION_CRITERIA,
     cluster_folds,
@@ -42,6 +41,7 @@ from ..._variance_components import variance_components, variance_identifiable
 from ..._whiten import effective_sample_size
 from ...losses import LeastSquares, LeastSquaresData, quasi_likelihood
 from ...solvers import AbstractSolver, BestSubset, CoordinateDescent
+from .._driver import caller_fit, frame
 
 # Factor-4 steps: the CV error is smooth in log a (benchmarks/study_quasi_defaults.py compares the
 # earlier 11-value grid)
@@ -60,6 +60,8 @@ class CVCurve:
     - `fold_error` (n_folds × n_a × n_g): the same per fold, before dividing by N.
     - `parameter`: "lam" or "k"; `best`: the (a index, grid index) of the minimum.
     """
+
+    UNITS = {"grid": "l1", "error": "y2", "fold_error": "y2"}  # a k grid is unit-free: overridden
 
     a_grid: np.ndarray
     grid: np.ndarray
@@ -104,6 +106,8 @@ class QuasiFit(Fit):
     lam_rule: str | None = None
     unpenalized: np.ndarray | None = None
 
+    UNITS = {**Fit.UNITS, "lam": "l1", "cv": None, "path": None, "ic": None}  # λ, curves: `_caller_factors`
+
     @property
     def method(self) -> str:
         kind = {"lasso": "Lasso", "best_subset": "best subset"}.get(self.selector, f"{self.selector} penalty")
@@ -137,14 +141,13 @@ class QuasiFit(Fit):
         return None
 
 
-def _partial_fit(coef, intercept, support, a, lam, k, result, n_iter, n_eff, selector, cv=None, ic=None,
-                 path=None, ic_support=None) -> QuasiFit:
-    """A `QuasiFit` whose data fields (names, groups, variance components) `fit_quasi` fills in;
-    `result` the name of the solver's `RESULTS` code."""
-    return QuasiFit(coef=coef, intercept=intercept, support=support, a=a, lam=lam, k=k,
-                    n_iter=int(n_iter), effective_sample_size=n_eff,
-                    selector=selector, cv=cv, ic=ic, path=path, ic_support=ic_support, feature_names=(), groups=(),
-                    sigma2=None, psi=None, ranef=None, result=result, n_obs=0, n_clusters=0)
+def _result_fields(coef, intercept, support, a, lam, k, result, n_iter, n_eff, selector, cv=None, ic=None,
+                   path=None, ic_support=None, ic_name=None) -> dict:
+    """The method's `QuasiFit` fields, on the fitting scale; `result` the name of the solver's
+    `RESULTS` code."""
+    return dict(coef=coef, intercept=intercept, support=support, a=a, lam=lam, k=k, result=result,
+                n_iter=int(n_iter), effective_sample_size=n_eff, selector=selector, cv=cv, ic=ic, path=path,
+                ic_support=ic_support, ic_name=ic_name)
 
 
 # ---- jitted programs: a is traced and folds share one shape, so nothing recompiles across a ---
@@ -353,17 +356,31 @@ def fit_quasi(
         lambda_min_ratio = 1e-2 if p > data.n_obs else 1e-4
     lambda_min_ratio = check_fraction("lambda_min_ratio", lambda_min_ratio)
     n_lambda = check_count("n_lambda", n_lambda)
+    if isinstance(lam, bool | np.bool_) or (isinstance(lam, str) and lam != "universal"):
+        raise ValueError(f"`lam` must be a number, an array, None or 'universal'; got {lam!r}.")
     needs_cv = a is None or (lam is None and k is None and k_criterion == "cv")
     folds = cluster_folds(data.n_clusters, n_folds, seed) if needs_cv else None
-    fit = _fit_quasi_rescaled(data, a, a_values, lam, k, folds, user_mask, user_weights, n_lambda, lambda_min_ratio,
-                              k_grid, k_criterion, n_folds, intercept, cv_rule, progress, solver, best_subset, penalty)
-    if fit.selector == "best_subset":
+    # On y / s_y and X / s_x (`_driver`): with β = (s_y/s_x) β̃ the objective is s_y² times the same
+    # objective in β̃ with λ̃ = λ / (s_y s_x), so λ (and the CV and IC curves) map back exactly. The
+    # universal λ's rule depends on the columns' scale: it keeps the caller's through weights
+    # w̃ = w / s_x (then λ = s_y λ̃). A user's penalty is fitted on the caller's scale: its
+    # parameters are in the units of β and y.
+    caller = frame(data, rescale=penalty is None)
+    universal = isinstance(lam, str)
+    lam_unit = caller.scale.y if universal else caller.scale.y * caller.scale.x
+    if universal and caller.scale.x != 1.0:
+        user_weights = (np.ones(p) if user_weights is None else user_weights) / caller.scale.x
+    options = _Options(a=a, a_values=a_values, lam=lam, k=k, folds=folds, mask=user_mask, weights=user_weights,
+                       n_lambda=n_lambda, lambda_min_ratio=lambda_min_ratio, k_grid=k_grid, k_criterion=k_criterion,
+                       n_folds=n_folds, intercept=intercept, cv_rule=cv_rule, progress=progress, solver=solver,
+                       best_subset=best_subset, penalty=penalty)
+    fields = _fit_on_fitting_scale(caller.data, options, lam_unit)
+    if fields["selector"] == "best_subset":
         lam_rule = None
     else:
-        lam_rule = "universal" if isinstance(lam, str) else "cv" if lam is None else "given"
-    fit = dataclasses.replace(fit, feature_names=data.column_names(), groups=data.labels, n_obs=data.n_obs,
-                              n_clusters=data.n_clusters, data_fingerprint=data.fingerprint(), lam_rule=lam_rule,
-                              unpenalized=np.flatnonzero(user_mask))
+        lam_rule = "universal" if universal else "cv" if lam is None else "given"
+    fit = caller_fit(QuasiFit, caller, _caller_factors(caller.scale, fields, intercept, lam_unit), **fields,
+                     lam_rule=lam_rule, unpenalized=np.flatnonzero(user_mask), sigma2=None, psi=None, ranef=None)
     if variance and np.ndim(fit.coef) == 1 and variance_identifiable(data):
         vc = variance_components(fit, data)
         if vc.identifiable:
@@ -376,101 +393,80 @@ def fit_quasi(
     return finish(fit, throw)
 
 
-def _fit_quasi_rescaled(data, a, a_values, lam, k, folds, user_mask, user_weights, n_lambda, lambda_min_ratio,
-                        k_grid, k_criterion, n_folds, intercept, cv_rule, progress, solver, best_subset,
-                        user_penalty) -> QuasiFit:
-    """`fit_quasi` on y / s_y and X / s_x (`_scale`), reported on the caller's scale: with
-    β = (s_y/s_x) β̃, the objective is s_y² times the same objective in β̃ with λ̃ = λ / (s_y s_x),
-    so λ (and the CV and IC curves) map back exactly. The universal λ's rule depends on the
-    columns' scale: it keeps the caller's through weights w̃ = w / s_x (then λ = s_y λ̃). A user's
-    penalty is fitted on the caller's scale: its parameters are in the units of β and y."""
-    scale = data_scale(data) if user_penalty is None else DataScale(1.0, 1.0)
-    data = rescaled(data, scale)
-    universal = isinstance(lam, str)
-    if universal and scale.x != 1.0:
-        user_weights = (np.ones(data.n_features) if user_weights is None else user_weights) / scale.x
-    lam_unit = scale.y if universal else scale.y * scale.x
-    fit = _fit_quasi_unit(data, a, a_values, lam, k, folds, user_mask, user_weights, n_lambda, lambda_min_ratio,
-                          k_grid, k_criterion, n_folds, intercept, cv_rule, progress, solver, best_subset, lam_unit,
-                          user_penalty)
-    return fit if scale.identity else _unscaled_fit(fit, scale, intercept, lam_unit)
+@dataclasses.dataclass(frozen=True)
+class _Options:
+    """`fit_quasi`'s checked arguments, as its fitting steps read them (`mask`, `weights`: the
+    user's unpenalised columns and penalty weights, without the intercept)."""
+
+    a: float | None
+    a_values: np.ndarray
+    lam: object
+    k: int | None
+    folds: np.ndarray | None
+    mask: np.ndarray
+    weights: np.ndarray | None
+    n_lambda: int
+    lambda_min_ratio: float
+    k_grid: object
+    k_criterion: str
+    n_folds: int
+    intercept: bool
+    cv_rule: str
+    progress: bool
+    solver: object
+    best_subset: object
+    penalty: object
 
 
-def _unscaled_fit(fit: QuasiFit, scale, intercept: bool, lam_unit) -> QuasiFit:
-    s, ratio = scale.y, scale.y / scale.x
-    coef_factor = np.concatenate([[s], np.full(fit.coef.shape[-1], ratio)]) if intercept else ratio
-    cv = fit.cv
-    if cv is not None:
-        grid = cv.grid * lam_unit if cv.parameter == "lam" else cv.grid
-        cv = dataclasses.replace(cv, grid=grid, error=cv.error * s * s, fold_error=cv.fold_error * s * s)
-    path = fit.path
-    if path is not None:  # JAX arrays in the fit's dtype
-        s, coef_factor, lam_unit = (jnp.asarray(v, path.coef.dtype) for v in (s, coef_factor, lam_unit))
-        path = LassoPath(path.lambdas * lam_unit, path.coef * coef_factor, path.result, path.objective * s * s,
-                         path.kkt_residual * lam_unit, path.num_steps, path.fitted, path.lambda_max * lam_unit,
-                         path.start * coef_factor, path.held_out * s * s)
-    s = scale.y
-    ic = fit.ic
-    if ic is not None:
-        shift = fit.effective_sample_size * 2 * np.log(s)
-        ic = {k_: value + shift for k_, value in ic.items()}
-    lam = None if fit.lam is None else (fit.lam * lam_unit if np.ndim(fit.lam) else float(fit.lam) * lam_unit)
-    return dataclasses.replace(fit, coef=fit.coef * ratio, intercept=fit.intercept * s, lam=lam, cv=cv, path=path,
-                               ic=ic)
+def _caller_factors(scale, fields: dict, intercept: bool, lam_unit) -> dict:
+    """`on_caller_scale`'s overrides for a `QuasiFit`: λ in `lam_unit` (the path's too), a path's
+    coefficient rows with their intercept column, a k grid without units, and GIC/EBIC, whose
+    N_eff log(RSS) gains 2 N_eff log s_y."""
+    coef_factor = np.concatenate([[scale.y], np.full(fields["coef"].shape[-1], scale.y / scale.x)]) if intercept \
+        else scale.y / scale.x
+    factors = {"lam": lam_unit, "path": {"lambdas": lam_unit, "kkt_residual": lam_unit, "lambda_max": lam_unit,
+                                         "coef": coef_factor, "start": coef_factor}}
+    if fields["cv"] is not None and fields["cv"].parameter == "k":
+        factors["cv"] = {"grid": 1.0}
+    else:
+        factors["cv"] = {"grid": lam_unit}
+    shift = fields["effective_sample_size"] * 2 * np.log(scale.y)
+    factors["ic"] = lambda ic: {k_: value + shift for k_, value in ic.items()}
+    return factors
 
 
-def _fit_quasi_unit(data, a, a_values, lam, k, folds, user_mask, user_weights, n_lambda, lambda_min_ratio,
-                    k_grid, k_criterion, n_folds, intercept, cv_rule, progress, solver, best_subset,
-                    lam_scale, user_penalty) -> QuasiFit:
-    dtype = data.X.dtype
-    mask = np.concatenate([[True], user_mask]) if intercept else user_mask
-    w = None
-    if user_weights is not None:
-        w = jnp.asarray(np.concatenate([[1.0], user_weights]) if intercept else user_weights, dtype)
-    mask_j = jnp.asarray(mask)
+def _fit_on_fitting_scale(data, o: _Options, lam_scale) -> dict:
+    """The `QuasiFit` fields of the method's result on `data` (on the fitting scale)."""
+    mask = np.concatenate([[True], o.mask]) if o.intercept else o.mask
+    w = None if o.weights is None else jnp.asarray(np.concatenate([[1.0], o.weights]) if o.intercept else o.weights,
+                                                   data.X.dtype)
     n_penalized = int(np.sum(~mask))
     if n_penalized == 0:
         raise ValueError("Every column is unpenalised: there is nothing to select.")
-    common = dict(data=data, a_values=a_values, folds=folds, n_folds=n_folds, intercept=intercept,
-                  mask=mask, progress=progress, cv_rule=cv_rule)
-
-    if k is not None or (lam is None and k_grid is not None) or (
-        lam is None and k_criterion != "cv"
-    ):
-        if k is None:
-            k_grid = check_grid(
-                "k_grid", k_grid if k_grid is not None else range(1, min(n_penalized, 20) + 1),
-                integer=True, upper=n_penalized,
-            )
-        return _fit_best_subset(
-            k=k, k_grid=k_grid, k_criterion=k_criterion, n_penalized=n_penalized,
-            solver=best_subset or BestSubset(), **common,
-        )
-
+    common = dict(data=data, a_values=o.a_values, folds=o.folds, n_folds=o.n_folds, intercept=o.intercept,
+                  mask=mask, progress=o.progress, cv_rule=o.cv_rule)
+    if o.k is not None or (o.lam is None and (o.k_grid is not None or o.k_criterion != "cv")):
+        k_grid = o.k_grid
+        if o.k is None:
+            k_grid = check_grid("k_grid", k_grid if k_grid is not None else range(1, min(n_penalized, 20) + 1),
+                                integer=True, upper=n_penalized)
+        return _fit_best_subset(k=o.k, k_grid=k_grid, k_criterion=o.k_criterion, n_penalized=n_penalized,
+                                solver=o.best_subset or BestSubset(), **common)
     # CV paths to a KKT tolerance of 1e-5 (still ~30× tighter than glmnet's default and about
     # twice as fast as 1e-7); the path at the chosen a is refitted to 1e-7.
-    cv_solver = CoordinateDescent(rtol=1e-5) if solver is None else solver
-    solver = solver or CoordinateDescent(rtol=1e-7)
-    if isinstance(lam, bool | np.bool_):
-        raise ValueError(f"`lam` must be a number, an array, None or 'universal'; got {lam!r}.")
-    if isinstance(lam, str):
-        if lam != "universal":
-            raise ValueError(f"`lam` must be a number, an array, None or 'universal'; got {lam!r}.")
-        return _fit_universal(solver=solver, weights=w, mask_j=mask_j, n_penalized=n_penalized,
-                              **common)
-    if lam is None:
-        grid = np.geomspace(1.0, lambda_min_ratio, n_lambda)
-        relative = True
-    else:
-        grid = check_grid("lam", lam) / lam_scale
-        relative = False
+    cv_solver = CoordinateDescent(rtol=1e-5) if o.solver is None else o.solver
+    solver = o.solver or CoordinateDescent(rtol=1e-7)
+    if isinstance(o.lam, str):
+        return _fit_universal(solver=solver, weights=w, mask_j=jnp.asarray(mask), n_penalized=n_penalized, **common)
+    relative = o.lam is None
+    grid = np.geomspace(1.0, o.lambda_min_ratio, o.n_lambda) if relative else check_grid("lam", o.lam) / lam_scale
     # An array of λ with a given is a path; with a=None it is the λ grid of the CV over a × λ.
-    path_requested = lam is not None and np.ndim(lam) > 0 and a is not None
-    if user_penalty is None:
-        penalty, selector = L1(jnp.ones((), dtype), w, mask_j), "lasso"
+    path_requested = o.lam is not None and np.ndim(o.lam) > 0 and o.a is not None
+    if o.penalty is None:
+        penalty, selector = L1(jnp.ones((), data.X.dtype), w, jnp.asarray(mask)), "lasso"
     else:  # the user's penalty on β; the intercept (column 0 of the design) stays free
-        penalty = FreeLeading(user_penalty, 1, data.n_features + 1) if intercept else user_penalty
-        selector = type(user_penalty).__name__
+        penalty = FreeLeading(o.penalty, 1, data.n_features + 1) if o.intercept else o.penalty
+        selector = type(o.penalty).__name__
     return _fit_lasso(grid=grid, relative=relative, path_requested=path_requested,
                       solver=solver, cv_solver=cv_solver, penalty=penalty, selector=selector, **common)
 
@@ -497,7 +493,7 @@ def _cv_best(error, fold_sse, folds, data, rule) -> tuple[int, int]:
 
 
 def _fit_lasso(*, data, a_values, folds, n_folds, intercept, mask, progress, cv_rule, grid, relative,
-               path_requested, solver, cv_solver, penalty, selector) -> QuasiFit:
+               path_requested, solver, cv_solver, penalty, selector) -> dict:
     dtype = data.X.dtype
     grid_j = jnp.asarray(grid, dtype)
     cv = None
@@ -536,10 +532,10 @@ def _fit_lasso(*, data, a_values, folds, n_folds, intercept, mask, progress, cv_
     if path_requested:  # the first λ that did not succeed, if any, says why
         support = tuple(np.flatnonzero(row) for row in beta)
         failed = [name for name in results if name != "successful"]
-        return _partial_fit(beta, b0, support, a_best, np.asarray(path.lambdas), None,
+        return _result_fields(beta, b0, support, a_best, np.asarray(path.lambdas), None,
                             failed[0] if failed else "successful", np.sum(steps), float(n_eff), selector, cv, None,
                             path)
-    return _partial_fit(beta[index], float(b0[index]), np.flatnonzero(beta[index]), a_best,
+    return _result_fields(beta[index], float(b0[index]), np.flatnonzero(beta[index]), a_best,
                         float(path.lambdas[index]), None, results[index], int(steps[index]),
                         float(n_eff), selector, cv, None, path if relative else None)
 
@@ -564,7 +560,7 @@ def _fit_universal(*, data, a_values, folds, n_folds, intercept, mask, progress,
         a_best = float(a_values[best[0]])
     fit, n_eff = _universal_full(data, jnp.asarray(a_best, dtype), n_penalized, weights, mask_j, intercept, solver)
     beta, b0 = _split_intercept(np.asarray(fit.coef), intercept)
-    return _partial_fit(beta, float(b0), np.flatnonzero(beta), a_best, float(fit.lam), None,
+    return _result_fields(beta, float(b0), np.flatnonzero(beta), a_best, float(fit.lam), None,
                         result_name(fit.result), int(fit.num_steps), float(n_eff), "lasso", cv)
 
 
@@ -613,6 +609,6 @@ def _fit_best_subset(*, data, a_values, folds, n_folds, intercept, mask, progres
     else:
         j = cv.best[1]
     beta, b0 = _split_intercept(coefs[j], intercept)
-    fit = _partial_fit(beta, float(b0), np.flatnonzero(beta), a_best, None, int(ks[j]), "successful", 0,
-                       float(args.scale), "best_subset", cv, ic, ic_support=ic_support)
-    return dataclasses.replace(fit, ic_name=k_criterion if ic is not None else None)
+    return _result_fields(beta, float(b0), np.flatnonzero(beta), a_best, None, int(ks[j]), "successful", 0,
+                          float(args.scale), "best_subset", cv, ic, ic_support=ic_support,
+                          ic_name=k_criterion if ic is not None else None)

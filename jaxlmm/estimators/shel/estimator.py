@@ -20,7 +20,6 @@ from ..._fit import Fit, Tuning, accepts_formula, finish
 from ..._inference import InferenceTable, debiased_lasso, row_results
 from ..._path import solve_path
 from ..._penalties import L1, AbstractPenalty, check_user_penalty
-from ..._scale import DataScale, data_scale, rescaled
 from ..._select import cluster_folds, cross_validated_path
 from ..._solution import result_name
 from ..._validate import (
@@ -36,6 +35,7 @@ from ..._validate import (
 )
 from ...losses.shel import profile_synthetic, shel_loss
 from ...solvers import AbstractSolver, CoordinateDescent
+from .._driver import caller_fit, frame
 from .core import shel_core
 
 DEFAULT_K_GRID = (1, 2, 3, 5, 8)
@@ -281,6 +281,8 @@ class SHELFit(Fit):
 
     method = "SHEL (Lasso with cluster-level synthetic variables)"
 
+    UNITS = {**Fit.UNITS, "gamma": "y", "lam": "l1", "cv_error": "y2"}
+
     @property
     def hyperparameters(self) -> dict:
         return {"lam": self.lam, "K": self.K}
@@ -398,14 +400,14 @@ def fit_shel(
     # here than 1e-7); the chosen λ is refitted to 1e-7.
     cv_solver = CoordinateDescent(rtol=1e-5) if solver is None else solver
     solver = CoordinateDescent(rtol=1e-7) if solver is None else solver
-    # Fit on y / s_y and X / s_x (powers of two, `_scale`): β = (s_y/s_x) β̃ and the objective is
-    # s_y² times the same one in β̃ with λ̃ = λ / (s_y s_x); the synthetic variables are unchanged.
     check_user_penalty(penalty, p, weights=weights, unpenalized=unpenalized)
-    # A user's penalty is fitted on the caller's scale: its parameters keep the units they were given in.
-    caller_data, units = data, data_scale(data) if penalty is None else DataScale(1.0, 1.0)
-    data = rescaled(data, units)
-    coef_factor, lam_factor = units.y / units.x, units.y * units.x
-    lam = None if lam is None else lam / lam_factor
+    # Fit on y / s_y and X / s_x (`_driver`): β = (s_y/s_x) β̃ and the objective is s_y² times the
+    # same one in β̃ with λ̃ = λ / (s_y s_x); the synthetic variables are unchanged. A user's
+    # penalty is fitted on the caller's scale: its parameters keep the units they were given in.
+    caller = frame(data, rescale=penalty is None)
+    caller_data, data, units = data, caller.data, caller.scale
+    coef_factor = units.y / units.x
+    lam = None if lam is None else lam / (units.y * units.x)
     ratio = (0.01 if p > N else 1e-4) if lambda_min_ratio is None else lambda_min_ratio
     relative = np.geomspace(1.0, ratio, n_lambda)
     everything = np.ones(n)
@@ -448,13 +450,12 @@ def fit_shel(
     S_jax = None if S_bar is None else jnp.asarray(S_bar, dtype)
 
     # The fit at the chosen (K, λ) is the core's, on the fitting scale (warm-started from the CV
-    # path's β̂ there), mapped back: β = (s_y/s_x) β̃; the intercept, cluster effects in y's units.
+    # path's β̂ there).
     core = _final_fit(data, jnp.asarray(lam_hat, dtype), S_jax, penalty, solver,
                       None if coef is None else jnp.asarray(coef, dtype))
     unit_coef = np.asarray(core.coef)
-    coef = unit_coef * coef_factor
-    # γ̂ = (SᵀS)⁺Sᵀ(y − Xβ̂): the profiled-out coefficients at β̂ (on the caller's scale).
-    residual = np.asarray(caller_data.y - caller_data.X @ jnp.asarray(coef, dtype))
+    # γ̂ = (SᵀS)⁺Sᵀ(y − Xβ̂): the profiled-out coefficients at β̂.
+    residual = np.asarray(data.y - data.X @ jnp.asarray(unit_coef, dtype))
     cluster = np.asarray(data.cluster)
     if S_bar is None:
         gamma = np.bincount(cluster, residual, n) / np.bincount(cluster, minlength=n)
@@ -472,21 +473,10 @@ def fit_shel(
     elif inference == "debiased":
         table = debiased_inference(data, S_jax, unit_coef, np.flatnonzero(unit_coef), level, solver,
                                    float(units.x)).rescaled(coef_factor, node_lam=units.x**2)
-    result = result_name(core.result)
-    with np.errstate(over="ignore", invalid="ignore"):  # y·1e200: a nonfinite fit, reported by `finish`
-        intercept, sigma2 = float(core.intercept) * units.y, float(core.sigma2) * units.y**2
-        ranef = np.asarray(core.ranef) * units.y
-    return finish(SHELFit(
-        coef=coef, intercept=intercept, support=np.flatnonzero(coef), feature_names=caller_data.column_names(),
-        groups=caller_data.labels, sigma2=sigma2, psi=None, ranef=ranef, result=result,
-        n_iter=int(core.num_steps), n_obs=N, n_clusters=n, inference=table,
-        data_fingerprint=caller_data.fingerprint(),
-        gamma=gamma,
-        synthetic=synthetic_rows,
-        K=int(K_hat),
-        lam=lam_hat * lam_factor,
-        kind=kind,
-        cv_error=None if cv_error is None else cv_error * units.y * units.y,
-        lambda_ratios=None if lam is not None else np.asarray(relative),
-        K_grid=tuple(Ks),
-    ), throw)
+    fit = caller_fit(
+        SHELFit, caller, coef=unit_coef, intercept=float(core.intercept), support=np.flatnonzero(unit_coef),
+        sigma2=float(core.sigma2), psi=None, ranef=np.asarray(core.ranef), result=result_name(core.result),
+        n_iter=int(core.num_steps), inference=table, gamma=gamma, synthetic=synthetic_rows, K=int(K_hat),
+        lam=float(lam_hat), kind=kind, cv_error=cv_error, K_grid=tuple(Ks),
+        lambda_ratios=None if lam is not None else np.asarray(relative))
+    return finish(fit, throw)
