@@ -156,7 +156,8 @@ def load_fit(path):
 
 def _migrate_2_to_3(raw, where: str, depth: int):
     """A format-2 payload in format 3: outcomes travel by result codes only. Fits lose `converged`
-    (now `result == "successful"`) and the EB ridge fit its `message`; an inference table's
+    (now `result == "successful"`) and the EB ridge fit its `message`; an lmmLasso fit gains
+    `penalty_name` (None: the ℓ1); an inference table's
     per-row `valid` becomes per-row result codes (`nonfinite` where a row was invalid: it holds
     NaN, and format 2 did not say why)."""
     if depth > MAX_DEPTH:
@@ -171,6 +172,8 @@ def _migrate_2_to_3(raw, where: str, depth: int):
             fields.pop("converged", None)
             if name == "EBRidgeFit":
                 fields.pop("message", None)
+            if name == "LMMLassoFit":
+                fields.setdefault("penalty_name", None)  # format 3 names a user's penalty
         if name == "InferenceTable" and "valid" in fields:
             valid = _array(fields.pop("valid"), f"{where}.valid")
             codes = np.where(valid.astype(bool), int(result_index(RESULTS.successful)),

@@ -1,5 +1,5 @@
 """A user's penalty reaches the estimators: a capped ℓ1 written in 20 lines (the example of the
-docs' protocol page) is tuned by cluster CV, fitted by `fit_quasi` and `fit_shel`, summarised,
+docs' protocol page) is tuned by cluster CV or BIC, fitted by `fit_quasi`, `fit_shel` and `fit_lmmlasso`, summarised,
 and swept — and where its optimum has a closed form, equals it."""
 
 import equinox as eqx
@@ -92,3 +92,49 @@ def test_a_penalty_refuses_the_lasso_only_arguments(data):
             jaxlmm.fit_quasi(data, a=1.0, penalty=CappedL1(1.0), **kwargs)
     with pytest.raises(ValueError, match="AbstractPenalty"):
         jaxlmm.fit_quasi(data, a=1.0, penalty="mcp")
+
+
+def _support_columns(data, columns):
+    X = np.asarray(data.X)[np.argsort(np.asarray(data.order))][:, columns]  # rows in the caller's order
+    y = np.asarray(data.y)[np.argsort(np.asarray(data.order))]
+    Z = np.asarray(data.Z)[np.argsort(np.asarray(data.order))]
+    groups = np.asarray(data.labels)[np.asarray(data.cluster)][np.argsort(np.asarray(data.order))]
+    return jaxlmm.LMMData.from_arrays(X, y, groups, Z)
+
+
+def test_capped_l1_in_lmmlasso_is_the_ml_fit_on_its_support(data):
+    """lmmLasso's likelihood with the capped ℓ1: where every selected |β̂_k| > τ the penalty is flat,
+    so β̂, σ̂² and Ψ̂ are the unpenalised ML fit of the same model on the support (`fit_lmm`, an
+    independent solver); the ℓ1 at the same λ shrinks the effects."""
+    solver = jaxlmm.MixedModelCGD(tol=1e-10)
+    fit = jaxlmm.fit_lmmlasso(data, lam=30.0, penalty=CappedL1(1.0, cap=0.2), solver=solver)
+    assert fit.result == "successful" and fit.support.tolist() == [0, 1]
+    assert "CappedL1" in fit.summary() and fit.hyperparameters["lam"] == 30.0
+    ml = jaxlmm.fit_lmm(_support_columns(data, [0, 1]), reml=False, structure="identity")
+    np.testing.assert_allclose(fit.coef[:2], ml.coef, rtol=1e-5)
+    np.testing.assert_allclose(fit.intercept, ml.intercept, atol=1e-5)
+    np.testing.assert_allclose(fit.sigma2, ml.sigma2, rtol=1e-4)
+    np.testing.assert_allclose(fit.psi, ml.psi, rtol=1e-3, atol=1e-6)
+    lasso = jaxlmm.fit_lmmlasso(data, lam=30.0, standardize=False, unpenalized=[], solver=solver)
+    assert np.all(np.abs(lasso.coef[:2]) < np.abs(fit.coef[:2]) - 0.05)
+
+
+def test_capped_l1_in_lmmlasso_bic_path_core_and_sweep(data):
+    penalty = CappedL1(1.0, cap=0.2)
+    path_fit = jaxlmm.fit_lmmlasso(data, penalty=penalty)
+    assert path_fit.result == "successful" and {0, 1} <= set(path_fit.support.tolist())
+    assert path_fit.path is not None and path_fit.tuning.criterion == "bic"
+    solver = jaxlmm.MixedModelCGD(tol=1e-10)
+    fit = jaxlmm.fit_lmmlasso(data, lam=30.0, penalty=penalty, solver=solver)
+    # The core from the fit's own β̂ (one start; from β = 0 it stays in the basin where σ² has
+    # absorbed the signal, which is why the estimator tries a second, cold start).
+    start = np.concatenate([[fit.intercept], fit.coef])
+    core = jaxlmm.lmmlasso_core(data, 30.0, start=start, solver=solver, penalty=penalty)
+    np.testing.assert_allclose(fit.coef, np.asarray(core.coef), atol=1e-6)
+    np.testing.assert_allclose(fit.sigma2, float(core.sigma2), rtol=1e-6)
+    out = jaxlmm.sweep(jaxlmm.lmmlasso_core, jaxlmm.LMMData.stack([data, data]), {"lam": [30.0]}, penalty=penalty,
+                       solver=solver, start=start)
+    np.testing.assert_allclose(np.asarray(out.fits.coef)[:, 0], np.stack([core.coef, core.coef]), atol=1e-8)
+    for kwargs in ({"weights": np.ones(10)}, {"unpenalized": [0]}, {"adaptive": True}):
+        with pytest.raises(ValueError, match="`penalty` replaces the Lasso"):
+            jaxlmm.fit_lmmlasso(data, lam=30.0, penalty=penalty, **kwargs)

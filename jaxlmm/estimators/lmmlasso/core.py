@@ -9,20 +9,21 @@ from jax import lax
 from ..._covariance import blup, cholesky_factor
 from ..._data import LMMData
 from ..._implicit import curvature_step, frozen, implicit_root
-from ..._penalties import L1
+from ..._penalties import L1, FreeLeading
 from ...losses.mixed_model import MixedModelParams, mixed_model_nll
 from .._core import CoreFit, all_nonnegative, check_structure, checked, hyperparameter, solver_start
 from .cgd import MixedModelCGD
 from .estimator import profile_start
 
 
-def lmmlasso_core(data: LMMData, lam, structure: str = "identity", start=None, solver=None) -> CoreFit:
+def lmmlasso_core(data: LMMData, lam, structure: str = "identity", start=None, solver=None, penalty=None) -> CoreFit:
     """lmmLasso at a given λ as a pure function of arrays: a local minimiser of
     −log L(β_0, β, θ, σ²) + λ‖β‖₁ (intercept unpenalised, X as given: no standardisation) by
     `MixedModelCGD` from `start` (length p + 1, intercept first, or a previous `CoreFit`: a warm
     start; default β = (ȳ, 0, …, 0)) with the
     paper's profile-likelihood variance start. One start only (`fit_lmmlasso` tries two and
-    keeps the better BIC).
+    keeps the better BIC). `penalty`: any `AbstractPenalty` on β in place of λ‖β‖₁ (its λ set
+    to `lam`), as `fit_lmmlasso(..., penalty=)`.
 
     Differentiable in λ and the data by the implicit function theorem applied to the joint
     stationarity of (β, θ, log σ): the fixed point of a prox-gradient step in β and a gradient step
@@ -36,7 +37,10 @@ def lmmlasso_core(data: LMMData, lam, structure: str = "identity", start=None, s
     design = jnp.concatenate([jnp.ones((data.n_obs, 1), dtype), data.X], axis=1)
     fn, args = mixed_model_nll(data, design, structure)
     p1 = design.shape[1]
-    penalty = L1(lam, None, jnp.zeros(p1, bool).at[0].set(True))
+    if penalty is None:
+        penalty = L1(lam, None, jnp.zeros(p1, bool).at[0].set(True))
+    else:  # the user's penalty on β; the intercept stays free
+        penalty = FreeLeading(penalty.with_lam(lam), 1, p1)
     beta0 = jnp.zeros(p1, dtype).at[0].set(jnp.mean(data.y)) if start is None else solver_start(start, p1, dtype, True)
     frozen_args = frozen(args)
     theta0, log_sigma0 = profile_start(frozen_args, lax.stop_gradient(beta0), structure)

@@ -22,8 +22,7 @@ from ..._covariance import (
 )
 from ..._data import LMMData
 from ..._fit import Fit, Tuning, accepts_formula, finish, savable
-from ..._path import kkt_lambda
-from ..._penalties import L1
+from ..._penalties import L1, AbstractPenalty, FreeLeading, check_user_penalty
 from ..._solution import RESULTS, result_name
 from ..._validate import (
     check_count,
@@ -109,13 +108,14 @@ def information_criteria(fit: MixedModelFit, n_obs: int, nonzero_theta: bool = F
     return 2.0 * fit.nll + math.log(n_obs) * npar, 2.0 * fit.nll + 2.0 * npar, nnz
 
 
-def _kkt_lambda(args, structure, params: MixedModelParams, weights, unpenalized) -> Array:
-    """max_k |∂_k(−log L)| / w_k over penalised k at `params` (their penalised β at 0)."""
+def _kkt_lambda(args, structure, params: MixedModelParams, penalty) -> Array:
+    """The smallest λ of `penalty` at which `params` (penalised β at 0) meets the KKT conditions:
+    for the weighted Lasso max_k |∂_k(−log L)| / w_k over penalised k."""
     X_w, y_w = whiten_by_covariance(args, params.theta, params.log_sigma, structure)
-    return kkt_lambda(X_w.T @ (y_w - X_w @ params.beta), weights, unpenalized)
+    return penalty.critical_lambda(X_w.T @ (y_w - X_w @ params.beta))
 
 
-def _lambda_max(args, structure, at_inf: MixedModelFit, cold_start, weights, unpenalized) -> Array:
+def _lambda_max(args, structure, at_inf: MixedModelFit, cold_start, penalty, unpenalized) -> Array:
     """The top of the λ grid. At the λ = ∞ fit σ² has absorbed the signal, which shrinks every
     gradient by 1/σ̂²; the near-truth basin of the same λ lives at a much smaller σ². So λ_max is
     the larger of the KKT bounds at the λ = ∞ fit and at the cold start's unpenalised part with
@@ -123,16 +123,19 @@ def _lambda_max(args, structure, at_inf: MixedModelFit, cold_start, weights, unp
     beta_u = jnp.where(unpenalized, cold_start, 0.0)
     theta, log_sigma = profile_start(args, cold_start, structure)
     return jnp.maximum(
-        _kkt_lambda(args, structure, at_inf.params, weights, unpenalized),
-        _kkt_lambda(args, structure, MixedModelParams(beta_u, theta, log_sigma), weights, unpenalized),
+        _kkt_lambda(args, structure, at_inf.params, penalty),
+        _kkt_lambda(args, structure, MixedModelParams(beta_u, theta, log_sigma), penalty),
     )
 
 
 @eqx.filter_jit
 def lmmlasso_path(args: MixedModelData, structure: str, relative_grid: Array, weights: Array,
                   unpenalized: Array, cold_start: Array, solver: MixedModelCGD,
-                  max_df: Array, variance_penalty: Array | None = None) -> LMMLassoPath:
+                  max_df: Array, variance_penalty: Array | None = None, penalty=None) -> LMMLassoPath:
     """The penalised likelihood over λ = λ_max · `relative_grid`, from both starts, with BIC.
+    `penalty`: any `AbstractPenalty` on the design's p + 1 coefficients in place of the weighted
+    Lasso `L1(·, weights, unpenalized)` (its λ is set along the grid; `unpenalized` still marks
+    the coefficients the cold start's variance profile keeps).
 
     Warm: each λ starts from the previous solution (`lax.scan` from the λ = ∞ fit). Cold:
     each λ starts afresh from `cold_start` and its profile-likelihood variances (one after
@@ -146,6 +149,7 @@ def lmmlasso_path(args: MixedModelData, structure: str, relative_grid: Array, we
     slowest lane is done at every level of the nested solver loops.
     """
     y = args.y
+    template = L1(jnp.ones((), y.dtype), weights, unpenalized) if penalty is None else penalty
     n_lambda = relative_grid.shape[0]
     n_theta = profile_start(args, cold_start, structure)[0].shape[-1]
     # With penalised variances the number of nonzero ones varies along the path: the cap on β
@@ -181,9 +185,9 @@ def lmmlasso_path(args: MixedModelData, structure: str, relative_grid: Array, we
         theta0, log_sigma0 = jax.tree.map(lambda a, b: jnp.where(first, a, b), inf_variances, cold_variances)
         fresh = MixedModelParams(jnp.where(first, inf_beta, cold_beta), theta0, log_sigma0)
         start = jax.tree.map(lambda a, b: jnp.where(warm, a, b), previous, fresh)
-        fit, first_beta = solver.run_with_first_block(structure, args, L1(lam, weights, unpenalized), start, limit,
+        fit, first_beta = solver.run_with_first_block(structure, args, template.with_lam(lam), start, limit,
                                                       variance_penalty)
-        lam_max = jnp.where(first, _lambda_max(args, structure, fit, cold_start, weights, unpenalized), lam_max)
+        lam_max = jnp.where(first, _lambda_max(args, structure, fit, cold_start, template, unpenalized), lam_max)
         saturated = fit.result == RESULTS.saturated
         is_cold = ~warm & ~first
         cold_beta = jnp.where(is_cold & ~stopped, first_beta, cold_beta)
@@ -214,11 +218,12 @@ def lmmlasso_path(args: MixedModelData, structure: str, relative_grid: Array, we
 
 
 @eqx.filter_jit
-def _fit_single(args, structure, lam, weights, unpenalized, cold_start, solver):
+def _fit_single(args, structure, lam, weights, unpenalized, cold_start, solver, penalty=None):
     """One λ from both starts: warm from the λ = ∞ fit, and cold (the Lasso start). The three
     fits run as one scan over a single compiled copy of the solver (three inlined copies made
     this the largest program of a fit: 6 s of compilation)."""
     y = args.y
+    template = L1(jnp.ones((), y.dtype), weights, unpenalized) if penalty is None else penalty
     inf_beta = jnp.zeros(args.X.shape[1], y.dtype).at[0].set(jnp.mean(y))
     lams = jnp.stack([jnp.asarray(jnp.inf, y.dtype), lam, lam]).astype(y.dtype)
 
@@ -227,7 +232,7 @@ def _fit_single(args, structure, lam, weights, unpenalized, cold_start, solver):
         theta0, log_sigma0 = profile_start(args, beta0, structure)
         fresh = MixedModelParams(beta0, theta0, log_sigma0)
         start = jax.tree.map(lambda a, b: jnp.where(k == 1, a, b), previous, fresh)
-        fit = solver.run(structure, args, L1(lams[k], weights, unpenalized), start)
+        fit = solver.run(structure, args, template.with_lam(lams[k]), start)
         return fit.params, fit
 
     theta0, log_sigma0 = profile_start(args, inf_beta, structure)
@@ -272,6 +277,7 @@ class LMMLassoFit(Fit):
       are on the caller's scale, its stacked fits on the internal one (y and X divided by the
       powers of two nearest their scales; standardised columns). `coef_path` (n_λ × p): β̂ at
       each λ of the path on the caller's scale, from the start with the smaller BIC there.
+    - `penalty_name`: the class name of a user's `penalty=` (None for the paper's ℓ1).
 
     Every number is on the caller's scale: the fit runs on rescaled data (`fit_lmmlasso`).
     """
@@ -288,6 +294,7 @@ class LMMLassoFit(Fit):
     start: str
     path: LMMLassoPath | None = None
     coef_path: np.ndarray | None = None
+    penalty_name: str | None = None
 
     # λ, the weights and the criteria's shifts depend on the fit (`fit_lmmlasso`'s overrides).
     UNITS = {**Fit.UNITS, "coef_path": "coef", "loglik": None, "bic": None, "aic": None, "objective": None,
@@ -296,8 +303,9 @@ class LMMLassoFit(Fit):
     @property
     def method(self) -> str:
         kinds = {None: "lmmLasso", "bic": "adaptive lmmLasso", "refit": "lmmLasso refitted on its support"}
-        kind = kinds[self.adaptive]
-        return kind + " (l1-penalised ML; Schelldorfer, Bühlmann & van de Geer)"
+        if self.penalty_name is not None:
+            return f"lmmLasso with a {self.penalty_name} penalty (penalised ML; Schelldorfer, Bühlmann & van de Geer)"
+        return kinds[self.adaptive] + " (l1-penalised ML; Schelldorfer, Bühlmann & van de Geer)"
 
     @property
     def hyperparameters(self) -> dict:
@@ -371,6 +379,7 @@ def fit_lmmlasso(
     solver: MixedModelCGD | None = None,
     seed: int = 0,
     throw: bool = False,
+    penalty: AbstractPenalty | None = None,
 ) -> LMMLassoFit:
     """l1-penalised maximum likelihood for the linear mixed model (lmmLasso; Schelldorfer,
     Bühlmann & van de Geer 2011):
@@ -414,17 +423,23 @@ def fit_lmmlasso(
       truth); `benchmarks/study_adaptive_recipes.py` compares the recipes.
     - `solver`: a `MixedModelCGD` (its `beta_solver` may be `ProximalGradient()`).
     - `throw`: raise a `RuntimeError` with the `RESULTS` message when the fit did not succeed
-      (default False: the fit's `result` and `converged` say so, the choice inside sweeps).
+      (default False: the fit's `result` says so, the choice inside sweeps).
+    - `penalty`: any `jaxlmm.AbstractPenalty` on β (length p; its own λ is replaced by `lam` or
+      the BIC path's) in place of λ Σ w_k |β_k|: Q_λ's last term becomes penalty(β), solved by the
+      same block coordinate descent (a separable penalty for the default `CoordinateDescent`
+      β-block). It covers every column of X, so `weights`, `unpenalized` and `adaptive` belong to
+      the Lasso and are refused with it, and the fit runs on the caller's scale with X as given
+      (no standardisation): the penalty's parameters keep the units of β.
 
     Returns an `LMMLassoFit`.
     """
     return _fit_lmmlasso(data, lam, structure=structure, unpenalized=unpenalized, weights=weights, adaptive=adaptive,
                          standardize=standardize, n_lambda=n_lambda, lambda_min_ratio=lambda_min_ratio, max_df=max_df,
-                         solver=solver, seed=seed, throw=throw)
+                         solver=solver, seed=seed, throw=throw, penalty=penalty)
 
 
 def _fit_lmmlasso(data, lam, *, structure, unpenalized, weights, adaptive, standardize, n_lambda, lambda_min_ratio,
-                  max_df, solver, seed, throw, cold_start=None) -> LMMLassoFit:
+                  max_df, solver, seed, throw, cold_start=None, penalty=None) -> LMMLassoFit:
     """`fit_lmmlasso`'s work. `cold_start`: the Lasso start `_cold_start` gives for these X, y,
     clusters and seed, when the caller has it already (`select_random_effects`)."""
     check_data(data)
@@ -447,7 +462,13 @@ def _fit_lmmlasso(data, lam, *, structure, unpenalized, weights, adaptive, stand
     lam = check_scalar("lam", lam)
     lambda_min_ratio = check_fraction("lambda_min_ratio", lambda_min_ratio)
     n_lambda = check_count("n_lambda", n_lambda)
-    unpen_idx = _default_unpenalized(data) if unpenalized is None else check_indices("unpenalized", unpenalized, p)
+    check_user_penalty(penalty, p, weights=weights, unpenalized=unpenalized, adaptive=adaptive)
+    if penalty is not None:  # on every column of X, as given
+        unpen_idx, standardize = np.zeros(0, int), False
+    elif unpenalized is None:
+        unpen_idx = _default_unpenalized(data)
+    else:
+        unpen_idx = check_indices("unpenalized", unpenalized, p)
     w_user = check_weights(weights, p)
     w_user = np.ones(p) if w_user is None else w_user
     if lam == 0.0 and structure != "none" and np.linalg.matrix_rank(np.column_stack([np.ones(n_obs), data.X])) >= n_obs:
@@ -463,8 +484,9 @@ def _fit_lmmlasso(data, lam, *, structure, unpenalized, weights, adaptive, stand
     # Fit on y / s_y and X / s_x (powers of two, `_scale`): with β = (s_y/s_x) β̃, σ² = s_y² σ̃²,
     # Ψ = s_y² Ψ̃, −log L = −log L̃ + N log s_y, so λ |β| = λ̃ |β̃| needs λ̃ = λ s_y / s_x (λ s_y on
     # standardised columns, which do not see s_x).
-    caller = frame(data)
+    caller = frame(data, rescale=penalty is None)
     data, units = caller.data, caller.scale
+    template = None if penalty is None else FreeLeading(penalty, 1, p + 1)  # the intercept stays free
     lam_unit = units.y if standardize else units.y / units.x
     lam_fit = None if lam is None else lam * lam_unit
     design, center, scale = _standardised_design(data, standardize)
@@ -480,10 +502,10 @@ def _fit_lmmlasso(data, lam, *, structure, unpenalized, weights, adaptive, stand
         if lam is None:
             grid = jnp.asarray(np.geomspace(1.0, min_ratio, n_lambda), dtype)
             path = lmmlasso_path(args, structure, grid, w_full, jnp.asarray(mask), cold_beta, solver,
-                                 jnp.asarray(max_df, dtype))
+                                 jnp.asarray(max_df, dtype), penalty=template)
             return path.chosen(), float(path.lambdas[path.best]), "cold" if bool(path.best_is_cold) else "warm", path
         warm, cold_fit, bic_w, bic_c = _fit_single(args, structure, jnp.asarray(lam, dtype), w_full, jnp.asarray(mask),
-                                                   cold_beta, solver)
+                                                   cold_beta, solver, template)
         use_cold = bool(cold_fit.converged) and (bic_c <= bic_w or not bool(warm.converged))
         return (cold_fit if use_cold else warm), float(lam), "cold" if use_cold else "warm", None
 
@@ -526,7 +548,7 @@ def _fit_lmmlasso(data, lam, *, structure, unpenalized, weights, adaptive, stand
                         "bic_cold": lambda v: v + 2 * shift}}
     fit = caller_fit(LMMLassoFit, caller, factors, **_fitted(fit, args, structure, center, scale, path),
                      lam=lam_caller, structure=structure, unpenalized=unpen_idx, weights=stage_weights,
-                     adaptive=adaptive, start=start)
+                     adaptive=adaptive, start=start, penalty_name=None if penalty is None else type(penalty).__name__)
     return finish(fit, throw)
 
 
