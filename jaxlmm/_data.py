@@ -355,6 +355,10 @@ class LMMData(eqx.Module):
             basis, singular = (jnp.asarray(np.asarray(a), dtype) for a in (self.z_basis, self.z_singular))
         return dataclasses.replace(self, X=X, y=y, Z=Z, z_basis=basis, z_singular=singular)
 
+    def with_intercept(self) -> Array:
+        """[1, X]: the fixed-effects design with an intercept column first (rows sorted by cluster)."""
+        return jnp.concatenate([jnp.ones((self.n_obs, 1), self.X.dtype), self.X], axis=1)
+
     def with_index_labels(self) -> LMMData:
         """The same data with labels 0..n−1. `labels` is a static field, so it is part of every
         compiled program's cache key: the estimators fit on this copy (without `feature_names`

@@ -14,6 +14,7 @@ from jax.scipy.special import ndtr, ndtri
 
 from ._covariance import cluster_sum
 from ._data import LMMData
+from ._penalties import intercept_mask
 from ._select import scaled_lasso
 from ._solution import RESULTS, ReportsResult, result_index, result_names, results_from_index
 from .losses import LeastSquaresData, quasi_likelihood
@@ -153,7 +154,7 @@ def debiased_lasso(
     p = data.n_features
     dtype = X_a.dtype
     residual = args.y - X_a[:, 0] * intercept - X_a[:, 1:] @ coef
-    unpenalized = jnp.zeros(p + 1, bool).at[0].set(True)
+    unpenalized = intercept_mask(p + 1)
     # The solver's data-only work (for CD: Xᵀ and the coordinate Hessians) is shared by all j.
     prepared = solver.prepare(fn, args)
     # Columns with the intercept projected out: a near-twin of column j (squared correlation

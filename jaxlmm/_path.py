@@ -54,6 +54,11 @@ def lambda_grid(lam_max, n_lambda: int = 100, min_ratio: float = 1e-2) -> Array:
     return lam_max * jnp.geomspace(1.0, min_ratio, n_lambda)
 
 
+def default_min_ratio(n_obs: int, p: int) -> float:
+    """glmnet's default λ_min / λ_max: 0.01 when p > N (the path would saturate), else 1e-4."""
+    return 1e-2 if p > n_obs else 1e-4
+
+
 class LassoPath(ReportsResult):
     """Solutions along a λ path: `lambdas` (n_λ), `coef` (n_λ × p), `result` codes,
     `objective`, `kkt_residual` and `num_steps` per λ; `fitted` (n_λ): False for the λ after an

@@ -146,6 +146,11 @@ class _WeightedSeparable(AbstractPenalty):
             raise ValueError(f"`{name}` must be > {bound:g}; got {value}.")
 
 
+def intercept_mask(size: int) -> Array:
+    """The unpenalised mask of a design with an intercept column first: True at 0 only."""
+    return jnp.zeros(size, bool).at[0].set(True)
+
+
 class FreeLeading(AbstractPenalty):
     """`penalty` on the coordinates after the first `n_free`, which stay unpenalised: how an
     estimator puts a user's penalty on β (length p) of a design with an intercept column first

@@ -16,6 +16,16 @@ from ._penalties import L1
 from ._solution import RESULTS, ReportsResult
 from ._solve import _solve_jit
 from ._validate import check_count, check_seed
+from .solvers import CoordinateDescent
+
+
+def cv_and_final_solvers(solver) -> tuple:
+    """(the solver of the CV paths, the solver of the reported fit): a user's solver for both; by
+    default coordinate descent to a KKT tolerance of 1e-5 for the CV paths (still ~30× tighter
+    than glmnet's default, and about twice as fast as 1e-7) and 1e-7 for the fit at the choice."""
+    if solver is not None:
+        return solver, solver
+    return CoordinateDescent(rtol=1e-5), CoordinateDescent(rtol=1e-7)
 
 
 def cluster_folds(n_clusters: int, n_folds: int, seed: int = 0) -> np.ndarray:

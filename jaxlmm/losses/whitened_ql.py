@@ -31,9 +31,7 @@ def quasi_likelihood(
       tr(Σ_a^{-1}); this is how cluster cross-validation folds keep one compiled shape.
     - `intercept`: if True, column 0 of the design is the whitened column of ones.
     """
-    X = data.X
-    if intercept:
-        X = jnp.concatenate([jnp.ones((data.n_obs, 1), X.dtype), X], axis=1)
+    X = data.with_intercept() if intercept else data.X
     weights = (
         jnp.ones(data.n_obs, X.dtype) if cluster_weights is None else cluster_weights[data.cluster]
     )

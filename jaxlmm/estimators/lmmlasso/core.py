@@ -9,7 +9,7 @@ from jax import lax
 from ..._covariance import blup, cholesky_factor
 from ..._data import LMMData
 from ..._implicit import curvature_step, frozen, implicit_root
-from ..._penalties import L1, FreeLeading
+from ..._penalties import L1, FreeLeading, intercept_mask
 from ...losses.mixed_model import MixedModelParams, mixed_model_nll
 from .._core import CoreFit, all_nonnegative, check_structure, checked, hyperparameter, solver_start
 from .cgd import MixedModelCGD
@@ -34,11 +34,11 @@ def lmmlasso_core(data: LMMData, lam, structure: str = "identity", start=None, s
     check_structure(structure, ("identity", "diagonal", "full"))
     dtype = data.X.dtype
     lam = hyperparameter("lam", lam, dtype)
-    design = jnp.concatenate([jnp.ones((data.n_obs, 1), dtype), data.X], axis=1)
+    design = data.with_intercept()
     fn, args = mixed_model_nll(data, design, structure)
     p1 = design.shape[1]
     if penalty is None:
-        penalty = L1(lam, None, jnp.zeros(p1, bool).at[0].set(True))
+        penalty = L1(lam, None, intercept_mask(p1))
     else:  # the user's penalty on β; the intercept stays free
         penalty = FreeLeading(penalty.with_lam(lam), 1, p1)
     beta0 = jnp.zeros(p1, dtype).at[0].set(jnp.mean(data.y)) if start is None else solver_start(start, p1, dtype, True)

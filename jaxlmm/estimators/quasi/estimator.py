@@ -12,12 +12,13 @@ from tqdm.auto import tqdm
 
 from ..._data import LMMData
 from ..._fit import Fit, Tuning, accepts_formula, finish, savable
-from ..._path import LassoPath, solve_path
+from ..._path import LassoPath, default_min_ratio, solve_path
 from ..._penalties import L0, L1, AbstractPenalty, FreeLeading, check_user_penalty
 from ..._select import (
     INFORMATION_CRITERIA,
     cluster_folds,
     cross_validated_path,
+    cv_and_final_solvers,
     map_over_folds,
     marginal_sse,
     scaled_lasso,
@@ -40,7 +41,7 @@ from ..._validate import (
 from ..._variance_components import variance_components, variance_identifiable
 from ..._whiten import effective_sample_size
 from ...losses import LeastSquares, LeastSquaresData, quasi_likelihood
-from ...solvers import AbstractSolver, BestSubset, CoordinateDescent
+from ...solvers import AbstractSolver, BestSubset
 from .._driver import caller_fit, frame
 
 # Factor-4 steps: the CV error is smooth in log a (benchmarks/study_quasi_defaults.py compares the
@@ -166,7 +167,7 @@ def _fold_args(data: LMMData, args: LeastSquaresData, a, cluster_weights) -> Lea
 def _design(data: LMMData, intercept: bool):
     if not intercept:
         return data.X
-    return jnp.concatenate([jnp.ones((data.n_obs, 1), data.X.dtype), data.X], axis=1)
+    return data.with_intercept()
 
 
 @eqx.filter_jit
@@ -353,7 +354,7 @@ def fit_quasi(
     user_weights = check_weights(weights, p)
     check_user_penalty(penalty, p, weights=weights, unpenalized=unpenalized, k=k, lam=lam)
     if lambda_min_ratio is None:
-        lambda_min_ratio = 1e-2 if p > data.n_obs else 1e-4
+        lambda_min_ratio = default_min_ratio(data.n_obs, p)
     lambda_min_ratio = check_fraction("lambda_min_ratio", lambda_min_ratio)
     n_lambda = check_count("n_lambda", n_lambda)
     if isinstance(lam, bool | np.bool_) or (isinstance(lam, str) and lam != "universal"):
@@ -452,10 +453,7 @@ def _fit_on_fitting_scale(data, o: _Options, lam_scale) -> dict:
                                 integer=True, upper=n_penalized)
         return _fit_best_subset(k=o.k, k_grid=k_grid, k_criterion=o.k_criterion, n_penalized=n_penalized,
                                 solver=o.best_subset or BestSubset(), **common)
-    # CV paths to a KKT tolerance of 1e-5 (still ~30× tighter than glmnet's default and about
-    # twice as fast as 1e-7); the path at the chosen a is refitted to 1e-7.
-    cv_solver = CoordinateDescent(rtol=1e-5) if o.solver is None else o.solver
-    solver = o.solver or CoordinateDescent(rtol=1e-7)
+    cv_solver, solver = cv_and_final_solvers(o.solver)  # the path at the chosen a refitted with `solver`
     if isinstance(o.lam, str):
         return _fit_universal(solver=solver, weights=w, mask_j=jnp.asarray(mask), n_penalized=n_penalized, **common)
     relative = o.lam is None

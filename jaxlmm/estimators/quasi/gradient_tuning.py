@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 
 from ..._data import LMMData
 from ..._path import lambda_max
+from ..._penalties import intercept_mask
 from ..._precision import in_float64
 from ..._select import cluster_folds, marginal_sse, training_weights
 from ..._validate import check_count, check_data, check_scalar, check_seed
@@ -41,7 +42,7 @@ class GradientTuning:
 def _cv_error_and_gradient(data, log_params, train, solver):
     """Σ_folds Σ_held-out ‖y_i − β̂_0 − X_i β̂‖² / N at (a, λ) = exp(log_params), and its gradient
     (implicit derivatives of every fold's Lasso)."""
-    design = jnp.concatenate([jnp.ones((data.n_obs, 1), data.X.dtype), data.X], axis=1)
+    design = data.with_intercept()
 
     def error(log_params):
         a, lam = jnp.exp(log_params[0]), jnp.exp(log_params[1])
@@ -80,7 +81,7 @@ def tune_by_gradient(data: LMMData, a0: float = 1.0, lam0=None, *, n_folds: int 
     start = time.perf_counter()
     if lam0 is None:
         fn, args = quasi_likelihood(data, a0, intercept=True)
-        unpenalized = jnp.zeros(data.n_features + 1, bool).at[0].set(True)
+        unpenalized = intercept_mask(data.n_features + 1)
         top, _ = lambda_max(fn, args, CoordinateDescent(), jnp.zeros(data.n_features + 1, dtype), None, unpenalized)
         lam0 = 0.1 * float(top)
     lam0 = check_scalar("lam0", lam0)

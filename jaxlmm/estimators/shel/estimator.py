@@ -18,9 +18,9 @@ from tqdm.auto import tqdm
 from ..._data import LMMData
 from ..._fit import Fit, Tuning, accepts_formula, finish
 from ..._inference import InferenceTable, debiased_lasso, row_results
-from ..._path import solve_path
+from ..._path import default_min_ratio, solve_path
 from ..._penalties import L1, AbstractPenalty, check_user_penalty
-from ..._select import cluster_folds, cross_validated_path
+from ..._select import cluster_folds, cross_validated_path, cv_and_final_solvers
 from ..._solution import result_name
 from ..._validate import (
     check_count,
@@ -34,7 +34,7 @@ from ..._validate import (
     check_weights,
 )
 from ...losses.shel import profile_synthetic, shel_loss
-from ...solvers import AbstractSolver, CoordinateDescent
+from ...solvers import AbstractSolver
 from .._driver import caller_fit, frame
 from .core import shel_core
 
@@ -396,10 +396,7 @@ def fit_shel(
         raise ValueError("`synthetic`='dummies' needs clusters with more than one row: with one row per cluster "
                          "the cluster indicators absorb y entirely and nothing is left for X.")
     folds = cluster_folds(n, n_folds, seed)
-    # CV paths to a KKT tolerance of 1e-5 (still ~30× tighter than glmnet's default, and 3× faster
-    # here than 1e-7); the chosen λ is refitted to 1e-7.
-    cv_solver = CoordinateDescent(rtol=1e-5) if solver is None else solver
-    solver = CoordinateDescent(rtol=1e-7) if solver is None else solver
+    cv_solver, solver = cv_and_final_solvers(solver)
     check_user_penalty(penalty, p, weights=weights, unpenalized=unpenalized)
     # Fit on y / s_y and X / s_x (`_driver`): β = (s_y/s_x) β̃ and the objective is s_y² times the
     # same one in β̃ with λ̃ = λ / (s_y s_x); the synthetic variables are unchanged. A user's
@@ -408,7 +405,7 @@ def fit_shel(
     caller_data, data, units = data, caller.data, caller.scale
     coef_factor = units.y / units.x
     lam = None if lam is None else lam / (units.y * units.x)
-    ratio = (0.01 if p > N else 1e-4) if lambda_min_ratio is None else lambda_min_ratio
+    ratio = default_min_ratio(N, p) if lambda_min_ratio is None else lambda_min_ratio
     relative = np.geomspace(1.0, ratio, n_lambda)
     everything = np.ones(n)
     dtype = data.X.dtype
