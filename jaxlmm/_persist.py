@@ -157,7 +157,7 @@ def load_fit(path):
 def _migrate_2_to_3(raw, where: str, depth: int):
     """A format-2 payload in format 3: outcomes travel by result codes only. Fits lose `converged`
     (now `result == "successful"`) and the EB ridge fit its `message`; an lmmLasso fit gains
-    `penalty_name` (None: the ℓ1); an inference table's
+    `penalty_name` (None: the ℓ1), CV records their `result` codes (None: format 2 kept none); an inference table's
     per-row `valid` becomes per-row result codes (`nonfinite` where a row was invalid: it holds
     NaN, and format 2 did not say why)."""
     if depth > MAX_DEPTH:
@@ -174,6 +174,10 @@ def _migrate_2_to_3(raw, where: str, depth: int):
                 fields.pop("message", None)
             if name == "LMMLassoFit":
                 fields.setdefault("penalty_name", None)  # format 3 names a user's penalty
+            if name == "SHELFit":
+                fields.setdefault("cv_result", None)  # format 3 records the CV's result codes
+        if name == "CVCurve":
+            fields.setdefault("result", None)
         if name == "InferenceTable" and "valid" in fields:
             valid = _array(fields.pop("valid"), f"{where}.valid")
             codes = np.where(valid.astype(bool), int(result_index(RESULTS.successful)),

@@ -13,7 +13,7 @@ from jax import Array, lax
 from ._data import LMMData
 from ._path import solve_path
 from ._penalties import L1
-from ._solution import RESULTS, ReportsResult
+from ._solution import RESULTS, ReportsResult, result_index
 from ._solve import _solve_jit
 from ._validate import check_count, check_seed
 from .solvers import CoordinateDescent
@@ -76,8 +76,9 @@ def cross_validated_path(loss, base: Array, train: Array, test: Array, grid: Arr
     which (with `relative`) stops by glmnet's rule or once its held-out error has clearly passed
     its minimum (`solve_path`'s `score`); then the base path, down to the last λ every fold
     fitted — the CV choice is among those, and the tail past the error's minimum is where
-    coordinate descent spends most of its epochs. Returns `(path, scores, fitted)`: the base
-    `LassoPath`, scores (n_folds × n_λ) and which λ each fold fitted. On a CPU it is one
+    coordinate descent spends most of its epochs. Returns `(path, scores, fitted, results)`: the
+    base `LassoPath`, scores (n_folds × n_λ), which λ each fold fitted and each fold's `RESULTS`
+    index per λ (`successful`'s for the λ a fold did not fit after its early stop). On a CPU it is one
     `lax.scan` over these steps (one compiled copy of the solver; a vmapped solver loop would run
     until its slowest fold is done, at every level of its nested loops); on an accelerator the
     folds run at once.
@@ -102,7 +103,7 @@ def cross_validated_path(loss, base: Array, train: Array, test: Array, grid: Arr
         folds = jax.vmap(lambda tr, te: path_of(tr, te, lams, first.start, jnp.asarray(1), everything))(train, test)
         last = _last_fitted_by_all(folds.fitted)
         path = path_of(base, no_test, lams, first.start, jnp.asarray(2), last)
-        return path, folds.held_out, folds.fitted
+        return path, folds.held_out, folds.fitted, _fitted_codes(folds)
 
     def element(carry, inputs):
         lams, start, last, kept = carry
@@ -112,7 +113,7 @@ def cross_validated_path(loss, base: Array, train: Array, test: Array, grid: Arr
         start = jnp.where(phase == 0, path.start, start)
         last = jnp.where(phase == 1, jnp.minimum(last, _last_fitted_by_all(path.fitted[None])), last)
         kept = jax.tree.map(lambda new, old: jnp.where(phase == 2, new, old), path, kept)
-        return (lams, start, last, kept), (path.held_out, path.fitted)
+        return (lams, start, last, kept), (path.held_out, path.fitted, _fitted_codes(path))
 
     shapes = jax.eval_shape(lambda: path_of(base, no_test, grid, y0, jnp.asarray(0), everything))
     empty = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
@@ -120,8 +121,23 @@ def cross_validated_path(loss, base: Array, train: Array, test: Array, grid: Arr
     phases = jnp.concatenate([jnp.zeros(1, int), jnp.ones(n_folds, int), jnp.full(1, 2)])
     inputs = (jnp.concatenate([base[None], train, base[None]]), jnp.concatenate([no_test[None], test, no_test[None]]),
               phases)
-    (_, _, _, path), (scores, fitted) = lax.scan(element, (grid, y0, everything, empty), inputs)
-    return path, scores[1:-1], fitted[1:-1]
+    (_, _, _, path), (scores, fitted, results) = lax.scan(element, (grid, y0, everything, empty), inputs)
+    return path, scores[1:-1], fitted[1:-1], results[1:-1]
+
+
+def _fitted_codes(path) -> Array:
+    """The `RESULTS` index per λ of a path, `successful`'s for the λ it did not fit."""
+    return jnp.where(path.fitted, result_index(path.result), result_index(RESULTS.successful))
+
+
+def grid_results(fold_results) -> np.ndarray:
+    """Per grid point (the axes after the leading fold axis) the `RESULTS` index of the first fold
+    whose fit did not succeed there, `successful`'s where every fold did."""
+    codes = np.asarray(result_index(fold_results))
+    ok = int(result_index(RESULTS.successful))
+    failed = codes != ok
+    first = np.take_along_axis(codes, np.argmax(failed, axis=0)[None], axis=0)[0]
+    return np.where(failed.any(axis=0), first, ok)
 
 
 def _last_fitted_by_all(fitted: Array) -> Array:

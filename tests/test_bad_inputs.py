@@ -312,3 +312,20 @@ def test_sweep_reports_invalid_grid_values_per_fit():
     stacked = jaxlmm.LMMData.stack([DATA, OTHER])
     out = jaxlmm.sweep(jaxlmm.quasi_lasso_core, stacked, grid={"a": [1.0], "lam": [-1.0, 0.1]}, progress=False)
     assert out.result[:, 0].tolist() == ["invalid_argument"] * 2 and out.result[:, 1].tolist() == ["successful"] * 2
+
+
+def test_cross_validation_records_each_grid_points_result():
+    """The CV record carries a `RESULTS` code per grid point (the first fold that did not
+    succeed there): all `successful` for a default fit; with a solver allowed 2 epochs the
+    failures are recorded, and the fit is not `successful`."""
+    from jaxlmm._solution import result_names
+
+    fit = jaxlmm.fit_quasi(DATA, progress=False)
+    assert set(result_names(fit.cv.result).ravel()) == {"successful"}
+    starved = jaxlmm.CoordinateDescent(max_steps=2, rtol=1e-12)
+    bad = jaxlmm.fit_quasi(DATA, a=1.0, solver=starved, progress=False)
+    assert "max_steps_reached" in set(result_names(bad.cv.result).ravel()) and bad.result == "max_steps_reached"
+    shel = jaxlmm.fit_shel(DATA, synthetic="dummies", solver=starved)
+    assert "max_steps_reached" in set(result_names(shel.cv_result).ravel()) and shel.result == "max_steps_reached"
+    good = jaxlmm.fit_shel(DATA, synthetic="dummies")
+    assert set(result_names(good.cv_result).ravel()) == {"successful"} and good.result == "successful"

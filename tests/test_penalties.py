@@ -123,13 +123,16 @@ def test_every_penalty_through_solve_path_and_cv(problem, name):
     def score(fargs, coef, test_w):
         return jnp.sum(test_w[data.cluster][:, None] * (fargs.y[:, None] - fargs.X @ coef.T) ** 2, axis=0)
 
-    full, sse, fitted = cross_validated_path(fold_problem, jnp.ones(data.n_clusters), train, 1.0 - train,
+    full, sse, fitted, codes = cross_validated_path(fold_problem, jnp.ones(data.n_clusters), train, 1.0 - train,
                                         jnp.geomspace(1.0, 0.05, 8), solver, jnp.zeros(p), score, relative=True,
                                         penalty=penalty)
     # A fold's error is finite where it fitted λ (at least the first 5) and NaN past its early stop.
     sse, fitted = np.asarray(sse), np.asarray(fitted)
     assert sse.shape == (4, 8) and fitted[:, :5].all()
     assert np.all(np.isfinite(sse[fitted])) and np.all(np.isnan(sse[~fitted]))
+    from jaxlmm._solution import result_names
+
+    assert set(result_names(codes).ravel()) == {"successful"}  # every fold's fit succeeded at every λ
 
 
 def test_coordinate_descent_names_what_it_needs(problem):

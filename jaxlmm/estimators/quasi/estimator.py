@@ -19,12 +19,13 @@ from ..._select import (
     cluster_folds,
     cross_validated_path,
     cv_and_final_solvers,
+    grid_results,
     map_over_folds,
     marginal_sse,
     scaled_lasso,
     training_weights,
 )
-from ..._solution import result_name, result_names
+from ..._solution import RESULTS, result_name, result_names, results_from_index
 from ..._solve import solve
 from ..._validate import (
     check_count,
@@ -60,6 +61,9 @@ class CVCurve:
       folds (each cluster is held out exactly once).
     - `fold_error` (n_folds × n_a × n_g): the same per fold, before dividing by N.
     - `parameter`: "lam" or "k"; `best`: the (a index, grid index) of the minimum.
+    - `result` (n_a × n_g `RESULTS` codes): per grid point the first fold's code where a fold's
+      fit did not succeed, else `successful` (when the chosen point's is not, it is the fit's
+      `result`); None for best subset, whose solver reports none.
     """
 
     UNITS = {"grid": "l1", "error": "y2", "fold_error": "y2"}  # a k grid is unit-free: overridden
@@ -70,6 +74,7 @@ class CVCurve:
     fold_error: np.ndarray
     parameter: str
     best: tuple[int, int]
+    result: RESULTS | None = None
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -179,10 +184,10 @@ def _lasso_cv_at_a(data, a, train, grid, relative, penalty, intercept, solver):
     design = _design(data, intercept)
     y0 = jnp.zeros(args.X.shape[1], args.X.dtype)
     everything = jnp.ones(data.n_clusters, args.X.dtype)
-    path, sse, _ = cross_validated_path(
+    path, sse, _, results = cross_validated_path(
         lambda cw: (fn, _fold_args(data, args, a, cw)), everything, train, 1.0 - train, grid, solver, y0,
         lambda fargs, coef, test_w: marginal_sse(data, design, coef, test_w), relative=relative, penalty=penalty)
-    return path, sse, args.scale
+    return path, sse, args.scale, results
 
 
 @eqx.filter_jit
@@ -194,7 +199,7 @@ def _universal_cv_at_a(data, a, train, n_penalized, weights, unpenalized, interc
     def fold(cluster_weights):
         fargs = _fold_args(data, args, a, cluster_weights)
         fit = scaled_lasso(fn, fargs, solver, y0, fargs.scale, n_penalized, weights, unpenalized)
-        return marginal_sse(data, design, fit.coef[None], 1.0 - cluster_weights), fit.lam[None]
+        return marginal_sse(data, design, fit.coef[None], 1.0 - cluster_weights), fit.lam[None], fit.result
 
     return map_over_folds(fold, train)
 
@@ -469,6 +474,12 @@ def _fit_on_fitting_scale(data, o: _Options, lam_scale) -> dict:
                       solver=solver, cv_solver=cv_solver, penalty=penalty, selector=selector, **common)
 
 
+def _first_failure(fit_result: str, tuned: str) -> str:
+    """The fit's own result, or where it succeeded the CV's at the chosen point: a choice that
+    rests on a fold whose fit did not succeed is not reported as successful."""
+    return fit_result if fit_result != "successful" else tuned
+
+
 def _split_intercept(beta: np.ndarray, intercept: bool):
     if intercept:
         return beta[..., 1:], beta[..., 0]
@@ -499,10 +510,11 @@ def _fit_lasso(*, data, a_values, folds, n_folds, intercept, mask, progress, cv_
         # One program per a computes the full-data path and every fold along it; only the path of
         # the best a so far is kept (n_λ × p on the host, not n_a × n_λ × p).
         train = training_weights(folds, n_folds, dtype)
-        fold_sse, lam_table, path, a_best, best_error = [], [], None, None, np.inf
+        fold_sse, lam_table, codes, path, a_best, best_error = [], [], [], None, None, np.inf
         for a in tqdm(a_values, desc="CV over a", disable=not progress or len(a_values) == 1):
-            a_path, sse, n_eff = _lasso_cv_at_a(data, jnp.asarray(a, dtype), train, grid_j, relative, penalty,
-                                                intercept, cv_solver)
+            a_path, sse, n_eff, results = _lasso_cv_at_a(data, jnp.asarray(a, dtype), train, grid_j, relative,
+                                                         penalty, intercept, cv_solver)
+            codes.append(grid_results(results))
             # Only the λ the full-data path reached are candidates (glmnet's cv truncates likewise).
             sse = np.where(np.asarray(a_path.fitted)[None, :], np.asarray(sse), np.nan)
             fold_sse.append(sse)
@@ -512,14 +524,15 @@ def _fit_lasso(*, data, a_values, folds, n_folds, intercept, mask, progress, cv_
         fold_sse = np.stack(fold_sse, axis=1)
         error = fold_sse.sum(axis=0) / data.n_obs
         best = _cv_best(error, fold_sse, folds, data, cv_rule)
-        cv = CVCurve(a_values, np.stack(lam_table), error, fold_sse, "lam", best)
+        cv = CVCurve(a_values, np.stack(lam_table), error, fold_sse, "lam", best, results_from_index(np.stack(codes)))
+        tuned = result_names(cv.result)[best]
         index, n_eff = best[1], best_eff
         if cv_solver is not solver:  # the reported path to the final solver's tolerance, down to the chosen λ
             path, n_eff = _lasso_full(data, jnp.asarray(a_best, dtype), grid_j, relative, penalty, intercept,
                                       solver, jnp.asarray(index))
             index = min(index, int(np.flatnonzero(np.asarray(path.fitted))[-1]))
     else:
-        a_best = float(a_values[0])
+        a_best, tuned = float(a_values[0]), "successful"
         path, n_eff = _lasso_full(data, jnp.asarray(a_best, dtype), grid_j, relative, penalty, intercept,
                                   solver, jnp.asarray(len(grid)))
         index = int(np.flatnonzero(np.asarray(path.fitted))[-1])
@@ -534,7 +547,7 @@ def _fit_lasso(*, data, a_values, folds, n_folds, intercept, mask, progress, cv_
                             failed[0] if failed else "successful", np.sum(steps), float(n_eff), selector, cv, None,
                             path)
     return _result_fields(beta[index], float(b0[index]), np.flatnonzero(beta[index]), a_best,
-                        float(path.lambdas[index]), None, results[index], int(steps[index]),
+                        float(path.lambdas[index]), None, _first_failure(results[index], tuned), int(steps[index]),
                         float(n_eff), selector, cv, None, path if relative else None)
 
 
@@ -542,24 +555,25 @@ def _fit_universal(*, data, a_values, folds, n_folds, intercept, mask, progress,
                    mask_j, n_penalized) -> QuasiFit:
     dtype = data.X.dtype
     cv = None
-    a_best = float(a_values[0])
+    a_best, tuned = float(a_values[0]), "successful"
     if folds is not None and len(a_values) > 1:
         train = training_weights(folds, n_folds, dtype)
-        fold_sse, lam_table = [], []
+        fold_sse, lam_table, codes = [], [], []
         for a in tqdm(a_values, desc="CV over a", disable=not progress):
-            sse, lams = _universal_cv_at_a(data, jnp.asarray(a, dtype), train, n_penalized,
-                                           weights, mask_j, intercept, solver)
+            sse, lams, results = _universal_cv_at_a(data, jnp.asarray(a, dtype), train, n_penalized,
+                                                    weights, mask_j, intercept, solver)
+            codes.append(grid_results(results)[None])
             fold_sse.append(np.asarray(sse))
             lam_table.append(np.asarray(lams).mean(axis=0))
         fold_sse = np.stack(fold_sse, axis=1)
         error = fold_sse.sum(axis=0) / data.n_obs
         best = _cv_best(error, fold_sse, folds, data, cv_rule)
-        cv = CVCurve(a_values, np.stack(lam_table), error, fold_sse, "lam", best)
-        a_best = float(a_values[best[0]])
+        cv = CVCurve(a_values, np.stack(lam_table), error, fold_sse, "lam", best, results_from_index(np.stack(codes)))
+        a_best, tuned = float(a_values[best[0]]), result_names(cv.result)[best]
     fit, n_eff = _universal_full(data, jnp.asarray(a_best, dtype), n_penalized, weights, mask_j, intercept, solver)
     beta, b0 = _split_intercept(np.asarray(fit.coef), intercept)
     return _result_fields(beta, float(b0), np.flatnonzero(beta), a_best, float(fit.lam), None,
-                        result_name(fit.result), int(fit.num_steps), float(n_eff), "lasso", cv)
+                        _first_failure(result_name(fit.result), tuned), int(fit.num_steps), float(n_eff), "lasso", cv)
 
 
 def _fit_best_subset(*, data, a_values, folds, n_folds, intercept, mask, progress, cv_rule, k, k_grid,

@@ -20,8 +20,8 @@ from ..._fit import Fit, Tuning, accepts_formula, finish
 from ..._inference import InferenceTable, debiased_lasso, row_results
 from ..._path import default_min_ratio, solve_path
 from ..._penalties import L1, AbstractPenalty, check_user_penalty
-from ..._select import cluster_folds, cross_validated_path, cv_and_final_solvers
-from ..._solution import result_name
+from ..._select import cluster_folds, cross_validated_path, cv_and_final_solvers, grid_results
+from ..._solution import RESULTS, result_name, results_from_index
 from ..._validate import (
     check_count,
     check_data,
@@ -102,9 +102,8 @@ def _cv_path(data, S_bar, base, train, test, relative, solver, penalty):
         residual = fargs.y[:, None] - fargs.X @ coef.T
         return jnp.sum(test_w[data.cluster][:, None] * residual**2, axis=0)
 
-    path, sse, _ = cross_validated_path(lambda w: shel_loss(data, S_bar, w), base, train, test, relative, solver,
-                                        y0, score, penalty=penalty)
-    return path, sse
+    return cross_validated_path(lambda w: shel_loss(data, S_bar, w), base, train, test, relative, solver, y0, score,
+                                penalty=penalty)
 
 
 @eqx.filter_jit
@@ -120,7 +119,8 @@ def _fit_at(data, S_bar, base, lam, solver, penalty):
 
 def _select(data, S_bar, base, folds, n_folds, relative, solver, penalty, cv_solver=None, refit=True):
     """λ by cluster CV on the clusters in `base` (folds over `base`) for `penalty` on β (its λ
-    replaced along the path): (coef, λ, CV error per λ). The CV paths use `cv_solver` (default
+    replaced along the path): (coef, λ, CV error per λ, `RESULTS` index per λ: `grid_results`
+    of the folds). The CV paths use `cv_solver` (default
     `solver`); with another solver and `refit`, the chosen λ is refitted with `solver`, otherwise
     coef is the CV path's at the chosen λ (the caller fits it itself)."""
     cv_solver = solver if cv_solver is None else cv_solver
@@ -129,15 +129,16 @@ def _select(data, S_bar, base, folds, n_folds, relative, solver, penalty, cv_sol
     in_fold = folds[None, :] == np.arange(n_folds)[:, None]
     train = jnp.asarray(base[None, :] * ~in_fold, dtype)
     test = jnp.asarray(base[None, :] * in_fold, dtype)
-    path, sse = _cv_path(data, S_bar, base_w, train, test, jnp.asarray(relative, dtype), cv_solver, penalty)
+    path, sse, _, results = _cv_path(data, S_bar, base_w, train, test, jnp.asarray(relative, dtype), cv_solver, penalty)
+    codes = grid_results(results)
     error = np.asarray(sse).sum(axis=0) / float(np.sum(np.asarray(data.cluster_sizes) * base))
     error = np.where(np.asarray(path.fitted), error, np.nan)  # only λ the base path reached
     best = int(np.nanargmin(error))
     lam_best = float(path.lambdas[best])
     if cv_solver is solver or not refit:
-        return np.asarray(path.coef[best]), lam_best, error
+        return np.asarray(path.coef[best]), lam_best, error, codes
     refitted = _fit_at(data, S_bar, base_w, jnp.asarray(lam_best, dtype), solver, penalty)
-    return np.asarray(refitted.coef[0]), lam_best, error
+    return np.asarray(refitted.coef[0]), lam_best, error, codes
 
 
 # ---- inference ---------------------------------------------------------------------------------
@@ -258,16 +259,18 @@ def debiased_inference(data, S_bar, coef, coords, level, solver, column_scale=1.
 class SHELFit(Fit):
     """Result of `fit_shel`: the `Fit` protocol, plus the synthetic-variable fields.
 
-    - `intercept`: γ̂_0 (the coefficient of the column of ones; for dummies the mean cluster
-      effect). `ranef` (n × 1): each cluster's synthetic effect S_i γ̂ − intercept (Z = 1), so
-      `predict(X, groups)` adds it for known clusters. `sigma2`: the residual mean square
+    - `intercept`: the mean cluster effect, the average of S_i γ̂ over clusters. `ranef`
+      (n × 1): each cluster's synthetic effect S_i γ̂ − intercept (Z = 1), so `predict(X, groups)`
+      adds it for known clusters. `sigma2`: the residual mean square
       ‖y − Xβ̂ − Sγ̂‖² / (N − |Ŝ| − rank S); `psi` None (SHEL does not model Ψ).
     - `gamma` (coefficients of the synthetic columns: intercept first, then the K synthetic
       variables; for dummies one effect per cluster in `groups` order), `synthetic` (the
       N × (K + 1) design [1, S] used, rows in the caller's order; N × n indicators for dummies),
       `K`, `lam`, `kind` ("pca" | "dummies" | "user"), `cv_error` (n_K × n_λ held-out error per
       observation; None when nothing was tuned), `lambda_ratios` (the CV grid as fractions of
-      each K's λ_max), `K_grid`.
+      each K's λ_max), `K_grid`, `cv_result` (n_K × n_λ `RESULTS` codes: per grid point the
+      first fold's code where a fold's fit did not succeed; when the chosen point's is not
+      `successful`, it is the fit's `result`).
     """
 
     gamma: np.ndarray
@@ -278,6 +281,7 @@ class SHELFit(Fit):
     cv_error: np.ndarray | None
     lambda_ratios: np.ndarray | None
     K_grid: tuple
+    cv_result: RESULTS | None = None
 
     method = "SHEL (Lasso with cluster-level synthetic variables)"
 
@@ -415,9 +419,10 @@ def fit_shel(
                      jnp.asarray(user_mask))
 
     def chosen_lambda(S):
-        """(the CV path's β̂ there or None, λ, CV error per λ or None) for synthetic matrix S."""
+        """(the CV path's β̂ there or None, λ, CV error and result index per λ or None) for synthetic
+        matrix S."""
         if lam is not None:
-            return None, lam, None
+            return None, lam, None, None
         return _select(data, S, everything, folds, n_folds, relative, solver, penalty, cv_solver, refit=False)
 
     if kind == "pca":
@@ -431,18 +436,21 @@ def fit_shel(
         for k in tqdm(Ks, desc="CV over K", disable=not progress or len(Ks) == 1):
             # Columns beyond K are zeroed (not dropped): one compiled shape for every K.
             S_k = S_full * (np.arange(S_full.shape[1]) <= k)
-            coef, lam_k, error = chosen_lambda(jnp.asarray(S_k, dtype))
-            candidates.append((np.inf if error is None else np.min(error), k, S_k, coef, lam_k, error))
+            coef, lam_k, error, codes = chosen_lambda(jnp.asarray(S_k, dtype))
+            candidates.append((np.inf if error is None else np.nanmin(error), k, S_k, coef, lam_k, error, codes))
         best = min(range(len(candidates)), key=lambda i: candidates[i][0])
-        _, K_hat, S_bar, coef, lam_hat, _ = candidates[best]
+        _, K_hat, S_bar, coef, lam_hat, chosen_error, chosen_codes = candidates[best]
         S_bar = S_bar[:, : K_hat + 1]
         cv_error = None if lam is not None else np.stack([c[5] for c in candidates])
+        cv_codes = None if lam is not None else np.stack([c[6] for c in candidates])
     else:
         S_bar = None if kind == "dummies" else user_synthetic(caller_data, synthetic)
         S_j = None if S_bar is None else jnp.asarray(S_bar, dtype)
-        coef, lam_hat, error = chosen_lambda(S_j)
+        coef, lam_hat, error, codes = chosen_lambda(S_j)
         K_hat = n if S_bar is None else S_bar.shape[1] - 1
         cv_error = None if error is None else error[None]
+        cv_codes = None if codes is None else codes[None]
+        chosen_error, chosen_codes = error, codes
         Ks = (K_hat,)
     S_jax = None if S_bar is None else jnp.asarray(S_bar, dtype)
 
@@ -470,10 +478,15 @@ def fit_shel(
     elif inference == "debiased":
         table = debiased_inference(data, S_jax, unit_coef, np.flatnonzero(unit_coef), level, solver,
                                    float(units.x)).rescaled(coef_factor, node_lam=units.x**2)
+    # A choice that rests on a fold whose fit did not succeed is not reported as successful.
+    result = result_name(core.result)
+    if result == "successful" and chosen_codes is not None:
+        result = result_name(results_from_index(chosen_codes[np.nanargmin(chosen_error)]))
     fit = caller_fit(
         SHELFit, caller, coef=unit_coef, intercept=float(core.intercept), support=np.flatnonzero(unit_coef),
-        sigma2=float(core.sigma2), psi=None, ranef=np.asarray(core.ranef), result=result_name(core.result),
+        sigma2=float(core.sigma2), psi=None, ranef=np.asarray(core.ranef), result=result,
         n_iter=int(core.num_steps), inference=table, gamma=gamma, synthetic=synthetic_rows, K=int(K_hat),
         lam=float(lam_hat), kind=kind, cv_error=cv_error, K_grid=tuple(Ks),
+        cv_result=None if cv_codes is None else results_from_index(cv_codes),
         lambda_ratios=None if lam is not None else np.asarray(relative))
     return finish(fit, throw)
