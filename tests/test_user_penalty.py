@@ -102,10 +102,11 @@ def _support_columns(data, columns):
     return jaxlmm.LMMData.from_arrays(X, y, groups, Z)
 
 
-def test_capped_l1_in_lmmlasso_is_the_ml_fit_on_its_support(data):
+def test_capped_l1_in_lmmlasso(data):
     """lmmLasso's likelihood with the capped ℓ1: where every selected |β̂_k| > τ the penalty is flat,
     so β̂, σ̂² and Ψ̂ are the unpenalised ML fit of the same model on the support (`fit_lmm`, an
-    independent solver); the ℓ1 at the same λ shrinks the effects."""
+    independent solver); the ℓ1 at the same λ shrinks the effects. The BIC path, the core and
+    `sweep` take the same penalty."""
     solver = jaxlmm.MixedModelCGD(tol=1e-10)
     fit = jaxlmm.fit_lmmlasso(data, lam=30.0, penalty=CappedL1(1.0, cap=0.2), solver=solver)
     assert fit.result == "successful" and fit.support.tolist() == [0, 1]
@@ -117,15 +118,11 @@ def test_capped_l1_in_lmmlasso_is_the_ml_fit_on_its_support(data):
     np.testing.assert_allclose(fit.psi, ml.psi, rtol=1e-3, atol=1e-6)
     lasso = jaxlmm.fit_lmmlasso(data, lam=30.0, standardize=False, unpenalized=[], solver=solver)
     assert np.all(np.abs(lasso.coef[:2]) < np.abs(fit.coef[:2]) - 0.05)
-
-
-def test_capped_l1_in_lmmlasso_bic_path_core_and_sweep(data):
+    # λ by BIC along the path, the core and its sweep, the Lasso-only arguments refused.
     penalty = CappedL1(1.0, cap=0.2)
     path_fit = jaxlmm.fit_lmmlasso(data, penalty=penalty)
     assert path_fit.result == "successful" and {0, 1} <= set(path_fit.support.tolist())
     assert path_fit.path is not None and path_fit.tuning.criterion == "bic"
-    solver = jaxlmm.MixedModelCGD(tol=1e-10)
-    fit = jaxlmm.fit_lmmlasso(data, lam=30.0, penalty=penalty, solver=solver)
     # The core from the fit's own β̂ (one start; from β = 0 it stays in the basin where σ² has
     # absorbed the signal, which is why the estimator tries a second, cold start).
     start = np.concatenate([[fit.intercept], fit.coef])
