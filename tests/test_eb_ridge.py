@@ -332,6 +332,7 @@ def test_learned_hyperparameters_maximise_the_slides_evidence():
         jaxlmm.fit_eb_ridge(data, evidence="exact")
 
 
+@pytest.mark.slow  # a Monte Carlo check of the reference sampler itself, not of the estimator
 @pytest.mark.parametrize("target", ["laplace", "slides"])
 def test_importance_reference_matches_quadrature_for_q1(target):
     """The importance-sampling evidence against a 2-D trapezoid quadrature over

@@ -37,7 +37,10 @@ def test_tour_runs_as_written_with_jax_defaults():
         assert set(sweep.to_pandas()["result"]) == {"successful"} and len(sweep.to_pandas()) == 9
         print("README OK")
     """)
-    env = {k: v for k, v in os.environ.items() if k not in ("JAX_ENABLE_X64", "JAX_COMPILATION_CACHE_DIR")}
+    # JAX's defaults (x64 off, nothing configured); only the run's compilation cache is shared, so
+    # programs the other tests compiled are loaded (a cache changes compile time, not results).
+    env = {k: v for k, v in os.environ.items() if k != "JAX_ENABLE_X64"}
+    env["JAX_COMPILATION_CACHE_DIR"] = os.environ["JAXLMM_TEST_JIT_CACHE"]
     done = subprocess.run([sys.executable, "-c", _snippet_code("tour") + checks], capture_output=True, text=True,
                           env=env, timeout=600)
     assert done.returncode == 0 and "README OK" in done.stdout, done.stderr[-3000:]
