@@ -13,7 +13,7 @@ from ..._penalties import L1, FreeLeading, intercept_mask
 from ...losses.mixed_model import MixedModelParams, mixed_model_nll
 from .._core import CoreFit, all_nonnegative, check_structure, checked, hyperparameter, solver_start
 from .cgd import MixedModelCGD
-from .estimator import profile_start
+from .start import profile_start
 
 
 def lmmlasso_core(data: LMMData, lam, structure: str = "identity", start=None, solver=None, penalty=None) -> CoreFit:

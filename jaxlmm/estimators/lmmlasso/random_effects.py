@@ -32,8 +32,8 @@ from .estimator import (
     _standardised_design,
     information_criteria,
     lmmlasso_path,
-    profile_start,
 )
+from .start import profile_start
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
