@@ -37,3 +37,9 @@ def _release_compiled_programs():
     programs, and without this one worker process accumulates several GB of them."""
     yield
     jax.clear_caches()
+
+
+def pytest_collection_modifyitems(items):
+    """The README tour first: the suite's longest test (a fresh process compiling every method),
+    which stretches the run by its whole length when it is the last to start on a worker."""
+    items.sort(key=lambda item: "test_readme.py::test_tour" not in item.nodeid)
