@@ -309,6 +309,8 @@ def on_caller_scale(record, scale: DataScale, **factors):
     coefficient path with an intercept column): a number or array to multiply by, a function of
     the value (an additive shift of a log-likelihood), or for a nested record a dict of its own
     overrides."""
+    if scale.identity:  # every factor is 1 and every shift 0 (they derive from s_y, s_x): no eager array ops
+        return record
     changes = {}
     for name, unit in type(record).UNITS.items():
         value, factor = getattr(record, name), factors.get(name)
